@@ -1,0 +1,1 @@
+"""mdmpush services: one subpackage per deployable, plus the shared Kafka plumbing in services.common."""
