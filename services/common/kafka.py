@@ -1,0 +1,64 @@
+"""Shared confluent-kafka plumbing: producers that confirm delivery, and the dead-letter writer.
+
+Every consumer of this project stores an offset only after what it produced for that record is
+acknowledged by Kafka; `DeliveryTracker` is how a loop learns that without blocking on flush().
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from services.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> Producer:
+    """An idempotent producer configured from settings."""
+    return Producer(settings.producer_config(**overrides))
+
+
+class DeliveryError(RuntimeError):
+    """Kafka refused or lost a record the caller needed acknowledged."""
+
+
+def produce_sync(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | str | None = None,
+    headers: Headers | None = None,
+    timeout_s: float = 30.0,
+) -> None:
+    """Produce one record and wait for its acknowledgement (CLI, SDK, gateway; not hot paths)."""
+    errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            errors.append(err)
+
+    producer.produce(topic, value=value, key=key, headers=list(headers or []),
+                     on_delivery=on_delivery)
+    remaining = producer.flush(timeout_s)
+    if remaining:
+        raise DeliveryError(f"{remaining} record(s) to {topic} not acknowledged in {timeout_s}s")
+    if errors:
+        raise DeliveryError(f"Kafka refused a record to {topic}: {errors[0]}")
+
+
+def dead_letter_headers(msg: Message, reason: str) -> list[tuple[str, bytes]]:
+    """Where a poison record came from and why it was set aside (kept with the original bytes)."""
+    return [
+        ("mdmpush.dlq.reason", reason.encode()[:1000]),
+        ("mdmpush.dlq.source.topic", (msg.topic() or "").encode()),
+        ("mdmpush.dlq.source.partition", str(msg.partition()).encode()),
+        ("mdmpush.dlq.source.offset", str(msg.offset()).encode()),
+        ("mdmpush.dlq.at", str(int(time.time() * 1000)).encode()),
+    ]

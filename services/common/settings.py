@@ -1,0 +1,98 @@
+"""Configuration of the Kafka clients, read from `MDMPUSH_KAFKA_*` environment variables.
+
+The fields map one-to-one onto librdkafka keys (as Quix Streams does), so an operator who knows
+librdkafka knows what each one does; secrets are `SecretStr` so they never print in logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Kafka requires group.min.session.timeout.ms (6 s by default) <= session timeout.
+MIN_SESSION_TIMEOUT_MS = 6000
+
+
+class KafkaSettings(BaseSettings):
+    """Connection and client defaults shared by every service."""
+
+    model_config = SettingsConfigDict(env_prefix="MDMPUSH_KAFKA_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "mdmpush"
+    #: Prepended to every topic name of the catalogue; tests use it to isolate themselves.
+    topic_prefix: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    #: Confluent Schema Registry; when unset, Avro single-object encoding is used.
+    schema_registry_url: str | None = None
+    schema_registry_basic_auth: SecretStr | None = None
+    linger_ms: int = 5
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    session_timeout_ms: int = 10000
+    max_poll_interval_ms: int = 300000
+
+    def common_config(self) -> dict[str, Any]:
+        """librdkafka keys every client shares (connection and security)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": _reveal(self.sasl_password),
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": _reveal(self.ssl_key_password),
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        return conf
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """Idempotent, acks=all, lz4, a small linger: no loss and no broker-side duplicates."""
+        conf = self.common_config()
+        conf.update(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": self.compression_type,
+                "linger.ms": self.linger_ms,
+            }
+        )
+        conf.update(overrides)
+        return conf
+
+    def consumer_config(self, group_id: str, **overrides: Any) -> dict[str, Any]:
+        """Offsets are stored by the application after its work is acknowledged, never before."""
+        conf = self.common_config()
+        conf.update(
+            {
+                "group.id": group_id,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": max(self.session_timeout_ms, MIN_SESSION_TIMEOUT_MS),
+                "max.poll.interval.ms": self.max_poll_interval_ms,
+            }
+        )
+        conf.update(overrides)
+        return conf
+
+    def admin_config(self) -> dict[str, Any]:
+        """Admin client: connection and security only."""
+        return self.common_config()
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None

@@ -1,0 +1,1 @@
+"""Local, real infrastructure for development, tests and the demo (never production)."""

@@ -1,0 +1,1 @@
+"""Python SDK: how any MDM component publishes notification requests."""

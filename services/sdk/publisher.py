@@ -1,0 +1,84 @@
+"""Publish NotificationRequests from any Python MDM component.
+
+The SDK is the only thing an MDM server needs to enqueue a push: it replaces the INSERT into
+Afaria's A_Q_APNS / A_Q_APNS_PRIORITY tables with one acknowledged Kafka record.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import Producer
+
+from services.common.catalogue import Topics
+from services.common.kafka import make_producer, produce_sync
+from services.common.serde import AvroSerde, make_serde
+from services.common.settings import KafkaSettings
+
+Initiator = Literal["user", "admin"]
+Kind = Literal["mdm", "aps"]
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    """What a caller asks for; `to_record()` gives the Avro NotificationRequest."""
+
+    tenant: str
+    enrollment_ids: Sequence[str] = ()
+    target_all: bool = False
+    initiator: Initiator = "admin"
+    kind: Kind = "mdm"
+    command_type: str = ""
+    aps_payload: str | None = None
+    expiration_ms: int | None = None
+    source: str = "sdk"
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def to_record(self, now_ms: int | None = None) -> dict[str, Any]:
+        if not self.target_all and not self.enrollment_ids:
+            raise ValueError("a request needs enrollment ids or target_all=True")
+        if self.kind == "aps" and not self.aps_payload:
+            raise ValueError("an APS request needs an aps_payload")
+        return {
+            "request_id": self.request_id,
+            "tenant": self.tenant,
+            "kind": self.kind.upper(),
+            "initiator": self.initiator.upper(),
+            "command_type": self.command_type,
+            "target_all": self.target_all,
+            "enrollment_ids": list(self.enrollment_ids),
+            "aps_payload": self.aps_payload,
+            "expiration": self.expiration_ms,
+            "requested_at": now_ms if now_ms is not None else int(time.time() * 1000),
+            "source": self.source,
+        }
+
+
+class PushPublisher:
+    """Publishes requests to mdm.notification.requests.v1, keyed by tenant, acknowledged."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings | None = None,
+        producer: Producer | None = None,
+        serde: AvroSerde | None = None,
+    ) -> None:
+        self.settings = settings or KafkaSettings()
+        self.topic = Topics(self.settings.topic_prefix).requests
+        self.producer = producer or make_producer(self.settings)
+        self.serde = serde or make_serde(
+            self.settings.schema_registry_url,
+            self.settings.schema_registry_basic_auth.get_secret_value()
+            if self.settings.schema_registry_basic_auth
+            else None,
+        )
+
+    def publish(self, request: PushRequest) -> str:
+        """Publish and wait for Kafka's acknowledgement; returns the request id."""
+        value = self.serde.encode("NotificationRequest", request.to_record(), self.topic)
+        produce_sync(self.producer, self.topic, value, key=request.tenant)
+        return request.request_id
