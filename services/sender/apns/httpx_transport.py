@@ -66,6 +66,14 @@ class HttpxTransport:
         self._in_flight = 0
         self._last_activity = time.monotonic()
         self._closed = False
+        # A certificate that cannot be loaded fails every request as CERTIFICATE (the breaker
+        # then pauses this certificate), the way libcurl reports it, instead of raising here.
+        self._certificate_error: str | None = None
+        try:
+            self._ssl_context = _ssl_context(config)
+        except (OSError, ssl.SSLError) as exc:
+            self._certificate_error = f"{type(exc).__name__}: {exc}"
+            self._ssl_context = ssl.create_default_context()  # never used to connect
         self._loop = asyncio.new_event_loop()
         self._tasks: dict[asyncio.Task[None], tuple[ApnsRequest, float]] = {}
         ready = threading.Event()
@@ -90,6 +98,10 @@ class HttpxTransport:
         now = time.monotonic()
         self._last_activity = now
         self._in_flight += 1
+        if self._certificate_error is not None:
+            kind = TransportError.CERTIFICATE
+            self._results.put(_error(request, now, kind, self._certificate_error))
+            return
         self._incoming.append((request, now))
         with self._lock:
             if self._wakeup_pending:
@@ -130,7 +142,7 @@ class HttpxTransport:
         self._client = httpx.AsyncClient(
             http1=False,
             http2=True,
-            verify=_ssl_context(config),
+            verify=self._ssl_context,
             limits=httpx.Limits(
                 max_connections=1,
                 max_keepalive_connections=1,

@@ -12,7 +12,10 @@ by error answers (APNs sends none with 200).
 
 libcurl itself honours the server's SETTINGS_MAX_CONCURRENT_STREAMS (extra handles wait for a
 free stream) and GOAWAY (streams the server did not process are retried on a new connection,
-the rest complete); whatever cannot complete ends as an error answer, never silently.
+the rest complete); whatever cannot complete ends as an error answer, never silently. It does
+not wait for the server's SETTINGS on a fresh connection, though, and would open hundreds of
+streams against a limit it has not yet read (APNs starts low); so, like httpcore, a new
+connection carries one request until its first answer, then the full window.
 """
 
 from __future__ import annotations
@@ -47,12 +50,19 @@ _CERTIFICATE_ERRORS = frozenset(
     }
 )
 
+_RECONNECTING = frozenset(
+    {TransportError.CONNECTION, TransportError.CERTIFICATE, TransportError.GOAWAY}
+)
+"""Errors after which libcurl opens a new connection, whose stream limit is not known yet."""
+
 
 def transport_error_of(errno: int, message: str) -> TransportError:
     """Map a libcurl error code (and its message, for TLS alerts) to a ``TransportError``."""
     lowered = message.lower()
-    if errno in _CERTIFICATE_ERRORS or ("alert" in lowered and "certificate" in lowered):
-        # TLS 1.3 delivers a rejected client certificate as an alert on the first read.
+    if errno in _CERTIFICATE_ERRORS or "certificate" in lowered or "private key" in lowered:
+        # TLS 1.3 delivers a rejected client certificate as an alert on the first read, and a
+        # key that does not match the certificate is CURLE_BAD_FUNCTION_ARGUMENT: the message
+        # is what tells them from other receive errors and argument errors.
         return TransportError.CERTIFICATE
     if errno == pycurl.E_OPERATION_TIMEDOUT:
         return TransportError.TIMEOUT
@@ -139,7 +149,8 @@ class PycurlTransport:
         multi.setopt(pycurl.M_MAX_TOTAL_CONNECTIONS, 1)
         multi.setopt(pycurl.M_MAX_CONCURRENT_STREAMS, config.max_concurrent_streams)
         self._multi = multi
-        self._window = config.max_concurrent_streams
+        # One request until the connection has proved itself (see module doc), then the window.
+        self._window = 1
         self._free: list[_Slot] = []
         self._active: dict[pycurl.Curl, _Slot] = {}
         self._waiting: deque[tuple[ApnsRequest, float]] = deque()
@@ -253,7 +264,11 @@ class PycurlTransport:
             )
         slot.request = None
         self._free.append(slot)
-        if self._waiting:
+        if response.status is not None:
+            self._window = self._config.max_concurrent_streams
+        elif response.error_kind in _RECONNECTING:
+            self._window = 1
+        while self._waiting and len(self._active) < self._window:
             self._start(*self._waiting.popleft())
         return response
 
