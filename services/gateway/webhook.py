@@ -1,0 +1,66 @@
+"""The NanoMDM / MicroMDM webhook: verify its signature and turn each event into a CheckinEvent.
+
+The event JSON (NanoMDM's `service/webhook/event.json`) carries the device's raw plist body in
+`checkin_event.raw_payload` or `acknowledge_event.raw_payload` (base64), and NanoMDM's enrollment
+id in `ids.id`; we parse the plist ourselves so every field the device sent is available.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from services.gateway.checkin_parse import BadCheckin, checkin_event, parse_plist
+
+
+def verify_signature(body: bytes, signature_b64: str | None, secret: bytes) -> bool:
+    """`X-Hmac-Signature`: base64 of HMAC-SHA256(secret, body), compared in constant time."""
+    if not signature_b64:
+        return False
+    expected = base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
+    return hmac.compare_digest(expected, signature_b64.strip())
+
+
+def sign(body: bytes, secret: bytes) -> str:
+    """The signature a webhook sender puts in `X-Hmac-Signature` (used by the device simulator)."""
+    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
+
+
+def event_to_checkin(body: bytes, received_at_ms: int, tenant: str) -> dict[str, Any]:
+    """One webhook POST body -> one CheckinEvent record, or BadCheckin with the reason."""
+    try:
+        event = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadCheckin(f"body is not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise BadCheckin("event is not a JSON object")
+    inner = event.get("checkin_event") or event.get("acknowledge_event")
+    if not isinstance(inner, dict):
+        raise BadCheckin("event has neither checkin_event nor acknowledge_event")
+    raw = inner.get("raw_payload")
+    if not isinstance(raw, str) or not raw:
+        raise BadCheckin("event has no raw_payload")
+    try:
+        payload = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadCheckin(f"raw_payload is not base64: {exc}") from exc
+    message = parse_plist(payload)
+    ids = inner.get("ids")
+    enrollment_id = (
+        (ids.get("id") if isinstance(ids, dict) else None)
+        or inner.get("enrollment_id")
+        or inner.get("udid")
+    )
+    event_id = event.get("event_id")
+    return checkin_event(
+        message,
+        received_at_ms,
+        tenant=tenant,
+        source="webhook",
+        enrollment_id=enrollment_id if isinstance(enrollment_id, str) and enrollment_id else None,
+        event_id=event_id if isinstance(event_id, str) and event_id else None,
+    )
