@@ -1,0 +1,205 @@
+"""Ceiling of the APNs simulator on one core, measured by h2load; aioapns against it for scale.
+
+    .venv/bin/python tests/bench/bench_sim_ceiling.py [--requests 200000] [--aioapns-requests 20000]
+
+The simulator runs in its own process pinned to core 0 (``taskset``); the load generators run on
+core 1. h2load (Debian ``nghttp2-client``) cannot present a client certificate, so for this
+measurement only the simulator runs with ``--client-auth optional`` (a certificate is still
+verified when one is presented, as aioapns does). The bar (DESIGN.md §9) is ≥ 5,000 pushes/s; the
+exit status is 1 below it. The aioapns figure is the baseline the sender is compared with.
+
+Not a pytest test (pytest collects ``test_*`` only); numbers go to the README, never into asserts
+of timed unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aioapns import APNs, NotificationRequest, PushType
+from aioapns.connection import APNsDevelopmentClientProtocol
+
+from services.sim.apns.certs import PushCertFiles, SimPki, make_pki
+
+BAR = 5000.0
+TOKEN = "ab" * 32
+
+
+def pin(cores: str | None) -> list[str]:
+    """A ``taskset`` prefix when pinning is possible and asked for."""
+    if cores is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return []
+    return ["taskset", "-c", cores]
+
+
+def start_sim(
+    certs: Path, core: str | None, stats_file: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    ready = certs / "ready"
+    cmd = [
+        *pin(core),
+        sys.executable,
+        "-m",
+        "services.sim.apns",
+        "--certs",
+        str(certs),
+        "--port",
+        "0",
+        "--client-auth",
+        "optional",
+        "--ready-file",
+        str(ready),
+        "--stats-file",
+        str(stats_file),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if ready.exists() and ready.read_text().strip():
+            return proc, int(ready.read_text().split()[2])
+        if proc.poll() is not None:
+            raise SystemExit(f"simulator exited with {proc.returncode}")
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("simulator did not start within 20 s")
+
+
+def run_h2load(port: int, topic: str, args: argparse.Namespace, workdir: Path) -> float:
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        raise SystemExit("h2load not found: apt-get install -y nghttp2-client")
+    body = workdir / "body.json"
+    body.write_bytes(b'{"mdm":"5d1c4f6e-push-magic"}')
+    cmd = [
+        *pin(args.client_cores),
+        h2load,
+        "-n",
+        str(args.requests),
+        "-c",
+        str(args.clients),
+        "-m",
+        str(args.streams),
+        "-d",
+        str(body),
+        "-H",
+        f"apns-topic: {topic}",
+        "-H",
+        "apns-push-type: mdm",
+        "-H",
+        "apns-priority: 10",
+        "-H",
+        "apns-expiration: 0",
+        f"https://127.0.0.1:{port}/3/device/{TOKEN}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    if finished is None or codes is None:
+        raise SystemExit(f"cannot parse h2load output:\n{out}")
+    ok = int(codes.group(1))
+    if ok != args.requests:
+        raise SystemExit(f"h2load: only {ok}/{args.requests} answered 2xx:\n{out}")
+    return ok / float(finished.group(1))
+
+
+async def aioapns_rate(port: int, pki: SimPki, cert: PushCertFiles, n: int, conc: int) -> float:
+    client = APNs(
+        client_cert=str(cert.combined_path),
+        topic=cert.topic,
+        use_sandbox=True,
+        ssl_context=ssl.create_default_context(cafile=str(pki.ca.cert_path)),
+    )
+    client.pool.protocol_class = type(
+        "SimulatorProtocol",
+        (APNsDevelopmentClientProtocol,),
+        {"APNS_SERVER": "127.0.0.1", "APNS_PORT": port},
+    )
+    sem = asyncio.Semaphore(conc)
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        async with sem:
+            result = await client.send_notification(
+                NotificationRequest(
+                    device_token=TOKEN,
+                    message={"mdm": "5d1c4f6e-push-magic"},
+                    push_type=PushType.MDM,
+                    time_to_live=0,
+                    priority=10,
+                )
+            )
+            failures += not result.is_successful
+
+    await asyncio.wait_for(one(), 10)  # connect before timing
+    t0 = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), 600)
+    elapsed = time.perf_counter() - t0
+    client.pool.close()
+    if failures:
+        raise SystemExit(f"aioapns: {failures} pushes failed")
+    return n / elapsed
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--requests", type=int, default=200_000, help="h2load -n")
+    p.add_argument("--clients", type=int, default=4, help="h2load -c")
+    p.add_argument("--streams", type=int, default=100, help="h2load -m")
+    p.add_argument("--aioapns-requests", type=int, default=20_000)
+    p.add_argument("--aioapns-concurrency", type=int, default=1000)
+    p.add_argument("--sim-core", default="0", help="taskset core list for the simulator")
+    p.add_argument("--client-cores", default="1", help="taskset core list for the load")
+    p.add_argument("--no-pin", action="store_true")
+    args = p.parse_args()
+    if args.no_pin:
+        args.sim_core = args.client_cores = None
+    elif args.client_cores and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
+
+    with tempfile.TemporaryDirectory(prefix="apns-bench-") as tmp:
+        work = Path(tmp)
+        pki = make_pki(work)
+        cert = pki.issue()
+        stats_file = work / "stats.json"
+        proc, port = start_sim(work, args.sim_core, stats_file)
+        try:
+            h2load_rate = run_h2load(port, cert.topic, args, work)
+            aioapns = asyncio.run(
+                aioapns_rate(port, pki, cert, args.aioapns_requests, args.aioapns_concurrency)
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        stats = json.loads(stats_file.read_text())
+
+    expected = args.requests + args.aioapns_requests + 1
+    print(
+        f"simulator ceiling (h2load -c {args.clients} -m {args.streams}, one core): "
+        f"{h2load_rate:,.0f} pushes/s  (bar ≥ {BAR:,.0f})"
+    )
+    print(
+        f"aioapns against the simulator (concurrency {args.aioapns_concurrency}): "
+        f"{aioapns:,.0f} pushes/s"
+    )
+    print(f"simulator counted {stats['accepted']:,} accepted pushes (expected {expected:,})")
+    if stats["accepted"] != expected:
+        print("MISMATCH between answers and the simulator's counters")
+        return 1
+    return 0 if h2load_rate >= BAR else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
