@@ -1,1 +1,1 @@
-"""mdmpush services: one subpackage per deployable, plus the shared Kafka plumbing in services.common."""
+"""mdmpush: one subpackage per deployable, plus the shared Kafka plumbing in `services.common`."""

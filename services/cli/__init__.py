@@ -1,1 +1,1 @@
-"""cli."""
+"""The `mdmpush` command line."""

@@ -1,1 +1,1 @@
-"""common."""
+"""Kafka plumbing every service shares: settings, topic catalogue, Avro serde, clock."""

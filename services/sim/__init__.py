@@ -1,1 +1,1 @@
-"""sim."""
+"""Simulators used by tests, demo and benchmarks (never production): APNs and devices."""
