@@ -123,9 +123,7 @@ def test_idle_client_is_closed_and_reopened_on_demand(
 ) -> None:
     store = CertificateStore(store_dir)
     topic = store.topics()[0]
-    pool = ClientPool(
-        store, sim.url, transport=transport, ca_path=ca.cert_path, idle_timeout_s=0.3
-    )
+    pool = ClientPool(store, sim.url, transport=transport, ca_path=ca.cert_path, idle_timeout_s=0.3)
     pool.submit(push(topic))
     assert [a.status for a in drain(pool, 1)] == [200]
     assert pool.open_clients == [(sim.url, topic)]

@@ -88,9 +88,7 @@ def classify(response: ApnsResponse) -> Classification:
     if status == 200:
         return Classification(Verdict.SENT, "Success")
     if status == 410:
-        return Classification(
-            Verdict.PERMANENT, reason, token_dead_since_ms=response.timestamp_ms
-        )
+        return Classification(Verdict.PERMANENT, reason, token_dead_since_ms=response.timestamp_ms)
     if status == 403 or reason in CERTIFICATE_REASONS:
         return Classification(Verdict.CERTIFICATE, reason)
     if status == 429:

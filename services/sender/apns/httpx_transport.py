@@ -1,7 +1,7 @@
 """APNs over httpx[http2], run by an asyncio loop on a private thread.
 
 httpx is the pure-Python alternative to the libcurl transport: easier to debug, and needing no
-native libcurl, but roughly 20 times slower per push (see ``tests/bench/bench_transports.py``). The
+native libcurl, but 20 to 40 times slower per push (see ``tests/bench/bench_transports.py``). The
 sender's loop is synchronous, so the event loop lives on its own daemon thread: ``submit``
 appends to a queue and wakes the loop at most once per batch, answers come back through a
 thread-safe queue that ``poll`` drains.
@@ -9,7 +9,10 @@ thread-safe queue that ``poll`` drains.
 httpcore (under httpx) honours the server's SETTINGS_MAX_CONCURRENT_STREAMS itself; our
 semaphore bounds how many requests we hand it at once. A stream refused by GOAWAY surfaces as
 ``RemoteProtocolError(ConnectionTerminated)`` and comes back as a GOAWAY error to retry; the
-next request opens a new connection.
+next request opens a new connection. Known limit (httpcore): when the server hangs up after
+its GOAWAY while we are still writing, every stream still open fails with a write error, even
+some the server had answered; they come back as CONNECTION errors, so the retry may repeat a
+push APNs already accepted (a duplicate wake-up, never a loss). libcurl has no such gap.
 """
 
 from __future__ import annotations
@@ -46,9 +49,7 @@ def transport_error_of(exc: BaseException) -> TransportError:
 
 def _ssl_context(config: TransportConfig) -> ssl.SSLContext:
     """TLS with our client certificate; HTTP/2 negotiated by ALPN as APNs requires."""
-    context = ssl.create_default_context(
-        cafile=str(config.ca_path) if config.ca_path else None
-    )
+    context = ssl.create_default_context(cafile=str(config.ca_path) if config.ca_path else None)
     context.load_cert_chain(str(config.cert_path), str(config.key_path))
     return context
 

@@ -283,4 +283,3 @@ def _closed_error(request: ApnsRequest, started: float, now: float) -> ApnsRespo
         error_kind=TransportError.CLOSED,
         error="transport closed with the request in flight",
     )
-
