@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -29,7 +29,7 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
-from hpack import NeverIndexedHeaderTuple
+from hpack import Encoder, NeverIndexedHeaderTuple
 
 if TYPE_CHECKING:
     from services.sim.apns.server import ApnsSimulator
@@ -53,6 +53,29 @@ _GOAWAY_DEBUG = b'{"reason":"Shutdown"}'
 
 #: An answer: status line value, apns-id, body (empty for 200).
 Answer = tuple[bytes, bytes, bytes]
+
+#: HPACK static-table indices of the statuses APNs answers with (RFC 7541, appendix A).
+_STATIC_STATUS = {b"200": b"\x88", b"400": b"\x8c", b"404": b"\x8d", b"500": b"\x8e"}
+#: Literal header field, never indexed, new name "apns-id" (RFC 7541, 6.2.3).
+_APNS_ID_LITERAL = b"\x10\x07apns-id"
+
+
+class _AnswerEncoder(Encoder):
+    """HPACK encoder that writes the simulator's own answers without the generic machinery.
+
+    Every answer is ``:status`` plus a never-indexed ``apns-id``: neither touches the dynamic
+    table, so the block is a few concatenated bytes. Generic hpack encoding costs more than
+    the rest of answering a push; anything else (or a pending table-size update) goes the
+    generic way.
+    """
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        if not self.header_table.resized and type(headers) is list and len(headers) == 2:
+            (name0, status), (name1, apns_id) = headers
+            if name0 == b":status" and name1 == b"apns-id" and len(apns_id) < 127:
+                head = _STATIC_STATUS.get(status) or b"\x08" + bytes((len(status),)) + status
+                return head + _APNS_ID_LITERAL + bytes((len(apns_id),)) + apns_id
+        return super().encode(headers, huffman)
 
 
 class PeerIdentity:
@@ -92,6 +115,7 @@ class ApnsConnection(asyncio.Protocol):
     def __init__(self, sim: ApnsSimulator) -> None:
         self._sim = sim
         self._conn = H2Connection(config=_H2_CONFIG)
+        self._conn.encoder = _AnswerEncoder()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._blocked: dict[int, bytes] = {}
