@@ -138,6 +138,18 @@ def test_generates_apns_id_when_missing(
     uuid.UUID(r.headers["apns-id"])
 
 
+def test_unique_id_only_when_configured(
+    pki: SimPki, push_cert: PushCertFiles, make_sim: SimFactory
+) -> None:
+    plain, development = make_sim(), make_sim(send_unique_id=True)
+    with client(pki, plain, push_cert) as c:
+        assert "apns-unique-id" not in push(c, push_cert).headers
+    with client(pki, development, push_cert) as c:
+        r = push(c, push_cert)
+    assert r.status_code == 200 and r.content == b""
+    uuid.UUID(r.headers["apns-unique-id"])
+
+
 def test_missing_topic_and_push_type_default_to_certificate_and_mdm(
     pki: SimPki, push_cert: PushCertFiles, sim: SimulatorThread, fleet: FakeFleet
 ) -> None:
@@ -419,6 +431,17 @@ def test_goaway_after_n_streams_httpx_reconnects(
     assert statuses == [200] * 7
     snap = sim.snapshot()
     assert snap.goaways == 2 and snap.connections_opened == 3
+
+
+def test_reset_stats_starts_counting_afresh(
+    pki: SimPki, push_cert: PushCertFiles, sim: SimulatorThread
+) -> None:
+    with client(pki, sim, push_cert) as c:
+        push(c, push_cert)
+        sim.call(sim.sim.reset_stats)
+        push(c, push_cert)
+    snap = sim.snapshot()
+    assert snap.accepted == 1 and snap.connections_open == 1
 
 
 def test_stop_is_clean(pki: SimPki, push_cert: PushCertFiles, make_sim: SimFactory) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
@@ -231,12 +232,12 @@ class ApnsConnection(asyncio.Protocol):
 
     def _answer(self, sid: int, answer: Answer) -> None:
         status, apns_id, body = answer
+        headers = [(b":status", status), NeverIndexedHeaderTuple(b"apns-id", apns_id)]
+        if status == b"200" and self._sim.config.send_unique_id:
+            unique = str(uuid.uuid4()).encode()
+            headers.append(NeverIndexedHeaderTuple(b"apns-unique-id", unique))
         try:
-            self._conn.send_headers(
-                sid,
-                [(b":status", status), NeverIndexedHeaderTuple(b"apns-id", apns_id)],
-                end_stream=not body,
-            )
+            self._conn.send_headers(sid, headers, end_stream=not body)
             if body:
                 self._send_body(sid, body)
         except StreamClosedError:

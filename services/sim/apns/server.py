@@ -49,6 +49,7 @@ _OK = b"200"
 _STATUS_BYTES = {code: str(code).encode() for code in (400, 403, 404, 405, 410, 413, 429, 500, 503)}
 #: Apple keeps a push without apns-expiration for a while; 30 days is the documented maximum.
 DEFAULT_STORAGE_S = 30 * 24 * 3600
+PURGE_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -113,6 +114,7 @@ class ApnsSimulator:
         self._connections: set[ApnsConnection] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._purge_timer: asyncio.TimerHandle | None = None
         self.port = config.port
         self._reason_bodies: dict[str, bytes] = {}
 
@@ -152,10 +154,19 @@ class ApnsSimulator:
             reuse_address=True,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self._purge_timer = self._loop.call_later(PURGE_INTERVAL_S, self._purge)
         log.info("APNs simulator listening on %s:%d", self.config.host, self.port)
+
+    def _purge(self) -> None:
+        """Drop expired stored pushes now and then, so long runs keep bounded memory."""
+        self.store.purge_expired(time.time())
+        self._purge_timer = self.loop.call_later(PURGE_INTERVAL_S, self._purge)
 
     async def stop(self) -> None:
         """Stop listening, send GOAWAY on every connection and close them."""
+        if self._purge_timer is not None:
+            self._purge_timer.cancel()
+            self._purge_timer = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
