@@ -249,3 +249,16 @@ def test_burst_larger_than_the_receive_window(
     assert all(client.responses[s].headers[b":status"] == b"200" for s in sids)
     assert sim.snapshot().accepted == 5000
     client.close()
+
+
+def test_goaway_waits_for_delayed_answers(
+    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+) -> None:
+    sim.faults.goaway_after_streams = 2
+    sim.faults.latency_ms = 100
+    client = RawClient(sim, pki.client_context(cert))
+    sids = [client.request(topic=cert.topic) for _ in range(4)]
+    client.wait(lambda: client.terminated is not None)
+    assert client.terminated is not None and client.terminated.last_stream_id == sids[1]
+    assert [client.responses[s].complete for s in sids] == [True, True, False, False]
+    client.close()

@@ -218,16 +218,16 @@ class ApnsConnection(asyncio.Protocol):
             sim.loop.call_later(delay, self._answer_later, sid, answer)
         else:
             self._answer(sid, answer)
-            if self._drain_after is not None and not self._in_flight:
-                self._goaway()
+            if self._drain_after is not None:
+                self._maybe_goaway()
 
     def _answer_later(self, sid: int, answer: Answer) -> None:
         self._in_flight -= 1
         if self._closing:
             return
         self._answer(sid, answer)
-        if self._drain_after is not None and not self._in_flight:
-            self._goaway()
+        if self._drain_after is not None:
+            self._maybe_goaway()
         self._flush()
 
     def _answer(self, sid: int, answer: Answer) -> None:
@@ -259,15 +259,22 @@ class ApnsConnection(asyncio.Protocol):
             except (StreamClosedError, FlowControlError):
                 self._blocked.pop(sid, None)
 
-    def _goaway(self) -> None:
-        """The GOAWAY fault: every stream up to the limit is answered; say so and hang up."""
-        if self._closing:
+    def _maybe_goaway(self) -> None:
+        """The GOAWAY fault, once every stream up to the limit has been answered."""
+        drain = self._drain_after
+        if drain is None or self._in_flight or self._closing:
             return
+        if any(sid <= drain for sid in self._streams):
+            return  # a request up to the limit is still arriving: it gets its answer first
+        self._goaway(drain)
+
+    def _goaway(self, last_stream_id: int) -> None:
+        """Say which streams were processed (the client retries later ones) and hang up."""
         self._sim.stats.goaways += 1
         self._conn.close_connection(
             error_code=ErrorCodes.NO_ERROR,
             additional_data=_GOAWAY_DEBUG,
-            last_stream_id=self._drain_after,
+            last_stream_id=last_stream_id,
         )
         self._flush()
         self.close()
