@@ -1,0 +1,37 @@
+"""`python -m services.sender`: run one sender (settings from MDMPUSH_SENDER_* and _KAFKA_*).
+
+SIGTERM / SIGINT stop consuming, drain the requests in flight and their produces, store the
+offsets and close; a second signal is not needed and is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+from services.common.settings import KafkaSettings
+from services.sender.service import Sender
+from services.sender.settings import SenderSettings
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sender = Sender(SenderSettings(), KafkaSettings())
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: draining", signum)
+        sender.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sender.run()
+    except Exception:
+        logging.getLogger(__name__).exception("sender failed")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

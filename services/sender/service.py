@@ -1,0 +1,528 @@
+"""The sender's main loop: Kafka jobs in, APNs pushes out, one outcome per attempt back to Kafka.
+
+One thread drives everything without blocking: `consume` a batch (priority, bulk and the retry
+tiers from one consumer, range-assigned, so one sender owns partition p of all of them — the
+key's whole traffic, which makes its local buckets the farm-wide throttle), queue the jobs per
+lane and key, send what the buckets and the in-flight bound allow (priority first), collect APNs
+answers, produce outcomes / retries / DLQ copies without flushing, and store each partition's
+offset once every record produced for its done prefix is acknowledged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from services.common.catalogue import Topics
+from services.common.clock import Clock
+from services.common.errors import DecodeError
+from services.common.kafka import dead_letter_headers
+from services.common.serde import AvroSerde, make_serde
+from services.common.settings import KafkaSettings
+from services.sender.apns.breaker import BreakerRegistry
+from services.sender.apns.classify import Classification, Verdict, classify
+from services.sender.apns.pool import CertificateStore, ClientPool, UnknownCertificateError
+from services.sender.apns.types import ApnsRequest, ApnsResponse
+from services.sender.lanes import LANES, LaneBuffers, Pending
+from services.sender.metrics import SenderMetrics
+from services.sender.offsets import Entry, OffsetTracker
+from services.sender.policy import LiveSenders, PolicyBook, PolicyFeed, PushPolicy
+from services.sender.scheduler import ATTEMPT_HEADER, RetryScheduler
+from services.sender.settings import SenderSettings
+from services.sender.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str | bytes | None]]
+
+WRONG_TOPIC = "WrongTopic"
+BREAKER_OPEN = "BreakerOpen"
+#: Longest the loop blocks in one call while APNs requests are in flight / while idle.
+BUSY_WAIT_S = 0.005
+IDLE_WAIT_S = 0.05
+
+
+class InFlight:
+    """A job on the wire: what to finish, and the policy it was sent under."""
+
+    __slots__ = ("item", "max_attempts")
+
+    def __init__(self, item: Pending, max_attempts: int) -> None:
+        self.item = item
+        self.max_attempts = max_attempts
+
+
+class Sender:
+    """One sender process (or one in-thread instance in tests); `run()` until `stop()`."""
+
+    def __init__(
+        self,
+        settings: SenderSettings,
+        kafka: KafkaSettings,
+        *,
+        clock: Clock | None = None,
+        serde: AvroSerde | None = None,
+    ) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.topics = Topics(kafka.topic_prefix)
+        auth = kafka.schema_registry_basic_auth
+        self.serde = serde or make_serde(
+            kafka.schema_registry_url, auth.get_secret_value() if auth else None
+        )
+        self.clock = clock or Clock.from_settings()
+        self.scheduler = RetryScheduler(self.topics, settings.retry_delays_ms)
+        self.book = PolicyBook(
+            PushPolicy(
+                priority_per_minute=settings.default_priority_per_minute,
+                bulk_per_minute=settings.default_bulk_per_minute,
+                max_attempts=settings.default_max_attempts,
+            )
+        )
+        self.throttle = Throttle()
+        self.breakers = BreakerRegistry(settings.breaker_s)
+        self.pool = ClientPool(
+            CertificateStore(settings.cert_dir),
+            settings.endpoint(),
+            transport=settings.transport,
+            ca_path=settings.ca_path,
+            max_concurrent_streams=settings.max_concurrent_streams,
+            request_timeout_s=settings.request_timeout_s,
+            idle_timeout_s=settings.idle_close_s,
+        )
+        self.offsets = OffsetTracker()
+        self.buffers = LaneBuffers(settings.buffer_per_partition)
+        self.metrics = SenderMetrics()
+        self.producer = Producer(kafka.producer_config())
+        # Prefetch little: back-pressure pauses partitions and librdkafka drops their prefetch,
+        # so a large prefetch would only be fetched twice.
+        self.consumer = Consumer(
+            kafka.consumer_config(
+                settings.group_id,
+                **{
+                    "partition.assignment.strategy": "range",
+                    "queued.min.messages": max(1000, settings.consume_batch * 2),
+                    "queued.max.messages.kbytes": 8192,
+                    "fetch.wait.max.ms": 100,
+                    "client.id": f"{kafka.client_id}-sender-{settings.instance_id}",
+                },
+            )
+        )
+        self._in_flight: dict[str, InFlight] = {}
+        self._next_id = 0
+        self._stop = threading.Event()
+        self._fatal: KafkaError | None = None
+        self._timer_s: float | None = None
+        self._feed: PolicyFeed | None = None
+        self._live: LiveSenders | None = None
+        #: True once the group has assigned partitions (tests wait for it).
+        self.assigned = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to drain and return (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume and send until `stop()`; then drain in-flight work, store offsets, close."""
+        self.metrics.serve(self.settings.metrics_port)
+        self._feed = PolicyFeed(self.kafka, self.topics.config, self.serde, self.book)
+        self._feed.load()
+        self._live = LiveSenders(
+            self.kafka, self.settings.group_id, self.settings.members_refresh_s
+        )
+        subscribed = [self.topics.jobs_priority, self.topics.jobs_bulk, *self.scheduler.topics]
+        self.consumer.subscribe(subscribed, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("sender %s consuming %s", self.settings.instance_id, ", ".join(subscribed))
+        next_housekeeping = 0.0
+        try:
+            while not self._stop.is_set() and self._fatal is None:
+                self._step()
+                now = time.monotonic()
+                if now >= next_housekeeping:
+                    next_housekeeping = now + 0.1
+                    self._housekeeping()
+        finally:
+            self._shutdown()
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
+
+    def _step(self) -> None:
+        for topic, partition in self.scheduler.due(_real_ms()):
+            tp = (topic, partition)
+            self.buffers.paused.discard(tp)
+            self.consumer.resume([TopicPartition(topic, partition)])
+        busy = bool(self._in_flight)
+        timer = self._wait_bound()
+        consume_wait = 0.0 if busy else min(IDLE_WAIT_S, timer)
+        self._route(self.consumer.consume(self.settings.consume_batch, consume_wait))
+        self._dispatch()
+        answers = self.pool.poll(min(BUSY_WAIT_S, timer) if self._in_flight else 0.0)
+        if answers:
+            self._complete(answers)
+        self.producer.poll(0)
+        self._store_offsets()
+
+    def _wait_bound(self) -> float:
+        """How long the loop may block: until the next throttle or retry-tier due time."""
+        bound = IDLE_WAIT_S if self._timer_s is None else self._timer_s
+        held = self.scheduler.next_wait_s(_real_ms())
+        return bound if held is None else min(bound, held)
+
+    def _housekeeping(self) -> None:
+        if self._feed is not None:
+            self._feed.poll(0)
+        if self._live is not None:
+            self._live.poll()
+        m = self.metrics
+        m.in_flight.set(len(self._in_flight))
+        m.buffered.set(self.buffers.size)
+        m.breaker_open.set(len(self.breakers.open_topics()))
+
+    def _shutdown(self) -> None:
+        self._drain(self.settings.shutdown_timeout_s)
+        self._store_offsets()
+        for answer in self.pool.close():  # only if the drain timed out: retried later
+            self._in_flight.pop(answer.correlation_id, None)
+        try:
+            self.consumer.close()  # commits the stored offsets
+        finally:
+            if self._feed is not None:
+                self._feed.close()
+        log.info("sender %s stopped", self.settings.instance_id)
+
+    def _drain(self, timeout_s: float) -> None:
+        """Finish what is on the wire and get its records acknowledged (bounded)."""
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            answers = self.pool.poll(0.05)
+            if answers:
+                self._complete(answers)
+            self.producer.poll(0)
+        self.producer.flush(max(0.1, deadline - time.monotonic()))
+        self.producer.poll(0)
+
+    # -- rebalance --------------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %d partitions", len(partitions))
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Finish in-flight work so its offsets are committed, then forget the partitions."""
+        self._drain(5.0)
+        self._store_offsets()
+        for tp in partitions:
+            source = (tp.topic, tp.partition)
+            self.offsets.revoke(*source)
+            self.buffers.drop_source(source)
+            self.scheduler.drop(*source)
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc)
+        self.assigned.clear()
+
+    # -- Kafka in ---------------------------------------------------------------------------------
+    def _route(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        blocked: set[tuple[str, int]] = set()
+        now_ms = _real_ms()
+        scheduler, buffers, serde = self.scheduler, self.buffers, self.serde
+        for msg in messages:
+            if msg.error() is not None:
+                log.warning("consumer error: %s", msg.error())
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            source = (topic, partition)
+            if source in blocked:
+                continue
+            if scheduler.is_retry_topic(topic):
+                due_ms = scheduler.not_before_ms(msg)
+                if due_ms > now_ms:
+                    tp = TopicPartition(topic, partition, offset)
+                    self.consumer.pause([tp])
+                    self.consumer.seek(tp)
+                    scheduler.hold(topic, partition, offset, due_ms)
+                    blocked.add(source)
+                    continue
+            entry = self.offsets.partition(topic, partition).track(offset)
+            try:
+                job = serde.decode_as(msg.value(), "PushJob")
+            except DecodeError as exc:
+                self._poison(msg, entry, exc.reason)
+                continue
+            raw_key = msg.key()
+            key = raw_key.decode("utf-8", "replace") if raw_key else job["topic"]
+            if buffers.add(Pending(entry, job, key, job["lane"], source)):
+                buffers.paused.add(source)
+                self.consumer.pause([TopicPartition(topic, partition)])
+
+    def _poison(self, msg: Message, entry: Entry, reason: str) -> None:
+        """An undecodable record: its original bytes go to the DLQ, the loop moves on."""
+        entry.add_pending()
+        self.producer.produce(
+            self.topics.dlq,
+            value=msg.value(),
+            key=msg.key(),
+            headers=list[tuple[str, str | bytes | None]](dead_letter_headers(msg, reason)),
+            on_delivery=functools.partial(self._delivered, entry),
+        )
+        self.metrics.dlq.labels("undecodable").inc()
+
+    # -- APNs out ---------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Send what the buckets and the in-flight bound allow, priority lane first."""
+        self._timer_s = None
+        settings = self.settings
+        live = self._live.count if self._live is not None else 1
+        for lane in LANES:
+            reserve = 0 if lane == "PRIORITY" else settings.priority_reserve
+            for key, queue in self.buffers.queues(lane):
+                policy = self.book.for_topic(queue[0].job["topic"])
+                bucket = self.throttle.bucket(key, lane, policy.bucket_per_minute(lane, live))
+                while queue:
+                    if settings.max_in_flight - len(self._in_flight) <= reserve:
+                        return
+                    wait = bucket.wait_s()
+                    if wait > 0:
+                        self._timer_s = wait if self._timer_s is None else min(self._timer_s, wait)
+                        self.metrics.throttle_waits.labels(lane).inc()
+                        break
+                    item = queue[0]
+                    breaker = self.breakers[item.job["topic"]]
+                    if not breaker.allow():
+                        queue.popleft()
+                        self._taken(item)
+                        self._defer(item, breaker.retry_after_s())
+                        continue
+                    bucket.try_take()  # due now (wait_s was 0): takes the send
+                    queue.popleft()
+                    self._taken(item)
+                    self._send(item, policy)
+
+    def _taken(self, item: Pending) -> None:
+        if self.buffers.taken(item):
+            self.buffers.paused.discard(item.source)
+            self.consumer.resume([TopicPartition(*item.source)])
+
+    def _send(self, item: Pending, policy: PushPolicy) -> None:
+        job = item.job
+        self._next_id += 1
+        cid = str(self._next_id)
+        expiration = job["expiration"]
+        request = ApnsRequest(
+            correlation_id=cid,
+            token_hex=job["token_hex"],
+            topic=job["topic"],
+            payload=_payload(job),
+            apns_id=str(uuid.uuid4()),
+            expiration=expiration // 1000 if expiration else 0,
+            push_type="mdm" if job["kind"] == "MDM" else "alert",
+        )
+        try:
+            self.pool.submit(request)
+        except UnknownCertificateError:
+            self._finish(item, [self._outcome(job, "FAILED", reason=WRONG_TOPIC)])
+            return
+        self._in_flight[cid] = InFlight(item, policy.max_attempts)
+
+    # -- answers ----------------------------------------------------------------------------------
+    def _complete(self, answers: list[ApnsResponse]) -> None:
+        for answer in answers:
+            flight = self._in_flight.pop(answer.correlation_id, None)
+            if flight is None:
+                continue
+            item = flight.item
+            job = item.job
+            verdict = classify(answer)
+            breaker = self.breakers[job["topic"]]
+            if verdict.opens_breaker:
+                breaker.record_failure(verdict.reason)
+            else:
+                breaker.record_success()
+            self.metrics.latency.observe(answer.latency_ms / 1000)
+            if verdict.verdict is Verdict.SENT:
+                self._finish(item, [self._outcome(job, "SENT", answer=answer)])
+            elif verdict.verdict is Verdict.PERMANENT:
+                outcome = self._outcome(
+                    job, "FAILED", answer=answer, reason=verdict.reason,
+                    apns_timestamp=verdict.token_dead_since_ms,
+                )
+                self._finish(item, [outcome])
+            elif verdict.opens_breaker:
+                # The certificate or the connection is at fault, not the job: not burned.
+                self._retry(item, job["attempt"], self.scheduler.tier_for_wait(
+                    breaker.retry_after_s()), answer, verdict)
+            else:
+                self._transient(item, flight.max_attempts, answer, verdict)
+
+    def _transient(
+        self, item: Pending, max_attempts: int, answer: ApnsResponse, verdict: Classification
+    ) -> None:
+        job = item.job
+        made = job["attempt"] + 1
+        if made >= max_attempts:
+            error = _error_text(answer, verdict)
+            dead = dict(job, attempt=made, last_error=error)
+            outcome = self._outcome(job, "DEAD_LETTERED", answer=answer, reason=verdict.reason)
+            self._finish(
+                item,
+                [outcome],
+                [(self.topics.dlq, self.serde.encode("PushJob", dead, self.topics.dlq),
+                  [(ATTEMPT_HEADER, str(made).encode()),
+                   ("mdmpush.dlq.reason", f"attempts exhausted: {error}".encode()[:1000])])],
+            )
+            self.metrics.dlq.labels("exhausted").inc()
+            return
+        tier = self.scheduler.tier_for_failure(made, verdict.long_backoff)
+        self._retry(item, made, tier, answer, verdict)
+
+    def _retry(
+        self,
+        item: Pending,
+        attempt: int,
+        tier: int,
+        answer: ApnsResponse | None,
+        verdict: Classification | None,
+    ) -> None:
+        """RETRYING outcome + the job on retry tier `tier`, carrying `attempt` attempts made."""
+        job = item.job
+        scheduler = self.scheduler
+        error = _error_text(answer, verdict) if verdict is not None else BREAKER_OPEN
+        again = dict(job, attempt=attempt, last_error=error)
+        topic = scheduler.topics[tier]
+        not_before = _real_ms() + scheduler.delays_ms[tier]
+        reason = verdict.reason if verdict is not None else BREAKER_OPEN
+        outcome = self._outcome(job, "RETRYING", answer=answer, reason=reason)
+        self._finish(
+            item,
+            [outcome],
+            [(topic, self.serde.encode("PushJob", again, topic),
+              scheduler.headers(attempt, not_before))],
+        )
+        self.metrics.retry(topic)
+
+    def _defer(self, item: Pending, wait_s: float) -> None:
+        """The certificate's breaker is open: straight to a retry tier, nothing sent or burned."""
+        self._retry(item, item.job["attempt"], self.scheduler.tier_for_wait(wait_s), None, None)
+
+    # -- Kafka out --------------------------------------------------------------------------------
+    def _outcome(
+        self,
+        job: dict[str, Any],
+        state: str,
+        *,
+        answer: ApnsResponse | None = None,
+        reason: str | None = None,
+        apns_timestamp: int | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "job_id": job["job_id"],
+            "request_id": job["request_id"],
+            "tenant": job["tenant"],
+            "enrollment_id": job["enrollment_id"],
+            "state": state,
+            "lane": job["lane"],
+            "attempt": job["attempt"],
+            "repush": job["repush"],
+            "topic": job["topic"],
+            "token_hex": job["token_hex"],
+            "push_magic": job["push_magic"],
+            "token_updated_at": job["token_updated_at"],
+            "apns_id": answer.apns_id if answer is not None else None,
+            "status": answer.status if answer is not None else None,
+            "reason": reason,
+            "apns_timestamp": apns_timestamp,
+            "latency_ms": answer.latency_ms if answer is not None else None,
+            "at": self.clock.now_ms(),
+        }
+
+    def _finish(
+        self,
+        item: Pending,
+        outcomes: list[dict[str, Any]],
+        copies: Sequence[tuple[str, bytes, Headers]] = (),
+    ) -> None:
+        """Produce the job's records; its offset becomes storable once all are acknowledged."""
+        entry = item.entry
+        entry.add_pending(len(outcomes) + len(copies))
+        on_delivery = functools.partial(self._delivered, entry)
+        produce = self.producer.produce
+        outcomes_topic = self.topics.outcomes
+        for outcome in outcomes:
+            value = self.serde.encode("PushOutcome", outcome, outcomes_topic)
+            self._produce(produce, outcomes_topic, value, outcome["enrollment_id"], None,
+                          on_delivery)
+            self.metrics.push(outcome["state"], outcome["reason"])
+        for topic, value, headers in copies:
+            self._produce(produce, topic, value, item.key, headers, on_delivery)
+
+    def _produce(
+        self,
+        produce: Any,
+        topic: str,
+        value: bytes,
+        key: str,
+        headers: Headers | None,
+        on_delivery: Any,
+    ) -> None:
+        while True:
+            try:
+                produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:
+                # The producer queue is full: serve acknowledgements until there is room.
+                self.producer.poll(0.05)
+
+    def _delivered(self, entry: Entry, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            # The idempotent producer has given up after its retries: stop without storing
+            # this offset, so a restarted sender sends the job again (at least once).
+            log.error("Kafka refused a record: %s", err)
+            self._fatal = err
+            return
+        entry.acked()
+
+    def _store_offsets(self) -> None:
+        storable = self.offsets.storable()
+        if storable:
+            try:
+                self.consumer.store_offsets(
+                    offsets=[TopicPartition(t, p, o) for t, p, o in storable]
+                )
+            except KafkaException as exc:  # e.g. the partition was just revoked
+                log.warning("could not store offsets: %s", exc)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+
+def _payload(job: dict[str, Any]) -> bytes:
+    if job["kind"] == "MDM":
+        return json.dumps({"mdm": job["push_magic"] or ""}, separators=(",", ":")).encode()
+    return (job["aps_payload"] or '{"aps":{}}').encode()
+
+
+def _error_text(answer: ApnsResponse | None, verdict: Classification | None) -> str:
+    if answer is None or verdict is None:
+        return BREAKER_OPEN
+    if answer.status is not None:
+        return f"{answer.status} {verdict.reason}"
+    return f"{verdict.reason}: {answer.error or ''}"[:500]
+
+
+def _real_ms() -> int:
+    """Real epoch ms: retry tiers are about Kafka and APNs, never on the simulated clock."""
+    return int(time.time() * 1000)

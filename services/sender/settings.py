@@ -1,0 +1,67 @@
+"""The sender's own configuration (`MDMPUSH_SENDER_*`); Kafka settings stay in `MDMPUSH_KAFKA_*`.
+
+Defaults are production's (Apple's endpoint, 60 s breaker and idle close as classic MDM servers
+used); tests and the simulator override `base_url`, `ca_path` and the short timings.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.catalogue import DEFAULT_RETRY_DELAYS_MS
+from services.sender.apns.pool import DEFAULT_TRANSPORT
+from services.sender.apns.transport import Environment, apns_base_url
+
+
+class SenderSettings(BaseSettings):
+    """Where to push, how hard, and how to retry; the policy topic may override the rates."""
+
+    model_config = SettingsConfigDict(env_prefix="MDMPUSH_SENDER_", frozen=True, extra="ignore")
+
+    #: Mounted push certificates: `<topic>.pem` + `<topic>.key` (see apns/pool.py).
+    cert_dir: Path = Path("/etc/mdmpush/certs")
+    #: CA bundle to verify the APNs server with; None = system trust store (real APNs).
+    ca_path: Path | None = None
+    environment: Literal["production", "sandbox"] = "production"
+    #: 443, or 2197 where 443 is blocked.
+    port: int = 443
+    #: Explicit base URL (the simulator, a test endpoint); overrides environment and port.
+    base_url: str | None = None
+    transport: str = DEFAULT_TRANSPORT
+    max_concurrent_streams: int = 1000
+    request_timeout_s: float = 15.0
+    #: Close a certificate's connection after this long without traffic.
+    idle_close_s: float = 60.0
+    #: Pause a certificate this long after a certificate or connection error.
+    breaker_s: float = 60.0
+    #: One retry topic per delay, shortest first; the n-th failure goes to the n-th tier.
+    retry_delays_ms: tuple[int, ...] = DEFAULT_RETRY_DELAYS_MS
+    #: Used when no policy (neither the certificate's nor '*') is on the config topic.
+    default_max_attempts: int = 5
+    default_priority_per_minute: float = 0.0
+    default_bulk_per_minute: float = 0.0
+    group_id: str = "mdmpush-sender"
+    instance_id: str = Field(default_factory=socket.gethostname)
+    #: Requests in flight to APNs at most; `priority_reserve` of them are kept for priority jobs.
+    max_in_flight: int = 4000
+    priority_reserve: int = 200
+    #: Jobs buffered per partition before that partition is paused (back-pressure).
+    buffer_per_partition: int = 2000
+    consume_batch: int = 500
+    #: Prometheus port; 0 disables the endpoint.
+    metrics_port: int = 9102
+    #: How long SIGTERM waits for in-flight requests and their produces.
+    shutdown_timeout_s: float = 20.0
+    #: How often the member count of the group is refreshed (PER_INSTANCE scope).
+    members_refresh_s: float = 15.0
+
+    def endpoint(self) -> str:
+        """The APNs base URL this sender pushes to."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return apns_base_url(Environment(self.environment), self.port)
