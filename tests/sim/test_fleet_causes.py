@@ -349,6 +349,8 @@ def test_stale_magic_self_heals_only_25_hours_after_the_first_wrong_push(
     assert len(rig.log.of(e2.enrollment_id, "TokenUpdate")) == 2
     assert rig.log.of(e1.enrollment_id, "Idle") == []
     assert device.self_heals == 1 and device.wrong_magic_pushes == 4
+    stats = rig.scenario.fleet.stats()
+    assert stats.self_heals == 1 and stats.wrong_magic == 4
     assert device.wrong_magic_since_ms is None
 
 

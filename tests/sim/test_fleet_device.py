@@ -114,13 +114,39 @@ def test_pushes_before_the_poll_make_one_poll_and_offline_refuses() -> None:
     assert stats.receptions[Reception.ANSWERED.value] == 5
 
 
+def test_schedules_bring_devices_back_and_unenroll_checks_out() -> None:
+    sink = RecordingSink()
+    clock = Clock(speed=3600)
+    with Fleet(clock, sink) as fleet:
+        d = device()
+        fleet.add([d])
+        fleet.go_offline(d)
+        fleet.schedule_online(d, clock.now_ms() + H)  # one real second
+        fleet.scheduler.run_sync(lambda: None)
+        assert fleet.deliver(push()) is False
+        time.sleep(1.2)
+        assert d.online and fleet.deliver(push()) is True
+        time.sleep(0.05)  # the poll, 500 simulated ms later
+        fleet.unenroll(d, checkout=True)
+        fleet.scheduler.run_sync(lambda: None)
+        assert fleet.deliver(push()) is True
+        stats = fleet.stats()
+    assert [e["raw_message_type"] for e in sink.of("UDID-1")] == ["Idle", "CheckOut"]
+    assert stats.receptions[Reception.NOT_ENROLLED.value] == 1 and stats.checkins_sent == 2
+
+
 def test_scheduler_runs_timers_in_simulated_time_never_early() -> None:
     clock = Clock(speed=3600)
     fired: list[tuple[str, int]] = []
     done = threading.Event()
     with Scheduler(clock) as scheduler:
         start = clock.now_ms()
-        scheduler.call_at(start + 2 * H, lambda: (fired.append(("2h", clock.now_ms())), done.set()))
+
+        def last() -> None:
+            fired.append(("2h", clock.now_ms()))
+            done.set()
+
+        scheduler.call_at(start + 2 * H, last)
         scheduler.call_later(1 * H, lambda: fired.append(("1h", clock.now_ms())))
         t0 = time.monotonic()
         assert done.wait(5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -61,7 +62,9 @@ def count_checkins(
     return seen
 
 
-async def push_over_tls(url: str, ctx: object, topic: str, devices: list[SimDevice]) -> list[int]:
+async def push_over_tls(
+    url: str, ctx: ssl.SSLContext, topic: str, devices: list[SimDevice]
+) -> list[int]:
     async with httpx.AsyncClient(http2=True, verify=ctx, base_url=url, timeout=30) as client:
         sem = asyncio.Semaphore(100)
 

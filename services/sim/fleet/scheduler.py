@@ -89,11 +89,6 @@ class Scheduler:
     def _push(self, at_ms: int, fn: Task) -> None:
         heapq.heappush(self._heap, (at_ms, next(self._seq), fn))
 
-    @property
-    def pending(self) -> int:
-        """Timers not yet due (approximate outside the scheduler thread)."""
-        return len(self._heap)
-
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
