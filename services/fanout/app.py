@@ -1,0 +1,257 @@
+"""The faust app: four agents, two tables, and the internal topics between them.
+
+See the package docstring for why the data flows this way. Every agent runs with concurrency 1:
+faust-streaming commits past in-flight records when an agent runs several actors.
+Records produced through faust's producer (registry updates, slices, DeviceRecords, dead
+letters) are flushed by faust before it commits the offsets of the records that caused them;
+jobs and SKIPPED outcomes go through `BatchProducer`, awaited per chunk before the agent moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import faust
+from mode import Service
+
+from services.common.catalogue import Topics
+from services.common.clock import Clock
+from services.common.errors import DecodeError
+from services.common.kafka import dead_letter_headers
+from services.common.serde import make_serde
+from services.common.settings import KafkaSettings
+from services.fanout import metrics
+from services.fanout.expand import Expander
+from services.fanout.jobs import registry_partition
+from services.fanout.output import BatchProducer
+from services.fanout.policies import ShardBook
+from services.fanout.registry import apply_checkin, mark_token_dead
+from services.fanout.settings import FanoutSettings
+from services.fanout.slices import plan
+
+log = logging.getLogger(__name__)
+
+
+class _PolicyService(Service):
+    """Runs the ShardBook's reader thread for as long as the app runs."""
+
+    def __init__(self, book: ShardBook) -> None:
+        super().__init__()
+        self.book = book
+
+    async def on_start(self) -> None:
+        self.book.start()
+
+    async def on_stop(self) -> None:
+        self.book.stop()
+
+
+def create_app(
+    settings: FanoutSettings | None = None, kafka: KafkaSettings | None = None
+) -> faust.App:
+    """A configured fan-out app; run it with `faust.Worker(app).execute_from_commandline()`."""
+    settings = settings or FanoutSettings()
+    kafka = kafka or KafkaSettings()
+    app_id = settings.effective_app_id(kafka.topic_prefix)
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(kafka),
+        broker_client_id=kafka.client_id,
+        broker_session_timeout=max(kafka.session_timeout_ms, 6000) / 1000,
+        broker_commit_interval=settings.commit_interval_s,
+        store="memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        autodiscover=False,
+        key_serializer="json",
+        value_serializer="json",
+    )
+    Fanout(app, settings, kafka)
+    return app
+
+
+class Fanout:
+    """Wires the agents of one app; kept as an object so the agents share the clients."""
+
+    def __init__(self, app: faust.App, settings: FanoutSettings, kafka: KafkaSettings) -> None:
+        self.app = app
+        self.partitions = settings.partitions
+        self.topics = Topics(kafka.topic_prefix)
+        self.serde = make_serde(
+            kafka.schema_registry_url,
+            kafka.schema_registry_basic_auth.get_secret_value()
+            if kafka.schema_registry_basic_auth else None,
+        )
+        self.clock = Clock.from_settings()
+        self.shards = ShardBook(kafka, self.topics.config, self.serde)
+        self.policy_wait_s = settings.policy_load_timeout_s
+        app.add_dependency(_PolicyService(self.shards))
+
+        def external(name: str) -> faust.TopicT:
+            return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+        def internal(suffix: str) -> faust.TopicT:
+            return app.topic(
+                f"{app.conf.id}-{suffix}", partitions=self.partitions, internal=True
+            )
+
+        self.dlq = external(self.topics.dlq)
+        self.registry_out = external(self.topics.registry)
+        self.updates = internal("registry-updates")
+        self.slices = internal("slices")
+        self.registry = app.Table("registry", partitions=self.partitions)
+        self.progress = app.Table("slice-progress", partitions=self.partitions)
+        self.expander = Expander(
+            registry=self.registry,
+            progress=self.progress,
+            producer=BatchProducer(kafka),
+            shards=self.shards,
+            serde=self.serde,
+            topics=self.topics,
+            clock=self.clock,
+            partitions=self.partitions,
+            chunk_size=settings.chunk_size,
+        )
+        app.agent(external(self.topics.checkins), name="checkins", concurrency=1)(
+            self.ingest_checkins
+        )
+        app.agent(external(self.topics.outcomes), name="outcomes", concurrency=1)(
+            self.ingest_outcomes
+        )
+        app.agent(external(self.topics.requests), name="requests", concurrency=1)(
+            self.route_requests
+        )
+        app.agent(self.updates, name="registry", concurrency=1)(self.apply_updates)
+        app.agent(self.slices, name="expand", concurrency=1)(self.expand_slices)
+
+    # -- inputs: decode, dead-letter what cannot be read, route to the registry's partitions ----
+    async def ingest_checkins(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            record = await self._decode(event, "CheckinEvent", "checkins")
+            if record is not None:
+                await self._update(record["enrollment_id"], {"checkin": record})
+
+    async def ingest_outcomes(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            outcome = await self._decode(event, "PushOutcome", "outcomes")
+            if outcome is not None and outcome["state"] == "FAILED" and outcome["status"] == 410:
+                since = outcome["apns_timestamp"] or outcome["at"]
+                dead = {"token_hex": outcome["token_hex"], "since": since}
+                await self._update(outcome["enrollment_id"], {"dead": dead})
+
+    async def route_requests(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            request = await self._decode(event, "NotificationRequest", "requests")
+            if request is not None:
+                for piece in plan(request, self.partitions, self.expander.chunk_size):
+                    await self.slices.send(
+                        key=piece.key, value=piece.message(request), partition=piece.partition
+                    )
+
+    # -- the registry's partitions: apply changes; expand slices ------------------------------
+    async def apply_updates(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            eid: str = event.key
+            current = self.registry.get(eid)
+            now = self.clock.now_ms()
+            if "checkin" in event.value:
+                cause = event.value["checkin"]["message_type"].lower()
+                new = apply_checkin(current, event.value["checkin"], now)
+            else:
+                cause = "token_dead"
+                dead = event.value["dead"]
+                new = mark_token_dead(current, dead["token_hex"], dead["since"], now)
+            if new is not None:
+                self.registry[eid] = new
+                await self.registry_out.send(
+                    key=eid.encode(),
+                    value=self.serde.encode("DeviceRecord", new, self.topics.registry),
+                )
+                metrics.REGISTRY_UPDATES.labels(cause).inc()
+
+    async def expand_slices(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            if not self.shards.wait_loaded(0):
+                await self._wait_for_policies()
+            await self.expander.expand(event.key, event.message.partition, event.value)
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def _wait_for_policies(self) -> None:
+        loaded = await self.app.loop.run_in_executor(
+            None, self.shards.wait_loaded, self.policy_wait_s
+        )
+        if not loaded:
+            log.warning("push policies not read in %.0fs; expanding with what is known",
+                        self.policy_wait_s)
+
+    async def _update(self, enrollment_id: str, change: dict[str, Any]) -> None:
+        await self.updates.send(
+            key=enrollment_id,
+            value=change,
+            partition=registry_partition(enrollment_id, self.partitions),
+        )
+
+    async def _decode(self, event: faust.EventT, schema: str, source: str) -> dict[str, Any] | None:
+        """The record, or None after setting the original bytes aside on the DLQ."""
+        try:
+            return self.serde.decode_as(event.value, schema)
+        except DecodeError as exc:
+            metrics.POISON.labels(source).inc()
+            msg = event.message
+            log.warning("poison record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
+                        exc.reason)
+            await self.dlq.send(
+                key=msg.key, value=msg.value, headers=_dead_letter_headers(msg, exc.reason)
+            )
+            return None
+
+
+class _FaustSource:
+    """A faust message seen through the accessor methods `dead_letter_headers` reads."""
+
+    def __init__(self, msg: faust.types.tuples.Message) -> None:
+        self._msg = msg
+
+    def topic(self) -> str:
+        return self._msg.topic
+
+    def partition(self) -> int:
+        return self._msg.partition
+
+    def offset(self) -> int:
+        return self._msg.offset
+
+
+def _dead_letter_headers(msg: faust.types.tuples.Message, reason: str) -> list[tuple[str, bytes]]:
+    return dead_letter_headers(_FaustSource(msg), reason)  # type: ignore[arg-type]
+
+
+def _credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
+    """faust's form of the security settings (librdkafka's names in KafkaSettings)."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if kafka.security_protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_ca_location)
+        if kafka.ssl_certificate_location:
+            context.load_cert_chain(
+                kafka.ssl_certificate_location,
+                kafka.ssl_key_location,
+                kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+            )
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)

@@ -1,0 +1,100 @@
+"""Expansion of one slice into PushJobs and SKIPPED outcomes, chunk by acknowledged chunk.
+
+Targets are handled in enrollment-id order, `chunk_size` at a time: a chunk is queued on the
+producer, awaited until Kafka acknowledged all of it, then `progress[slice key]` records the
+last enrollment id done. A redelivered slice (crash before its offset was committed, or the same
+request published again) resumes after that id, or is skipped once marked done. Duplicates are
+therefore bounded by the chunks whose progress record had not reached the changelog when the
+worker died: usually none, at most the chunks of one commit interval.
+
+The tables are passed in as mappings, so this module does not depend on faust; the agent calls
+`expand` inside its stream iteration, where table writes land in the slice's partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.catalogue import Topics
+from services.common.clock import Clock
+from services.common.serde import AvroSerde
+from services.fanout import metrics
+from services.fanout.jobs import Lane, build_job, job_key, registry_partition, skipped_outcome
+from services.fanout.output import BatchProducer
+from services.fanout.policies import ShardBook
+from services.fanout.registry import Record, skip_reason
+
+Target = tuple[str, Record | None]
+
+
+@dataclass
+class Expander:
+    registry: Mapping[str, Record]
+    progress: MutableMapping[str, dict[str, Any]]
+    producer: BatchProducer
+    shards: ShardBook
+    serde: AvroSerde
+    topics: Topics
+    clock: Clock
+    partitions: int
+    chunk_size: int
+
+    async def expand(self, key: str, partition: int, message: dict[str, Any]) -> None:
+        done = self.progress.get(key)
+        if done is not None and done["done"]:
+            metrics.DUPLICATE_SLICES.inc()
+            return
+        request = message["request"]
+        ids: list[str] | None = message["enrollment_ids"]
+        targets = (
+            self._tenant_targets(request["tenant"], partition)
+            if ids is None
+            else [(eid, self.registry.get(eid)) for eid in sorted(ids)]
+        )
+        if done is not None:
+            targets = [t for t in targets if t[0] > done["last"]]
+        lane = Lane.of(request, self.topics)
+        last = done["last"] if done is not None else ""
+        for start in range(0, len(targets), self.chunk_size):
+            chunk = targets[start : start + self.chunk_size]
+            await self._produce_chunk(request, lane, chunk)
+            last = chunk[-1][0]
+            self.progress[key] = {"last": last, "done": False}
+        self.progress[key] = {"last": last, "done": True}
+
+    def _tenant_targets(self, tenant: str, partition: int) -> list[Target]:
+        """Every enrollment of `tenant` in `partition` (the local table may hold others)."""
+        n = self.partitions
+        return sorted(
+            (eid, record)
+            for eid, record in self.registry.items()
+            if record["tenant"] == tenant and registry_partition(eid, n) == partition
+        )
+
+    async def _produce_chunk(
+        self, request: dict[str, Any], lane: Lane, chunk: list[Target]
+    ) -> None:
+        now = self.clock.now_ms()
+        tenant, kind = request["tenant"], request["kind"]
+        produce, encode = self.producer.produce, self.serde.encode
+        skipped: dict[str, int] = {}
+        jobs = 0
+        for eid, record in chunk:
+            reason = skip_reason(record, tenant, kind)
+            if reason is None:
+                assert record is not None  # skip_reason reports a missing record as unknown
+                job = build_job(request, record, lane.name, now)
+                key = job_key(record["topic"], eid, self.shards.shards(record["topic"]))
+                produce(lane.jobs_topic, encode("PushJob", job, lane.jobs_topic), key)
+                jobs += 1
+            else:
+                outcome = skipped_outcome(request, eid, record, reason, lane.name, now)
+                value = encode("PushOutcome", outcome, self.topics.outcomes)
+                produce(self.topics.outcomes, value, eid)
+                skipped[reason] = skipped.get(reason, 0) + 1
+        await self.producer.flush()
+        metrics.JOBS.labels(lane.name).inc(jobs)
+        for reason_name, count in skipped.items():
+            metrics.SKIPPED.labels(reason_name).inc(count)

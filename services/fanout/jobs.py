@@ -1,0 +1,108 @@
+"""What one (request, target) becomes: a PushJob with its key and lane, or a SKIPPED outcome.
+
+Pure functions over decoded records, so the rules are unit-tested without Kafka and the faust
+agent only moves bytes. Ids and keys follow docs/CONTRACTS.md.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.catalogue import Topics
+from services.fanout.registry import Record, SkipReason
+
+LANES = {"USER": "PRIORITY", "ADMIN": "BULK"}
+
+
+def registry_partition(enrollment_id: str, partitions: int) -> int:
+    """The fan-out's own partition of an enrollment (registry table, updates and slices).
+
+    Explicit and independent of any client's partitioner, so every producer of the internal
+    topics (and the expansion of explicit targets) agrees on where an enrollment lives.
+    """
+    return zlib.crc32(enrollment_id.encode()) % partitions
+
+
+def job_id(request_id: str, enrollment_id: str) -> str:
+    return f"{request_id}/{enrollment_id}"
+
+
+def job_key(topic: str, enrollment_id: str, shards: int) -> str:
+    """The certificate topic, plus `#shard` when its policy splits it (CONTRACTS.md)."""
+    if shards <= 1:
+        return topic
+    return f"{topic}#{zlib.crc32(enrollment_id.encode()) % shards}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """The lane of a request (from its initiator) and the jobs topic that lane uses."""
+
+    name: str
+    jobs_topic: str
+
+    @classmethod
+    def of(cls, request: dict[str, Any], topics: Topics) -> Lane:
+        name = LANES[request["initiator"]]
+        return cls(name, topics.jobs_priority if name == "PRIORITY" else topics.jobs_bulk)
+
+
+def build_job(request: dict[str, Any], record: Record, lane: str, now_ms: int) -> dict[str, Any]:
+    """A PushJob for a pushable `record` (see registry.skip_reason), with its current trifecta."""
+    is_mdm = request["kind"] == "MDM"
+    return {
+        "job_id": job_id(request["request_id"], record["enrollment_id"]),
+        "request_id": request["request_id"],
+        "tenant": request["tenant"],
+        "enrollment_id": record["enrollment_id"],
+        "lane": lane,
+        "kind": request["kind"],
+        "topic": record["topic"],
+        "token_hex": record["token_hex"],
+        "push_magic": record["push_magic"] if is_mdm else None,
+        "aps_payload": None if is_mdm else request["aps_payload"],
+        "expiration": request["expiration"],
+        "command_type": request["command_type"],
+        "token_updated_at": record["token_updated_at"],
+        "created_at": now_ms,
+        "attempt": 0,
+        "repush": 0,
+        "last_error": None,
+    }
+
+
+def skipped_outcome(
+    request: dict[str, Any],
+    enrollment_id: str,
+    record: Record | None,
+    reason: SkipReason,
+    lane: str,
+    now_ms: int,
+) -> dict[str, Any]:
+    """The terminal SKIPPED outcome of a target; the trifecta known (if any) is kept as evidence.
+
+    Another tenant's record is never echoed back, as skip_reason reports it unknown.
+    """
+    evidence = record if reason is not SkipReason.UNKNOWN_ENROLLMENT else None
+    return {
+        "job_id": job_id(request["request_id"], enrollment_id),
+        "request_id": request["request_id"],
+        "tenant": request["tenant"],
+        "enrollment_id": enrollment_id,
+        "state": "SKIPPED",
+        "lane": lane,
+        "attempt": 0,
+        "repush": 0,
+        "topic": evidence["topic"] if evidence else None,
+        "token_hex": evidence["token_hex"] if evidence else None,
+        "push_magic": evidence["push_magic"] if evidence else None,
+        "token_updated_at": evidence["token_updated_at"] if evidence else None,
+        "apns_id": None,
+        "status": None,
+        "reason": reason.value,
+        "apns_timestamp": None,
+        "latency_ms": None,
+        "at": now_ms,
+    }

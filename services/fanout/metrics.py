@@ -1,0 +1,17 @@
+"""Prometheus counters of the fan-out (served by `__main__` when a metrics port is set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+JOBS = Counter("mdmpush_fanout_jobs_total", "PushJobs produced and acknowledged", ["lane"])
+SKIPPED = Counter("mdmpush_fanout_skipped_total", "Targets skipped, by reason", ["reason"])
+POISON = Counter(
+    "mdmpush_fanout_poison_total", "Undecodable input records set aside", ["input"]
+)
+DUPLICATE_SLICES = Counter(
+    "mdmpush_fanout_duplicate_slices_total", "Redelivered slices recognised as already expanded"
+)
+REGISTRY_UPDATES = Counter(
+    "mdmpush_fanout_registry_updates_total", "Registry records changed and published", ["cause"]
+)

@@ -1,0 +1,138 @@
+"""The device registry's rules, as pure functions over DeviceRecord-shaped dicts (no faust here).
+
+A record is a dict with exactly the DeviceRecord schema's fields, so the faust table stores it
+as JSON and the registry topic gets it Avro-encoded without translation. Every function returns
+a *new* record (or None when nothing changes): the caller writes it to the table and publishes it.
+
+Timestamps of the trifecta come from the event (`occurred_at`, when the MDM server received the
+message), so a replayed or late event cannot make an older token look newer than it is.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+Record = dict[str, Any]
+
+
+class SkipReason(StrEnum):
+    """Why a target gets a SKIPPED outcome instead of a job (CONTRACTS.md, outcomes table)."""
+
+    UNKNOWN_ENROLLMENT = "unknown_enrollment"
+    NO_TOKEN = "no_token"
+    CHECKED_OUT = "checked_out"
+    TOKEN_DEAD = "token_dead"
+
+
+def new_record(enrollment_id: str, now_ms: int) -> Record:
+    """An enrollment seen for the first time: known, not pushable until a TokenUpdate."""
+    return {
+        "enrollment_id": enrollment_id,
+        "tenant": "",
+        "udid": None,
+        "state": "AUTHENTICATED",
+        "topic": None,
+        "token_hex": None,
+        "push_magic": None,
+        "enrolled_at": None,
+        "token_updated_at": None,
+        "last_contact_at": None,
+        "token_dead_since": None,
+        "updated_at": now_ms,
+    }
+
+
+def apply_checkin(current: Record | None, event: dict[str, Any], now_ms: int) -> Record | None:
+    """The record after one CheckinEvent, or None when the event changes nothing.
+
+    - AUTHENTICATE starts a new enrollment: the old token, PushMagic and their times are gone
+      (the device will send a fresh TokenUpdate); udid and topic are kept or taken from the event.
+    - TOKEN_UPDATE sets the trifecta and makes the enrollment ENROLLED; `enrolled_at` is set by
+      the first one only; it revives a dead token when it is newer than `token_dead_since`.
+      One older than the current trifecta (a late duplicate) only counts as contact.
+    - CHECK_OUT marks the enrollment CHECKED_OUT, keeping the trifecta as evidence.
+    - Any message is a device contact. Contact from an enrollment never seen is ignored: the
+      registry knows nothing it could push to, and the correlator reads contacts itself.
+    """
+    kind = event["message_type"]
+    at: int = event["occurred_at"]
+    if current is None and kind not in ("AUTHENTICATE", "TOKEN_UPDATE", "CHECK_OUT"):
+        return None
+    record = dict(current) if current is not None else new_record(event["enrollment_id"], now_ms)
+    if event.get("tenant"):
+        record["tenant"] = event["tenant"]
+    if event.get("udid"):
+        record["udid"] = event["udid"]
+    if kind == "AUTHENTICATE":
+        record.update(
+            state="AUTHENTICATED", token_hex=None, push_magic=None, enrolled_at=None,
+            token_updated_at=None, token_dead_since=None,
+            topic=event.get("topic") or record["topic"],
+        )
+    elif kind == "TOKEN_UPDATE":
+        _apply_token_update(record, event, at)
+    elif kind == "CHECK_OUT":
+        record["state"] = "CHECKED_OUT"
+    last = record["last_contact_at"]
+    record["last_contact_at"] = at if last is None else max(last, at)
+    if record == current:
+        return None
+    record["updated_at"] = now_ms
+    return record
+
+
+def _apply_token_update(record: Record, event: dict[str, Any], at: int) -> None:
+    updated = record["token_updated_at"]
+    if updated is not None and at < updated:
+        return
+    record.update(
+        state="ENROLLED",
+        topic=event.get("topic") or record["topic"],
+        token_hex=event.get("token_hex") or record["token_hex"],
+        push_magic=event.get("push_magic") or record["push_magic"],
+        token_updated_at=at,
+    )
+    if record["enrolled_at"] is None:
+        record["enrolled_at"] = at
+    dead = record["token_dead_since"]
+    if dead is not None and at > dead:
+        record["token_dead_since"] = None
+
+
+def mark_token_dead(
+    current: Record | None, token_hex: str | None, dead_since: int, now_ms: int
+) -> Record | None:
+    """The record after APNs said 410 for `token_hex` (valid until `dead_since`), or None.
+
+    Only the current token can die: a 410 for a token the device has since replaced says
+    nothing about the new one, and a TokenUpdate newer than `dead_since` already proves the
+    token alive again.
+    """
+    if current is None or not token_hex or current["token_hex"] != token_hex:
+        return None
+    updated = current["token_updated_at"]
+    if updated is not None and updated > dead_since:
+        return None
+    if current["token_dead_since"] == dead_since:
+        return None
+    return {**current, "token_dead_since": dead_since, "updated_at": now_ms}
+
+
+def skip_reason(record: Record | None, tenant: str, kind: str) -> SkipReason | None:
+    """Why `record` cannot be pushed for a request of `tenant` and `kind`, or None if it can.
+
+    An enrollment owned by another tenant is reported unknown: a tenant must not be able to push
+    to (or learn about) another tenant's devices.
+    """
+    if record is None or (record["tenant"] and record["tenant"] != tenant):
+        return SkipReason.UNKNOWN_ENROLLMENT
+    if record["state"] == "CHECKED_OUT":
+        return SkipReason.CHECKED_OUT
+    if record["state"] != "ENROLLED" or not record["token_hex"] or not record["topic"]:
+        return SkipReason.NO_TOKEN
+    if kind == "MDM" and not record["push_magic"]:
+        return SkipReason.NO_TOKEN
+    if record["token_dead_since"] is not None:
+        return SkipReason.TOKEN_DEAD
+    return None

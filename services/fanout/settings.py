@@ -1,0 +1,35 @@
+"""Fan-out settings (`MDMPUSH_FANOUT_*`); the broker and topic prefix come from KafkaSettings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FanoutSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MDMPUSH_FANOUT_", frozen=True, extra="ignore")
+
+    #: faust app id = consumer group and prefix of the internal topics; the Kafka topic prefix is
+    #: prepended, so two deployments (or two tests) sharing a broker never share state.
+    app_id: str = "mdmpush-fanout"
+    #: faust's data directory (table metadata); the tables themselves are rebuilt from Kafka.
+    data_dir: Path = Path(".state/fanout")
+    #: Partitions of the registry table and its internal topics: the unit of parallelism across
+    #: workers. Changing it after the first start needs a new app_id (the registry re-keys).
+    partitions: int = Field(default=12, ge=1)
+    #: Targets per produced-and-acknowledged batch: the most a crash can repeat per slice.
+    chunk_size: int = Field(default=1000, ge=1)
+    #: Seconds between offset commits (faust's broker_commit_interval).
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    #: Seconds to wait for the push policies to be read before expanding anyway (1 shard).
+    policy_load_timeout_s: float = Field(default=30.0, gt=0)
+    #: Replication factor of the internal topics and table changelogs faust creates.
+    replication_factor: int = Field(default=1, ge=1)
+    #: Port of the Prometheus /metrics endpoint; 0 disables it.
+    metrics_port: int = Field(default=0, ge=0)
+    log_level: str = "info"
+
+    def effective_app_id(self, topic_prefix: str) -> str:
+        return f"{topic_prefix}{self.app_id}"
