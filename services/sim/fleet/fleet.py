@@ -99,7 +99,6 @@ class Fleet:
         self.sink = sink
         self.params = params or FleetParams()
         self.scheduler = Scheduler(clock)
-        self.devices: list[SimDevice] = []
         self._by_token: dict[str, SimDevice] = {}
         self._connector: DeviceConnector | None = None
         self._stats = FleetStats()
@@ -114,7 +113,6 @@ class Fleet:
                 if token in self._by_token:
                     raise ValueError(f"token {token[:8]}… belongs to two devices")
                 self._by_token[token] = device
-            self.devices.append(device)
 
     def attach(self, connector: DeviceConnector) -> None:
         """The simulator to tell when a device comes online (to get its stored push)."""
