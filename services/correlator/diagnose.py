@@ -1,0 +1,153 @@
+"""Why a push APNs accepted got no answer: the pure decision of DESIGN.md section 7.
+
+Kept free of Kafka and of the packed in-memory store so each cause in the Apple seed is a table
+test. The checks run from the most specific cause to the least: an unenrolled device explains
+everything else, a wrong topic never reaches the device whatever the token, a stale token never
+reaches it whatever the magic, and only a push that did reach a device can be rejected for its
+magic or lost in the enrollment race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Diagnosis(StrEnum):
+    """The symbols of the UnansweredPush.diagnosis Avro enum."""
+
+    UNENROLLED = "UNENROLLED"
+    WRONG_TOPIC = "WRONG_TOPIC"
+    STALE_TOKEN = "STALE_TOKEN"
+    STALE_PUSH_MAGIC = "STALE_PUSH_MAGIC"
+    ENROLLMENT_RACE = "ENROLLMENT_RACE"
+    DEVICE_UNREACHABLE = "DEVICE_UNREACHABLE"
+
+
+#: APNs reasons of a FAILED outcome that mean the push topic is not the device's.
+WRONG_TOPIC_REASONS = frozenset({"WrongTopic", "DeviceTokenNotForTopic", "BadTopic"})
+
+
+@dataclass(frozen=True, slots=True)
+class PushFacts:
+    """The push as APNs accepted it (from the SENT outcome)."""
+
+    pushed_at: int
+    topic: str | None
+    token_hex: str | None
+    push_magic: str | None
+    token_updated_at: int | None
+    #: The one race-window re-push was sent (and still no contact).
+    repushed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentFacts:
+    """What the check-in events said about the pushed enrollment (all None: never seen)."""
+
+    topic: str | None = None
+    token_hex: str | None = None
+    push_magic: str | None = None
+    enrolled_at: int | None = None
+    token_updated_at: int | None = None
+    last_contact_at: int | None = None
+    checkout_at: int | None = None
+
+    @property
+    def checked_out(self) -> bool:
+        """A CheckOut not followed by a new TokenUpdate (a re-enrollment under the same id)."""
+        return self.checkout_at is not None and (
+            self.token_updated_at is None or self.checkout_at >= self.token_updated_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    """Another enrollment record of the same UDID."""
+
+    enrollment_id: str
+    push_magic: str | None
+    token_updated_at: int | None
+    checked_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    diagnosis: Diagnosis
+    evidence: dict[str, str] = field(default_factory=dict)
+
+
+def in_enrollment_race(pushed_at: int, enrolled_at: int | None, race_enrollment_ms: int) -> bool:
+    """The push went out within `race_enrollment_ms` of the enrollment's first TokenUpdate."""
+    return enrolled_at is not None and abs(pushed_at - enrolled_at) <= race_enrollment_ms
+
+
+def diagnose(
+    push: PushFacts,
+    enrollment: EnrollmentFacts,
+    siblings: Sequence[Sibling],
+    race_enrollment_ms: int,
+) -> Finding:
+    """The most specific cause the evidence supports, with the facts behind it."""
+    e = enrollment
+    if e.checked_out:
+        return Finding(Diagnosis.UNENROLLED, {"checkout_at": str(e.checkout_at)})
+    if push.topic is not None and e.topic is not None and push.topic != e.topic:
+        return Finding(
+            Diagnosis.WRONG_TOPIC, {"push_topic": push.topic, "enrollment_topic": e.topic}
+        )
+    if (
+        e.token_hex is not None
+        and push.token_hex is not None
+        and e.token_hex != push.token_hex
+        and (push.token_updated_at is None or (e.token_updated_at or 0) > push.token_updated_at)
+    ):
+        return Finding(
+            Diagnosis.STALE_TOKEN,
+            {"newer_token_at": str(e.token_updated_at), "newer_token": e.token_hex},
+        )
+    newer = _newer_magic_sibling(push, e, siblings)
+    if newer is not None:
+        return Finding(
+            Diagnosis.STALE_PUSH_MAGIC,
+            {
+                "duplicate_enrollment": newer.enrollment_id,
+                "duplicate_token_updated_at": str(newer.token_updated_at),
+            },
+        )
+    if in_enrollment_race(push.pushed_at, e.enrolled_at, race_enrollment_ms) and push.repushed:
+        return Finding(
+            Diagnosis.ENROLLMENT_RACE,
+            {"enrolled_at": str(e.enrolled_at), "repushed": "true"},
+        )
+    evidence = {"last_contact_at": str(e.last_contact_at) if e.last_contact_at else "never"}
+    if e.token_updated_at is None:
+        evidence["enrollment"] = "unknown"
+    return Finding(Diagnosis.DEVICE_UNREACHABLE, evidence)
+
+
+def _newer_magic_sibling(
+    push: PushFacts, e: EnrollmentFacts, siblings: Sequence[Sibling]
+) -> Sibling | None:
+    """A live record of the same device whose PushMagic differs and was set later than ours."""
+    ours_at = e.token_updated_at or push.token_updated_at or 0
+    best: Sibling | None = None
+    for s in siblings:
+        if s.checked_out or s.push_magic is None or s.push_magic == push.push_magic:
+            continue
+        if (s.token_updated_at or 0) > ours_at and (
+            best is None or (s.token_updated_at or 0) > (best.token_updated_at or 0)
+        ):
+            best = s
+    return best
+
+
+def failed_topic_finding(reason: str | None, enrollment: EnrollmentFacts) -> Finding | None:
+    """A FAILED outcome whose APNs reason says the topic is wrong (already terminal: alert only)."""
+    if reason not in WRONG_TOPIC_REASONS:
+        return None
+    evidence = {"apns_reason": str(reason)}
+    if enrollment.topic is not None:
+        evidence["enrollment_topic"] = enrollment.topic
+    return Finding(Diagnosis.WRONG_TOPIC, evidence)

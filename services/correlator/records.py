@@ -1,0 +1,60 @@
+"""The records the correlator writes, built from a pending push's unpacked `Entry`.
+
+A verdict is an outcome of the original job (repush 0) even when a re-push got the answer:
+accounting counts, per (request, enrollment), the outcomes with repush 0, and exactly one of
+them is terminal. The re-push that helped is named in `reason`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.correlator.diagnose import Finding
+from services.correlator.pending import Entry, job_id
+
+
+def verdict(
+    e: Entry, state: str, at: int, latency_ms: float | None, reason: str | None
+) -> dict[str, Any]:
+    """ANSWERED or UNANSWERED PushOutcome of the original job."""
+    return {
+        "job_id": e.job_id, "request_id": e.request_id, "tenant": e.tenant,
+        "enrollment_id": e.enrollment_id, "state": state, "lane": e.lane, "attempt": 0,
+        "repush": 0, "topic": e.topic, "token_hex": e.token_hex, "push_magic": e.push_magic,
+        "token_updated_at": e.token_updated_at, "apns_id": e.apns_id, "status": None,
+        "reason": reason, "apns_timestamp": None, "latency_ms": latency_ms, "at": at,
+    }
+
+
+def alert(
+    e: Entry, finding: Finding, action: str, deadline_at: int, flagged_at: int,
+    last_contact_at: int | None,
+) -> dict[str, Any]:
+    return {
+        "job_id": e.job_id, "request_id": e.request_id, "tenant": e.tenant,
+        "enrollment_id": e.enrollment_id, "diagnosis": finding.diagnosis.value,
+        "evidence": finding.evidence, "action": action, "topic": e.topic,
+        "token_hex": e.token_hex, "push_magic": e.push_magic, "apns_id": e.apns_id,
+        "pushed_at": e.pushed_at, "deadline_at": deadline_at, "flagged_at": flagged_at,
+        "last_contact_at": last_contact_at,
+    }
+
+
+def push_job(
+    e: Entry, repush: int, created_at: int, *, topic: str | None = None,
+    token_hex: str | None = None, push_magic: str | None = None,
+    token_updated_at: int | None = None,
+) -> dict[str, Any]:
+    """A correlator re-push of `e` (job id `#r<repush>`), on the priority lane.
+
+    The trifecta defaults to the original push's; a stale-token re-push passes the new one.
+    """
+    return {
+        "job_id": job_id(e.request_id, e.enrollment_id, repush), "request_id": e.request_id,
+        "tenant": e.tenant, "enrollment_id": e.enrollment_id, "lane": "PRIORITY", "kind": "MDM",
+        "topic": topic or e.topic, "token_hex": token_hex or e.token_hex,
+        "push_magic": push_magic or e.push_magic, "aps_payload": None, "expiration": None,
+        "command_type": "correlator_repush",
+        "token_updated_at": token_updated_at or e.token_updated_at, "created_at": created_at,
+        "attempt": 0, "repush": repush, "last_error": None,
+    }
