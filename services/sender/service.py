@@ -112,6 +112,8 @@ class Sender:
                     "queued.min.messages": max(1000, settings.consume_batch * 2),
                     "queued.max.messages.kbytes": 8192,
                     "fetch.wait.max.ms": 100,
+                    # What a crash repeats is what was stored but not yet committed: keep short.
+                    "auto.commit.interval.ms": 1000,
                     "client.id": f"{kafka.client_id}-sender-{settings.instance_id}",
                 },
             )

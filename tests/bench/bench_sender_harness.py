@@ -223,6 +223,15 @@ class Reader:
         raise TimeoutError(f"{self.topic}: condition not met in {timeout_s}s; "
                            f"have {len(self.records)} records")
 
+    def drain(self, quiet_s: float = 1.0, limit_s: float = 20.0) -> list[Any]:
+        """Read until nothing new arrives for `quiet_s` (bounded by `limit_s`)."""
+        deadline = time.monotonic() + limit_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
+            if self.poll(0.1):
+                quiet_since = time.monotonic()
+        return self.records
+
     def close(self) -> None:
         self.consumer.close()
 
