@@ -440,7 +440,7 @@ def test_reset_stats_starts_counting_afresh(
         push(c, push_cert)
         sim.call(sim.sim.reset_stats)
         push(c, push_cert)
-    snap = sim.snapshot()
+        snap = sim.snapshot()
     assert snap.accepted == 1 and snap.connections_open == 1
 
 
