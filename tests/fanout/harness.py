@@ -1,0 +1,167 @@
+"""A fan-out worker as a subprocess against the real broker, and typed reads of its topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from services.common.errors import DecodeError
+from services.common.kafka import make_producer, produce_sync
+from services.common.serde import AvroSerde
+from services.common.settings import KafkaSettings
+
+REPO = Path(__file__).resolve().parents[2]
+SERDE = AvroSerde()
+
+
+class Worker:
+    """`python -m services.fanout` with this test's prefix; logs kept for failure messages."""
+
+    def __init__(self, kafka: KafkaSettings, data_dir: Path, **env: str) -> None:
+        self.kafka = kafka
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "MDMPUSH_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "MDMPUSH_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "MDMPUSH_FANOUT_PARTITIONS": "4",
+            "MDMPUSH_FANOUT_COMMIT_INTERVAL_S": "0.5",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        log = (self.data_dir / f"worker-{self.runs}.log").open("wb")
+        self.env["MDMPUSH_FANOUT_DATA_DIR"] = str(self.data_dir / f"run-{self.runs}")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.fanout"], cwd=REPO, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.data_dir / f"worker-{self.runs}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Publisher:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.producer = make_producer(kafka)
+
+    def record(self, topic: str, schema: str, record: dict[str, Any], key: str) -> None:
+        produce_sync(self.producer, topic, SERDE.encode(schema, record, topic), key=key)
+
+    def raw(self, topic: str, value: bytes, key: str) -> None:
+        produce_sync(self.producer, topic, value, key=key)
+
+
+class Reader:
+    """Everything on one topic from the beginning, decoded as `schema` (None: raw messages)."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, schema: str | None) -> None:
+        self.schema = schema
+        self.consumer = Consumer(
+            kafka.consumer_config(f"test-{uuid.uuid4().hex}", **{"enable.auto.commit": False})
+        )
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.items: list[Any] = []
+
+    def poll(self) -> None:
+        for msg in self.consumer.consume(num_messages=10_000, timeout=0.2):
+            if msg.error() is not None:
+                continue
+            if self.schema is None:
+                self.items.append(msg)
+                continue
+            try:
+                self.items.append(SERDE.decode_as(msg.value(), self.schema))
+            except DecodeError:  # a test's own poison record
+                continue
+
+    def wait(self, until: Callable[[list[Any]], bool], timeout_s: float = 45.0,
+             worker: Worker | None = None) -> list[Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll()
+            if until(self.items):
+                return self.items
+            if worker is not None and not worker.alive():
+                raise AssertionError(f"fan-out worker died:\n{worker.log_tail()}")
+        tail = worker.log_tail() if worker is not None else ""
+        raise AssertionError(f"timed out; have {len(self.items)} records\n{tail}")
+
+    def settle(self, quiet_s: float = 1.5) -> list[Any]:
+        """Read until nothing new arrives for `quiet_s` (to prove something did *not* happen)."""
+        deadline = time.monotonic() + quiet_s
+        while time.monotonic() < deadline:
+            before = len(self.items)
+            self.poll()
+            if len(self.items) != before:
+                deadline = time.monotonic() + quiet_s
+        return self.items
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def checkin(eid: str, kind: str, at: int, tenant: str = "acme", **fields: Any) -> dict[str, Any]:
+    """A CheckinEvent; TOKEN_UPDATE/AUTHENTICATE carry topic, token and magic via `fields`."""
+    return {
+        "event_id": uuid.uuid4().hex, "enrollment_id": eid, "tenant": tenant,
+        "message_type": kind, "raw_message_type": "", "udid": eid, "topic": None,
+        "token_hex": None, "push_magic": None, "command_uuid": None, "status": None,
+        "occurred_at": at, "source": "sim", **fields,
+    }
+
+
+def request(rid: str, tenant: str = "acme", ids: list[str] | None = None,
+            **fields: Any) -> dict[str, Any]:
+    """A NotificationRequest: explicit `ids`, or target_all when None."""
+    return {
+        "request_id": rid, "tenant": tenant, "kind": "MDM", "initiator": "USER",
+        "command_type": "apply_policies", "target_all": ids is None,
+        "enrollment_ids": ids or [], "aps_payload": None, "expiration": None,
+        "requested_at": 0, "source": "sdk", **fields,
+    }
+
+
+def failed_410(eid: str, token: str, apns_timestamp: int) -> dict[str, Any]:
+    return {
+        "job_id": f"old/{eid}", "request_id": "old", "tenant": "acme", "enrollment_id": eid,
+        "state": "FAILED", "lane": "BULK", "attempt": 0, "repush": 0, "topic": None,
+        "token_hex": token, "push_magic": None, "token_updated_at": None, "apns_id": None,
+        "status": 410, "reason": "Unregistered", "apns_timestamp": apns_timestamp,
+        "latency_ms": 1.0, "at": apns_timestamp + 5,
+    }
+
+
+def policy(certificate: str, shards: int) -> dict[str, Any]:
+    return {
+        "certificate": certificate, "priority_per_minute": 0.0, "bulk_per_minute": 0.0,
+        "scope": "FARM", "shards": shards, "max_attempts": 5, "updated_at": 0,
+    }

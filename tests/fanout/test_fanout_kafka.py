@@ -1,0 +1,235 @@
+"""The fan-out worker against the real broker: one worker, one registry, several requests.
+
+The module shares one worker (start-up and the registry build take seconds); each test uses its
+own request ids, and the enrollments a test changes belong to a tenant no other test targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.admin import create_topics
+from services.common.catalogue import Topics, all_topics
+from services.common.settings import KafkaSettings
+from tests.fanout.harness import (
+    SERDE,
+    Publisher,
+    Reader,
+    Worker,
+    checkin,
+    failed_410,
+    policy,
+    request,
+)
+from tests.support.broker import Broker
+
+pytestmark = pytest.mark.kafka
+
+T1 = "com.apple.mgmt.External.cert-one"
+T2 = "com.apple.mgmt.External.cert-two"  # its policy splits it into 3 shards
+AT = 1_800_000_000_000
+
+
+def token(eid: str, generation: int = 0) -> str:
+    return hashlib.sha256(f"{eid}/{generation}".encode()).hexdigest()
+
+
+def enroll(eid: str, topic: str = T1, tenant: str = "acme", at: int = AT) -> list[dict[str, Any]]:
+    return [
+        checkin(eid, "AUTHENTICATE", at, tenant, topic=topic),
+        checkin(eid, "TOKEN_UPDATE", at + 10, tenant, topic=topic, token_hex=token(eid),
+                push_magic=f"magic-{eid}"),
+    ]
+
+
+@dataclass
+class World:
+    topics: Topics
+    worker: Worker
+    pub: Publisher
+    priority: Reader
+    bulk: Reader
+    outcomes: Reader
+    registry: Reader
+    dlq: Reader
+
+    def checkins(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.pub.record(self.topics.checkins, "CheckinEvent", event, event["enrollment_id"])
+
+    def request(self, req: dict[str, Any]) -> None:
+        self.pub.record(self.topics.requests, "NotificationRequest", req, req["tenant"])
+
+    def device(self, eid: str, until: Any = lambda r: True) -> dict[str, Any]:
+        """The newest DeviceRecord of `eid`, once one satisfies `until`."""
+        def newest(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+            mine = [r for r in items if r["enrollment_id"] == eid]
+            return mine[-1] if mine else None
+
+        self.registry.wait(lambda items: (r := newest(items)) is not None and until(r),
+                           worker=self.worker)
+        found = newest(self.registry.items)
+        assert found is not None
+        return found
+
+    def results(self, rid: str, jobs: int, skipped: int, reader: Reader | None = None
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Wait for `jobs` jobs and `skipped` outcomes of request `rid`, then prove no more come."""
+        reader = reader or self.priority
+
+        def of(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [r for r in items if r["request_id"] == rid]
+
+        reader.wait(lambda items: len(of(items)) >= jobs, worker=self.worker)
+        self.outcomes.wait(lambda items: len(of(items)) >= skipped, worker=self.worker)
+        found_jobs, found_skips = of(reader.settle()), of(self.outcomes.settle())
+        assert len(found_jobs) == jobs, found_jobs
+        assert len(found_skips) == skipped, found_skips
+        return ({j["enrollment_id"]: j for j in found_jobs},
+                {o["enrollment_id"]: o for o in found_skips})
+
+
+@pytest.fixture(scope="module")
+def world(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    kafka = KafkaSettings(
+        bootstrap_servers=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}.", linger_ms=1
+    )
+    create_topics(kafka, all_topics(), partitions_override=2)
+    topics = Topics(kafka.topic_prefix)
+    pub = Publisher(kafka)
+    pub.record(topics.config, "PushPolicy", policy(T2, 3), T2)
+    worker = Worker(kafka, Path(tmp_path_factory.mktemp("fanout")),
+                    MDMPUSH_FANOUT_CHUNK_SIZE="2")
+    worker.start()
+    w = World(
+        topics, worker, pub,
+        priority=Reader(kafka, topics.jobs_priority, "PushJob"),
+        bulk=Reader(kafka, topics.jobs_bulk, "PushJob"),
+        outcomes=Reader(kafka, topics.outcomes, "PushOutcome"),
+        registry=Reader(kafka, topics.registry, "DeviceRecord"),
+        dlq=Reader(kafka, topics.dlq, None),
+    )
+    w.checkins(
+        enroll("A1") + enroll("A2", T2)
+        + [checkin("A3", "AUTHENTICATE", AT, topic=T1)]
+        + enroll("A4") + [checkin("A4", "CHECK_OUT", AT + 20)]
+        + enroll("A5") + enroll("G1", tenant="globex") + enroll("I6", tenant="initech")
+    )
+    for eid in ("A1", "A2", "A5", "G1", "I6"):
+        w.device(eid, lambda r: r["state"] == "ENROLLED")
+    w.device("A4", lambda r: r["state"] == "CHECKED_OUT")
+    w.device("A3")
+    for eid in ("A5", "I6"):
+        pub.record(topics.outcomes, "PushOutcome", failed_410(eid, token(eid), AT + 100), eid)
+    # A 410 for a token A1 no longer has says nothing about its current token.
+    pub.record(topics.outcomes, "PushOutcome", failed_410("A1", "ff" * 32, AT + 100), "A1")
+    for eid in ("A5", "I6"):
+        w.device(eid, lambda r: r["token_dead_since"] == AT + 100)
+    yield w
+    worker.stop()
+    for reader in (w.priority, w.bulk, w.outcomes, w.registry, w.dlq):
+        reader.close()
+
+
+def test_registry_records_follow_checkins(world: World) -> None:
+    a1 = world.device("A1")
+    assert (a1["tenant"], a1["state"], a1["topic"], a1["token_hex"], a1["push_magic"]) == (
+        "acme", "ENROLLED", T1, token("A1"), "magic-A1")
+    assert (a1["enrolled_at"], a1["token_updated_at"], a1["last_contact_at"]) == (
+        AT + 10, AT + 10, AT + 10)
+    assert a1["token_dead_since"] is None, "a 410 for another token must not kill A1's"
+    assert world.device("A3")["state"] == "AUTHENTICATED"
+
+
+def test_explicit_targets_get_one_job_each_or_a_skip_reason(world: World) -> None:
+    ids = ["A1", "A2", "A3", "A4", "A5", "NOPE", "G1", "A1"]
+    world.request(request("r-explicit", ids=ids, initiator="USER"))
+    jobs, skips = world.results("r-explicit", jobs=2, skipped=5)
+
+    a1, a2 = jobs["A1"], jobs["A2"]
+    assert (a1["job_id"], a1["lane"], a1["kind"], a1["topic"], a1["token_hex"],
+            a1["push_magic"], a1["token_updated_at"]) == (
+        "r-explicit/A1", "PRIORITY", "MDM", T1, token("A1"), "magic-A1", AT + 10)
+    assert a2["topic"] == T2
+    assert {k: v["reason"] for k, v in skips.items()} == {
+        "A3": "no_token", "A4": "checked_out", "A5": "token_dead",
+        "NOPE": "unknown_enrollment", "G1": "unknown_enrollment",
+    }
+    assert skips["G1"]["token_hex"] is None, "another tenant's device must not leak"
+    assert all(s["state"] == "SKIPPED" and s["lane"] == "PRIORITY" for s in skips.values())
+
+    keys = {SERDE.decode_as(m.value(), "PushJob")["job_id"]: m.key().decode()
+            for m in _raw(world, world.topics.jobs_priority)}
+    assert keys["r-explicit/A1"] == T1
+    assert keys["r-explicit/A2"] == f"{T2}#{zlib.crc32(b'A2') % 3}"
+
+
+def test_target_all_expands_every_enrollment_of_the_tenant(world: World) -> None:
+    payload = '{"aps":{"badge":1}}'
+    world.request(request("r-all", initiator="ADMIN", kind="APS", aps_payload=payload,
+                          expiration=AT + 60_000))
+    jobs, skips = world.results("r-all", jobs=2, skipped=3, reader=world.bulk)
+    assert set(jobs) == {"A1", "A2"}
+    for job in jobs.values():
+        assert (job["lane"], job["kind"], job["aps_payload"], job["push_magic"],
+                job["expiration"]) == ("BULK", "APS", payload, None, AT + 60_000)
+    assert {k: v["reason"] for k, v in skips.items()} == {
+        "A3": "no_token", "A4": "checked_out", "A5": "token_dead"}
+
+
+def test_a_republished_request_does_not_double_the_jobs(world: World) -> None:
+    for _ in range(2):
+        world.request(request("r-dup", ids=["A1", "A2", "A3"]))
+        world.request(request("r-dup-all", tenant="globex"))
+    # Sentinels on the same slices: once they are expanded, the duplicates were too.
+    world.request(request("r-dup-sentinel", ids=["A1", "A2", "A3"]))
+    world.request(request("r-dup-all-sentinel", tenant="globex"))
+    world.results("r-dup-sentinel", jobs=2, skipped=1)
+    world.results("r-dup-all-sentinel", jobs=1, skipped=0)
+    world.results("r-dup", jobs=2, skipped=1)
+    world.results("r-dup-all", jobs=1, skipped=0)
+
+
+def test_poison_records_go_to_the_dlq_and_the_worker_continues(world: World) -> None:
+    t = world.topics
+    world.pub.raw(t.checkins, b"not avro at all", "A1")
+    world.pub.raw(t.outcomes, b"\xc3\x01" + b"\x00" * 8, "A1")
+    world.pub.raw(t.requests, SERDE.encode("PushPolicy", policy(T1, 1), t.requests), "acme")
+    dead = world.dlq.wait(lambda items: len(items) >= 3, worker=world.worker)
+    by_source = {dict(m.headers())["mdmpush.dlq.source.topic"].decode(): m for m in dead}
+    assert set(by_source) == {t.checkins, t.outcomes, t.requests}
+    assert by_source[t.checkins].value() == b"not avro at all"
+    assert b"expected a NotificationRequest" in dict(by_source[t.requests].headers())[
+        "mdmpush.dlq.reason"]
+    world.request(request("r-after-poison", ids=["A1"]))
+    world.results("r-after-poison", jobs=1, skipped=0)
+
+
+def test_a_token_update_newer_than_the_410_revives_the_device(world: World) -> None:
+    world.request(request("r-dead", tenant="initech", ids=["I6"]))
+    _, skips = world.results("r-dead", jobs=0, skipped=1)
+    assert skips["I6"]["reason"] == "token_dead"
+
+    world.checkins([checkin("I6", "TOKEN_UPDATE", AT + 200, "initech", topic=T1,
+                            token_hex=token("I6", 1), push_magic="magic-I6")])
+    world.device("I6", lambda r: r["token_dead_since"] is None)
+    world.request(request("r-revived", tenant="initech", ids=["I6"]))
+    jobs, _ = world.results("r-revived", jobs=1, skipped=0)
+    assert (jobs["I6"]["token_hex"], jobs["I6"]["token_updated_at"]) == (token("I6", 1), AT + 200)
+
+
+def _raw(world: World, topic: str) -> list[Any]:
+    reader = Reader(world.worker.kafka, topic, None)
+    try:
+        return reader.settle(0.5)
+    finally:
+        reader.close()
+
