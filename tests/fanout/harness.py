@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -127,6 +128,23 @@ class Reader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+T1 = "com.apple.mgmt.External.cert-one"
+AT = 1_800_000_000_000
+
+
+def token(eid: str, generation: int = 0) -> str:
+    return hashlib.sha256(f"{eid}/{generation}".encode()).hexdigest()
+
+
+def enroll(eid: str, topic: str = T1, tenant: str = "acme", at: int = AT) -> list[dict[str, Any]]:
+    """Authenticate then TokenUpdate (at + 10): a pushable enrollment."""
+    return [
+        checkin(eid, "AUTHENTICATE", at, tenant, topic=topic),
+        checkin(eid, "TOKEN_UPDATE", at + 10, tenant, topic=topic, token_hex=token(eid),
+                push_magic=f"magic-{eid}"),
+    ]
 
 
 def checkin(eid: str, kind: str, at: int, tenant: str = "acme", **fields: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ own request ids, and the enrollments a test changes belong to a tenant no other 
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -20,34 +19,24 @@ from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
 from services.common.settings import KafkaSettings
 from tests.fanout.harness import (
+    AT,
     SERDE,
+    T1,
     Publisher,
     Reader,
     Worker,
     checkin,
+    enroll,
     failed_410,
     policy,
     request,
+    token,
 )
 from tests.support.broker import Broker
 
 pytestmark = pytest.mark.kafka
 
-T1 = "com.apple.mgmt.External.cert-one"
 T2 = "com.apple.mgmt.External.cert-two"  # its policy splits it into 3 shards
-AT = 1_800_000_000_000
-
-
-def token(eid: str, generation: int = 0) -> str:
-    return hashlib.sha256(f"{eid}/{generation}".encode()).hexdigest()
-
-
-def enroll(eid: str, topic: str = T1, tenant: str = "acme", at: int = AT) -> list[dict[str, Any]]:
-    return [
-        checkin(eid, "AUTHENTICATE", at, tenant, topic=topic),
-        checkin(eid, "TOKEN_UPDATE", at + 10, tenant, topic=topic, token_hex=token(eid),
-                push_magic=f"magic-{eid}"),
-    ]
 
 
 @dataclass

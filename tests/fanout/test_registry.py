@@ -1,0 +1,115 @@
+"""The registry's transition rules, without Kafka."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.fanout.registry import (
+    Record,
+    SkipReason,
+    apply_checkin,
+    mark_token_dead,
+    skip_reason,
+)
+from tests.fanout.harness import AT, T1, checkin, enroll
+
+NOW = AT + 1_000_000
+
+
+def run(events: list[dict[str, Any]], record: Record | None = None) -> Record | None:
+    for event in events:
+        record = apply_checkin(record, event, NOW) or record
+    return record
+
+
+def enrolled(eid: str = "E1") -> Record:
+    record = run(enroll(eid))
+    assert record is not None
+    return record
+
+
+def test_authenticate_then_token_update_enrolls() -> None:
+    record = run(enroll("E1")[:1])
+    assert record is not None
+    assert (record["state"], record["topic"], record["token_hex"], record["enrolled_at"]) == (
+        "AUTHENTICATED", T1, None, None)
+    record = enrolled()
+    assert (record["state"], record["enrolled_at"], record["token_updated_at"],
+            record["last_contact_at"], record["updated_at"]) == (
+        "ENROLLED", AT + 10, AT + 10, AT + 10, NOW)
+    assert (record["tenant"], record["udid"], record["push_magic"]) == ("acme", "E1", "magic-E1")
+
+
+def test_enrolled_at_is_the_first_token_update_only() -> None:
+    later = checkin("E1", "TOKEN_UPDATE", AT + 500, token_hex="b" * 64, push_magic="m2")
+    record = run([later], enrolled())
+    assert record is not None
+    assert (record["enrolled_at"], record["token_updated_at"], record["token_hex"]) == (
+        AT + 10, AT + 500, "b" * 64)
+
+
+def test_a_late_token_update_only_counts_as_contact() -> None:
+    record = enrolled()
+    late = checkin("E1", "TOKEN_UPDATE", AT + 5, token_hex="c" * 64, push_magic="old")
+    assert apply_checkin(record, late, NOW) is None  # older than both trifecta and contact
+
+
+def test_reauthentication_starts_a_new_enrollment_keeping_udid_and_topic() -> None:
+    record = mark_token_dead(enrolled(), enrolled()["token_hex"], AT + 50, NOW)
+    record = run([checkin("E1", "AUTHENTICATE", AT + 100, udid=None)], record)
+    assert record is not None
+    assert (record["state"], record["token_hex"], record["push_magic"], record["enrolled_at"],
+            record["token_dead_since"], record["udid"], record["topic"]) == (
+        "AUTHENTICATED", None, None, None, None, "E1", T1)
+
+
+def test_checkout_keeps_the_trifecta_and_a_token_update_re_enrolls() -> None:
+    record = run([checkin("E1", "CHECK_OUT", AT + 20)], enrolled())
+    assert record is not None
+    assert (record["state"], record["token_hex"]) == ("CHECKED_OUT", enrolled()["token_hex"])
+    record = run([checkin("E1", "TOKEN_UPDATE", AT + 30, token_hex="d" * 64)], record)
+    assert record is not None and record["state"] == "ENROLLED"
+
+
+def test_any_message_is_contact_but_unknown_enrollments_stay_unknown() -> None:
+    idle = checkin("E1", "COMMAND_REPORT", AT + 99, status="Idle")
+    record = apply_checkin(enrolled(), idle, NOW)
+    assert record is not None and record["last_contact_at"] == AT + 99
+    assert apply_checkin(None, idle, NOW) is None
+    assert run([checkin("E9", "CHECK_OUT", AT)])["state"] == "CHECKED_OUT"  # type: ignore[index]
+
+
+def test_410_kills_only_the_current_token_and_a_newer_token_update_revives() -> None:
+    record = enrolled()
+    assert mark_token_dead(record, "f" * 64, AT + 50, NOW) is None
+    assert mark_token_dead(None, "f" * 64, AT + 50, NOW) is None
+    assert mark_token_dead(record, record["token_hex"], AT + 5, NOW) is None  # refreshed since
+    dead = mark_token_dead(record, record["token_hex"], AT + 50, NOW)
+    assert dead is not None and dead["token_dead_since"] == AT + 50
+    older = checkin("E1", "TOKEN_UPDATE", AT + 40, token_hex=record["token_hex"])
+    assert run([older], dead)["token_dead_since"] == AT + 50  # type: ignore[index]
+    newer = checkin("E1", "TOKEN_UPDATE", AT + 60, token_hex=record["token_hex"])
+    assert run([newer], dead)["token_dead_since"] is None  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("change", "tenant", "kind", "reason"),
+    [
+        ({}, "acme", "MDM", None),
+        ({}, "globex", "MDM", SkipReason.UNKNOWN_ENROLLMENT),
+        ({"tenant": ""}, "globex", "MDM", None),
+        ({"state": "CHECKED_OUT"}, "acme", "MDM", SkipReason.CHECKED_OUT),
+        ({"state": "AUTHENTICATED", "token_hex": None}, "acme", "MDM", SkipReason.NO_TOKEN),
+        ({"push_magic": None}, "acme", "MDM", SkipReason.NO_TOKEN),
+        ({"push_magic": None}, "acme", "APS", None),
+        ({"token_dead_since": AT}, "acme", "MDM", SkipReason.TOKEN_DEAD),
+    ],
+)
+def test_skip_reason(change: Record, tenant: str, kind: str, reason: SkipReason | None) -> None:
+    assert skip_reason({**enrolled(), **change}, tenant, kind) == reason
+
+
+def test_an_unknown_enrollment_is_skipped() -> None:
+    assert skip_reason(None, "acme", "MDM") == SkipReason.UNKNOWN_ENROLLMENT
