@@ -468,7 +468,7 @@ class Correlator:
         entry = self.store.entry(slot)
         self._job(records.push_job(entry, entry.repush, self.clock.now_ms()), entry.topic)
         self.metrics.repushes.labels("self_heal").inc()
-        self._verdicts.append((self.state_topic, entry.job_id.encode(), b"",
+        self._verdicts.append((self.state_topic, entry.job_id.encode(), None,
                                self.store.partition[slot]))
         self.store.free(slot)
 

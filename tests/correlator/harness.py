@@ -1,0 +1,172 @@
+"""Run the real correlator process against the test broker, feed it records, read what it wrote."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from services.common.catalogue import Topics
+from services.common.clock import Clock
+from services.common.errors import DecodeError
+from services.common.kafka import make_producer
+from services.common.serde import AvroSerde
+from services.common.settings import KafkaSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPIC_A = "com.apple.mgmt.External.aaaaaaaa-0000-4000-8000-000000000001"
+TOPIC_B = "com.apple.mgmt.External.bbbbbbbb-0000-4000-8000-000000000002"
+
+
+class Correlator:
+    """`python -m services.correlator` as a subprocess with test settings."""
+
+    def __init__(self, kafka: KafkaSettings, clock: Clock, **settings: Any) -> None:
+        self.env = dict(os.environ)
+        self.env.update({
+            "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "MDMPUSH_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "MDMPUSH_KAFKA_LINGER_MS": "1",
+            "MDMPUSH_CLOCK_SPEED": str(clock.speed),
+            "MDMPUSH_CLOCK_ORIGIN_MS": str(clock.origin_ms),
+            "MDMPUSH_CORRELATOR_GROUP_ID": f"{kafka.topic_prefix}correlator",
+            "MDMPUSH_CORRELATOR_METRICS_PORT": "0",
+            "MDMPUSH_CORRELATOR_TIMER_TICK_MS": "50",
+        })
+        self.env.update({f"MDMPUSH_CORRELATOR_{k.upper()}": str(v) for k, v in settings.items()})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = Path(f"/tmp/correlator-{kafka.topic_prefix}log")
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.correlator"], cwd=ROOT,
+                                     env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextmanager
+def running(kafka: KafkaSettings, clock: Clock, **settings: Any) -> Iterator[Correlator]:
+    c = Correlator(kafka, clock, **settings)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+class Feed:
+    """Produces check-ins and outcomes the way the gateway and the sender do."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Topics, clock: Clock) -> None:
+        self.producer = make_producer(kafka)
+        self.serde = AvroSerde()
+        self.topics = topics
+        self.clock = clock
+
+    def checkin(self, enrollment: str, kind: str = "COMMAND_REPORT", at: int | None = None,
+                **fields: Any) -> None:
+        record = {
+            "event_id": uuid.uuid4().hex, "enrollment_id": enrollment, "tenant": "acme",
+            "message_type": kind, "raw_message_type": "", "udid": enrollment, "topic": None,
+            "token_hex": None, "push_magic": None, "command_uuid": None, "status": None,
+            "occurred_at": self.clock.now_ms() if at is None else at, "source": "sim",
+        }
+        record.update(fields)
+        self._send(self.topics.checkins, enrollment, self.serde.encode("CheckinEvent", record))
+
+    def token_update(self, enrollment: str, at: int, topic: str = TOPIC_A,
+                     token: str | None = None, magic: str | None = None,
+                     udid: str | None = None) -> None:
+        self.checkin(enrollment, "TOKEN_UPDATE", at, topic=topic,
+                     token_hex=token or token_of(enrollment), push_magic=magic or f"m-{enrollment}",
+                     udid=udid or enrollment)
+
+    def outcome(self, enrollment: str, request: str = "req-1", state: str = "SENT",
+                at: int | None = None, **fields: Any) -> dict[str, Any]:
+        record = {
+            "job_id": f"{request}/{enrollment}", "request_id": request, "tenant": "acme",
+            "enrollment_id": enrollment, "state": state, "lane": "PRIORITY", "attempt": 0,
+            "repush": 0, "topic": TOPIC_A, "token_hex": token_of(enrollment),
+            "push_magic": f"m-{enrollment}", "token_updated_at": None,
+            "apns_id": str(uuid.uuid4()), "status": 200 if state == "SENT" else None,
+            "reason": None, "apns_timestamp": None, "latency_ms": 2.0,
+            "at": self.clock.now_ms() if at is None else at,
+        }
+        record.update(fields)
+        self._send(self.topics.outcomes, enrollment, self.serde.encode("PushOutcome", record))
+        return record
+
+    def raw(self, topic: str, value: bytes, key: str = "poison") -> None:
+        self.producer.produce(topic, value=value, key=key)
+        self.producer.flush(10)
+
+    def _send(self, topic: str, key: str, value: bytes) -> None:
+        self.producer.produce(topic, value=value, key=key)
+        self.producer.flush(10)
+
+
+def token_of(enrollment: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_OID, enrollment).hex * 2
+
+
+class Reader:
+    """Everything written to a topic since the test began, decoded."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, schema: str | None) -> None:
+        self.topic = topic
+        self.schema = schema
+        self.serde = AvroSerde()
+        self.consumer = Consumer(kafka.consumer_config(f"reader-{uuid.uuid4().hex}"))
+        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        self.records: list[dict[str, Any]] = []
+        self.messages: list[Message] = []
+
+    def poll(self) -> None:
+        for msg in self.consumer.consume(1000, timeout=0.2):
+            if msg.error():
+                continue
+            self.messages.append(msg)
+            if self.schema:
+                try:
+                    self.records.append(self.serde.decode_as(msg.value(), self.schema))
+                except DecodeError:
+                    continue  # a poison record the test wrote itself
+
+    def wait(self, pred: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 20,
+             what: str = "") -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll()
+            if pred(self.records):
+                return self.records
+        raise AssertionError(f"timed out waiting for {what or self.topic}: {self.records}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["state"] in ("ANSWERED", "UNANSWERED")]
