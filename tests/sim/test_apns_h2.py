@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -24,6 +25,7 @@ from h2.events import (
     RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
+    StreamReset,
 )
 from h2.settings import SettingCodes
 
@@ -262,3 +264,52 @@ def test_goaway_waits_for_delayed_answers(
     assert client.terminated is not None and client.terminated.last_stream_id == sids[1]
     assert [client.responses[s].complete for s in sids] == [True, True, False, False]
     client.close()
+
+
+def test_streams_over_the_limit_are_refused_and_the_connection_lives(pki: SimPki) -> None:
+    """A client that opens streams before reading SETTINGS (libcurl does) and exceeds
+    MAX_CONCURRENT_STREAMS: only the extra streams get RST_STREAM(REFUSED_STREAM)."""
+    config = SimulatorConfig.from_pki(pki, max_concurrent_streams=3)
+    cert = pki.issue()
+    with ApnsSimulator.run_in_thread(config) as sim:
+        client = RawClient(sim, pki.client_context(cert))
+        conn = client.conn
+        hdrs = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "api.push.apple.com"),
+            (":path", f"/3/device/{TOKEN}"),
+            ("apns-push-type", "mdm"),
+            ("apns-topic", cert.topic),
+        ]
+        # Every HEADERS first (no END_STREAM: all five are open at once whatever the TCP
+        # segmentation), then the bodies, all before reading anything from the server.
+        sids = [conn.get_next_available_stream_id() + 2 * i for i in range(5)]
+        for sid in sids:
+            conn.send_headers(sid, hdrs)
+            client.responses[sid] = Response()
+        for sid in sids:
+            conn.send_data(sid, BODY, end_stream=True)
+        client._flush()
+        resets: dict[int, int] = {}
+
+        def pump_resets() -> bool:
+            return len(resets) == 2 and all(client.responses[s].complete for s in sids[:3])
+
+        deadline = time.monotonic() + 10
+        while not pump_resets() and time.monotonic() < deadline:
+            for ev in client.pump():
+                if isinstance(ev, StreamReset):
+                    resets[ev.stream_id] = ev.error_code
+        assert resets == {sids[3]: ErrorCodes.REFUSED_STREAM, sids[4]: ErrorCodes.REFUSED_STREAM}
+        assert [client.responses[s].headers[b":status"] for s in sids[:3]] == [b"200"] * 3
+        assert client.terminated is None
+
+        # The connection is still usable, now within the limit.
+        again = client.request(topic=cert.topic)
+        client.wait(lambda: client.responses[again].complete)
+        assert client.responses[again].headers[b":status"] == b"200"
+        assert client.terminated is None
+        snap = sim.snapshot()
+        assert snap.accepted == 4 and snap.refused_streams == 2
+        client.close()

@@ -23,14 +23,21 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    Event,
     RequestReceived,
     StreamEnded,
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
+from h2.exceptions import (
+    FlowControlError,
+    ProtocolError,
+    StreamClosedError,
+    TooManyStreamsError,
+)
 from h2.settings import SettingCodes, Settings
 from hpack import Encoder, NeverIndexedHeaderTuple
+from hyperframe.frame import Frame, HeadersFrame
 
 if TYPE_CHECKING:
     from services.sim.apns.server import ApnsSimulator
@@ -79,6 +86,45 @@ class _AnswerEncoder(Encoder):
         return super().encode(headers, huffman)
 
 
+class _ServerH2(H2Connection):
+    """h2's server side, refusing a stream over MAX_CONCURRENT_STREAMS instead of the connection.
+
+    h2 treats such a HEADERS frame as a connection error and tears everything down. RFC 9113
+    §5.1.2 allows (and APNs, like most servers, uses) the stream error REFUSED_STREAM, which
+    tells the client the request was not processed and may be retried. It matters because a
+    client may open streams before it has read the server's SETTINGS (libcurl does), when it
+    cannot know the limit yet. The refused stream's header block still goes through HPACK (the
+    decoder's dynamic table must stay in step with the client's encoder), so h2 opens the
+    stream with its check bypassed and the stream is reset at once; its events are dropped, so
+    the simulator never sees the request. Later DATA on it is discarded by h2 (connection
+    window refunded) like DATA on any reset stream.
+    """
+
+    def __init__(self, sim: ApnsSimulator) -> None:
+        super().__init__(config=_H2_CONFIG)
+        self._sim = sim
+        self._refusing = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return 0 if self._refusing else super().open_inbound_streams
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[Event]]:
+        try:
+            return super()._receive_headers_frame(frame)
+        except TooManyStreamsError:
+            pass  # raised before h2 changed any state
+        sid = frame.stream_id
+        self._refusing = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._refusing = False
+        self.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+        self._sim.stats.refused_streams += 1
+        return frames, [ev for ev in events if getattr(ev, "stream_id", None) != sid]
+
+
 class PeerIdentity:
     """Who is on the other end: the client certificate's topic (subject UID) and serial."""
 
@@ -115,7 +161,7 @@ class ApnsConnection(asyncio.Protocol):
 
     def __init__(self, sim: ApnsSimulator) -> None:
         self._sim = sim
-        self._conn = H2Connection(config=_H2_CONFIG)
+        self._conn = _ServerH2(sim)
         self._conn.encoder = _AnswerEncoder()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}

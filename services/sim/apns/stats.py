@@ -17,7 +17,9 @@ class StatsSnapshot:
     """A copy of the counters at one moment.
 
     ``by_topic`` / ``by_token`` count accepted (200) pushes; ``by_status`` / ``by_reason`` count
-    every answer, faults included. ``resets`` and ``goaways`` count injected connection faults.
+    every answer, faults included. ``resets`` and ``goaways`` count injected connection faults;
+    ``refused_streams`` the streams reset with REFUSED_STREAM for exceeding
+    MAX_CONCURRENT_STREAMS (never answered, so not in ``requests``).
     """
 
     requests: int
@@ -30,6 +32,7 @@ class StatsSnapshot:
     connections_open: int
     resets: int
     goaways: int
+    refused_streams: int = 0
 
     def status(self, code: int) -> int:
         """How many answers had status ``code``."""
@@ -48,6 +51,7 @@ class SimStats:
         "connections_open",
         "connections_opened",
         "goaways",
+        "refused_streams",
         "requests",
         "resets",
     )
@@ -63,6 +67,7 @@ class SimStats:
         self.connections_open = 0
         self.resets = 0
         self.goaways = 0
+        self.refused_streams = 0
 
     def answered(self, status: int, reason: str | None) -> None:
         """Count one answer (``reason`` is None for 200)."""
@@ -89,4 +94,5 @@ class SimStats:
             connections_open=self.connections_open,
             resets=self.resets,
             goaways=self.goaways,
+            refused_streams=self.refused_streams,
         )
