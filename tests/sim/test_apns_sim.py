@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.common.clock import Clock
 from services.sim.apns.certs import PushCertFiles, SimPki, make_pki, mdm_topic
 from services.sim.apns.faults import Faults
 from services.sim.apns.fleet_port import (
@@ -355,6 +356,37 @@ def test_store_and_forward_drops_expired_pushes(
     assert sim.device_connected("cd" * 32) is None
     assert sim.sim.store.expired == 1
     assert fleet.delivered == []
+
+
+def test_store_expiry_follows_the_pipelines_compressed_clock(
+    pki: SimPki, push_cert: PushCertFiles, make_sim: SimFactory, fleet: FakeFleet
+) -> None:
+    """The fleet lives on the shared compressed clock: a device back after 25 simulated hours
+    must not get a push that expired after one simulated hour (real time: under 3 s)."""
+    clock = Clock(speed=36_000)  # 1 real second = 10 simulated hours
+    sim = make_sim(clock=clock)
+    short, long = "cd" * 32, "ef" * 32
+    fleet.offline.update({short, long})
+    before = clock.now_ms() / 1000
+    hour = str(int(before) + 3600)
+    two_days = str(int(before) + 48 * 3600)
+    with client(pki, sim, push_cert) as c:
+        assert push(c, push_cert, short, **{"apns-expiration": hour}).status_code == 200
+        assert push(c, push_cert, long, **{"apns-expiration": two_days}).status_code == 200
+    after = clock.now_ms() / 1000
+    stored = sim.sim.store.peek(long)
+    assert stored is not None and before <= stored.received_at <= after  # pipeline clock too
+
+    back_at_ms = int(before * 1000) + 25 * 3_600_000
+    while clock.now_ms() < back_at_ms:
+        time.sleep(0.05)
+    assert time.time() < int(hour)  # in real time the short push would still be deliverable
+    fleet.offline.clear()
+    assert sim.device_connected(short) is None
+    forwarded = sim.device_connected(long)
+    assert forwarded is not None and forwarded.token_hex == long
+    assert [p.token_hex for p in fleet.delivered] == [long]
+    assert sim.sim.store.expired == 1
 
 
 def test_injected_shares_roughly_honoured_and_deterministic(

@@ -5,7 +5,8 @@ core). The certificate directory is created when missing (``ca.pem``/``ca.key``,
 ``server.pem``/``server.key``); ``--issue-topic`` writes push certificates signed by that CA.
 Once listening, one line ``READY <host> <port>`` goes to stdout (and to ``--ready-file``), so the
 parent can use ``--port 0``. SIGTERM/SIGINT stop it cleanly; ``--stats-file`` then receives the
-final counters as JSON.
+final counters as JSON. Store-and-forward runs on the pipeline clock from ``MDMPUSH_CLOCK_*``
+(:class:`services.common.clock.Clock`), like every other process of a compressed-time run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from services.common.clock import Clock
 from services.sim.apns.certs import (
     issue_push_certificate,
     load_ca,
@@ -89,6 +91,7 @@ async def serve(args: argparse.Namespace) -> None:
         token_rate_window_s=args.token_rate_window,
         reject_unknown_tokens=args.reject_unknown_tokens,
         require_push_type=args.require_push_type,
+        clock=Clock.from_settings(),
     )
     sim = ApnsSimulator(config, faults=Faults.from_arguments(args))
     await sim.start()

@@ -73,7 +73,9 @@ class AcceptedPush:
     """A push APNs answered 200 for: what a device receives, plus when it stops being deliverable.
 
     ``expiration`` is the ``apns-expiration`` header in epoch seconds; ``0`` means "deliver now or
-    never" (not stored). ``received_at`` is the simulator's wall clock (``time.time()``).
+    never" (not stored). ``received_at`` is when the simulator accepted it, in epoch seconds of
+    the same clock as ``expiration``: the pipeline's (``SimulatorConfig.clock``, real time unless
+    compressed).
     """
 
     apns_id: str

@@ -22,10 +22,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from services.common.clock import Clock
 from services.sim.apns.certs import SimPki
 from services.sim.apns.connection import Answer, ApnsConnection, PeerIdentity
 from services.sim.apns.faults import FaultDecision, Faults
@@ -80,6 +81,7 @@ class SimulatorConfig:
     #: Send apns-unique-id on 200 (APNs does so only in the development environment).
     send_unique_id: bool = False
     backlog: int = 1024
+    clock: Clock = field(default_factory=Clock)
 
     @classmethod
     def from_pki(cls, pki: SimPki, **overrides: Any) -> SimulatorConfig:
@@ -107,6 +109,7 @@ class ApnsSimulator:
         self.config = config
         self.gateway: DeviceGateway = gateway if gateway is not None else AcceptAllGateway()
         self.faults = faults if faults is not None else Faults()
+        self.clock = config.clock
         self.rng = random.Random(self.faults.seed)
         self._stats = SimStats()
         self.store = PushStore()
@@ -159,7 +162,7 @@ class ApnsSimulator:
 
     def _purge(self) -> None:
         """Drop expired stored pushes now and then, so long runs keep bounded memory."""
-        self.store.purge_expired(time.time())
+        self.store.purge_expired(self.now())
         self._purge_timer = self.loop.call_later(PURGE_INTERVAL_S, self._purge)
 
     async def stop(self) -> None:
@@ -206,6 +209,10 @@ class ApnsSimulator:
             self._connections.discard(conn)
             self._stats.connections_open -= 1
 
+    def now(self) -> float:
+        """The pipeline clock's time in epoch seconds (``config.clock``): store-and-forward's."""
+        return self.clock.now_ms() / 1000
+
     # -- answers ----------------------------------------------------------------------------
 
     def _error(
@@ -250,17 +257,18 @@ class ApnsSimulator:
         state = status.state
         if state is not TokenState.ACTIVE:
             if state is TokenState.UNREGISTERED:
-                ts = status.unregistered_at_ms or int(time.time() * 1000)
+                ts = status.unregistered_at_ms or self.clock.now_ms()
                 return self._error(410, "Unregistered", req.apns_id, ts)
             if state is TokenState.OTHER_TOPIC:
                 return self._error(400, "DeviceTokenNotForTopic", req.apns_id)
             if self.config.reject_unknown_tokens:
                 return self._error(400, "BadDeviceToken", req.apns_id)
 
-        now = time.time()
         limit = self.config.token_rate_limit
-        if limit is not None and self._over_rate(token, now, limit):
+        if limit is not None and self._over_rate(token, time.monotonic(), limit):
             return self._error(429, "TooManyRequests", req.apns_id)
+
+        now = self.clock.now_ms() / 1000
 
         apns_id = req.apns_id or str(uuid.uuid4()).encode()
         expiration = (
@@ -287,7 +295,8 @@ class ApnsSimulator:
         return _OK, apns_id, b""
 
     def _over_rate(self, token: str, now: float, limit: int) -> bool:
-        """Fixed window per token: the (limit+1)-th push inside one window is refused."""
+        """Fixed window per token (real time): the (limit+1)-th push inside one window is
+        refused."""
         window = self._rate.get(token)
         if window is None or now - window[0] >= self.config.token_rate_window_s:
             self._rate[token] = [now, 1.0]
@@ -306,7 +315,7 @@ class ApnsSimulator:
         nothing was stored, or it expired and was dropped). If the gateway still reports the
         device offline the push goes back into the store.
         """
-        now = time.time()
+        now = self.now()
         push = self.store.take(token_hex.lower(), now)
         if push is not None and not self.gateway.deliver(push):
             self.store.put(push, now)
