@@ -1,1 +1,31 @@
-"""fanout."""
+"""Fan-out: the device registry, and one NotificationRequest -> one PushJob per target.
+
+Run a worker with `python -m services.fanout` (settings: `services.fanout.settings`), or build
+the app in-process with `services.fanout.app.create_app(settings, kafka)`.
+
+Data flow, and why
+------------------
+Requests are keyed by tenant, check-ins and outcomes by enrollment id, and each input's
+partitioning is whatever its producer's partitioner chose, so no two inputs are co-partitioned.
+Instead of a GlobalTable (every worker would hold and replay the whole registry, and writes to a
+faust GlobalTable from several workers are the least-tested path of faust), the fan-out owns one
+partitioning of its own, `registry_partition(enrollment id) = crc32 % partitions`, and brings
+every piece of work to the partition that holds its data::
+
+    checkins ──(decode, DLQ)──┐
+    outcomes ──(410 only)─────┴─► <app>-registry-updates ─► registry table ─► mdm.device.registry.v1
+                                       (partition = registry_partition)
+    requests ──(decode, DLQ)──► <app>-slices ─► expand (reads the registry table of its partition)
+                                 target_all: one slice per partition;     ─► jobs (priority/bulk)
+                                 explicit: ids grouped by partition,      ─► SKIPPED outcomes
+                                 ≤ chunk_size per slice
+
+The registry-updates and slices topics, the registry table and the slice-progress table all
+have `partitions` partitions and are produced with explicit partition numbers, so faust assigns
+partition p of all four to the same worker: a slice is expanded where its enrollments live,
+whatever the number of workers, and a target_all request sees every enrollment of its tenant.
+A slice is keyed `request_id@partition[.n]` and expanded in acknowledged chunks whose progress
+is recorded in the slice-progress table (see `expand`), so a redelivered or republished request
+does not double its jobs. The registry and progress live in faust tables with changelogs, so a
+restarted worker (on any machine) recovers them from Kafka.
+"""

@@ -61,9 +61,6 @@ class BatchProducer:
             for msg in failed:
                 self.produce(msg.topic() or "", msg.value() or b"", _key(msg))
 
-    def close(self) -> None:
-        self._producer.flush(10.0)
-
 
 def _key(msg: Message) -> str:
     key = msg.key()
