@@ -1,6 +1,6 @@
 """In-memory lanes between Kafka and APNs: priority always first, bounded by pausing partitions.
 
-Jobs wait here per lane and per key (certificate[#shard]) so that a throttled key never blocks
+Jobs wait here per buffer lane and per key (certificate[#shard]) so a throttled key never blocks
 another key, and the priority lane is always served before bulk. Each source partition may hold
 at most `cap` waiting jobs: beyond that the loop pauses it (librdkafka also drops what it had
 prefetched for it), and resumes it when half has drained. A bulk backlog thus never fills memory
@@ -15,7 +15,9 @@ from typing import Any
 
 from services.sender.offsets import Entry
 
-LANES = ("PRIORITY", "BULK")
+#: Buffer lanes in service order. Due bulk retries come before fresh bulk jobs: they are older,
+#: and their tier delay is already the wait they were promised. Both use the bulk bucket.
+LANES = ("PRIORITY", "RETRY", "BULK")
 
 
 class Pending:

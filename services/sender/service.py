@@ -111,7 +111,8 @@ class Sender:
                     "partition.assignment.strategy": "range",
                     "queued.min.messages": max(1000, settings.consume_batch * 2),
                     "queued.max.messages.kbytes": 8192,
-                    "fetch.wait.max.ms": 100,
+                    # A resumed retry partition waits for the fetch in progress: keep it short.
+                    "fetch.wait.max.ms": 25,
                     # What a crash repeats is what was stored but not yet committed: keep short.
                     "auto.commit.interval.ms": 1000,
                     "client.id": f"{kafka.client_id}-sender-{settings.instance_id}",
@@ -266,7 +267,10 @@ class Sender:
                 continue
             raw_key = msg.key()
             key = raw_key.decode("utf-8", "replace") if raw_key else job["topic"]
-            if buffers.add(Pending(entry, job, key, job["lane"], source)):
+            lane = job["lane"]
+            if lane == "BULK" and scheduler.is_retry_topic(topic):
+                lane = "RETRY"
+            if buffers.add(Pending(entry, job, key, lane, source)):
                 buffers.paused.add(source)
                 self.consumer.pause([TopicPartition(topic, partition)])
 
@@ -292,7 +296,10 @@ class Sender:
             reserve = 0 if lane == "PRIORITY" else settings.priority_reserve
             for key, queue in self.buffers.queues(lane):
                 policy = self.book.for_topic(queue[0].job["topic"])
-                bucket = self.throttle.bucket(key, lane, policy.bucket_per_minute(lane, live))
+                job_lane = "BULK" if lane == "RETRY" else lane
+                bucket = self.throttle.bucket(
+                    key, job_lane, policy.bucket_per_minute(job_lane, live)
+                )
                 while queue:
                     if settings.max_in_flight - len(self._in_flight) <= reserve:
                         return
