@@ -389,6 +389,53 @@ def test_store_expiry_follows_the_pipelines_compressed_clock(
     assert sim.sim.store.expired == 1
 
 
+class ComesOnlineDuringDeliver:
+    """A device that is offline when deliver() looks, and comes online (the fleet calling
+    device_connected from its own thread) before the simulator has stored the push: the
+    interleaving of the store race, made deterministic by doing it inside deliver()."""
+
+    def __init__(self) -> None:
+        self.sim: SimulatorThread | None = None
+        self.online = False
+        self.comes_online = True
+        self.calls = 0
+        self.delivered: list[AcceptedPush] = []
+
+    def token_status(self, token_hex: str, topic: str) -> TokenStatus:
+        return STATUS_ACTIVE
+
+    def deliver(self, push: AcceptedPush) -> bool:
+        self.calls += 1
+        if self.online:
+            self.delivered.append(push)
+            return True
+        if not self.comes_online:
+            return False
+        assert self.sim is not None
+        self.online = True
+        assert self.sim.device_connected(push.token_hex) is None  # nothing stored yet
+        return False
+
+
+def test_push_racing_the_device_coming_online_is_delivered_not_stored(
+    pki: SimPki, push_cert: PushCertFiles
+) -> None:
+    gateway = ComesOnlineDuringDeliver()
+    with ApnsSimulator.run_in_thread(SimulatorConfig.from_pki(pki), gateway) as sim:
+        gateway.sim = sim
+        with client(pki, sim, push_cert) as c:
+            assert push(c, push_cert).status_code == 200
+        assert [p.token_hex for p in gateway.delivered] == [TOKEN]
+        assert gateway.calls == 2
+        assert sim.sim.store.peek(TOKEN) is None and sim.sim.store.stored == 0
+        # The device goes offline again: the next push is stored, with one deliver() call.
+        gateway.online = gateway.comes_online = False
+        with client(pki, sim, push_cert) as c:
+            assert push(c, push_cert).status_code == 200
+        assert gateway.calls == 3
+        assert sim.sim.store.peek(TOKEN) is not None
+
+
 def test_injected_shares_roughly_honoured_and_deterministic(
     pki: SimPki, push_cert: PushCertFiles, make_sim: SimFactory
 ) -> None:

@@ -114,6 +114,34 @@ def test_store_keeps_latest_and_drops_expired() -> None:
     assert len(store) == 0
 
 
+def test_store_refuses_a_push_whose_device_connected_meanwhile() -> None:
+    store = PushStore()
+    seen = store.connects  # the simulator reads it before asking the gateway
+    assert store.connected("t1", now=10) is None  # the device connects: nothing stored yet
+    assert not store.put_offline(_push("t1", 100), now=10, connects_seen=seen)
+    assert store.peek("t1") is None  # the simulator delivers again instead
+    assert store.put_offline(_push("t1", 100), now=10, connects_seen=store.connects)
+    assert store.put_offline(_push("t2", 100), now=10, connects_seen=seen)  # other devices
+    assert store.peek("t1") is not None and store.peek("t2") is not None
+    store.purge_expired(now=10)  # forgets connections, keeps live pushes
+    assert store.put_offline(_push("t1", 100, "new"), now=10, connects_seen=seen)
+
+
+def test_store_put_back_keeps_a_newer_push() -> None:
+    store = PushStore()
+    store.put(_push("t1", 100, "old"), now=10)
+    old = store.connected("t1", now=10)
+    assert old is not None
+    store.put(_push("t1", 100, "new"), now=11)  # arrived while "old" was being delivered
+    assert not store.put_back(old, now=12)  # the device was offline after all
+    stored = store.peek("t1")
+    assert stored is not None and stored.push_magic == "new"
+    taken = store.take("t1", now=13)
+    assert taken is not None and store.put_back(taken, now=13)
+    assert store.peek("t1") is taken
+    assert (store.stored, store.forwarded, store.replaced) == (2, 0, 1)
+
+
 def test_peer_identity_from_ssl_peercert() -> None:
     cert = {"subject": ((("userId", TOPIC),), (("commonName", "APSP:x"),)), "serialNumber": "1F"}
     peer = PeerIdentity.from_peercert(cert)

@@ -118,7 +118,9 @@ class DeviceGateway(Protocol):
         """Hand an accepted push to the device: True if it was connected and took it.
 
         False means offline: the simulator stores the push (latest per token) until it expires
-        or the device connects (:meth:`ApnsSimulator.device_connected`).
+        or the device connects (:meth:`ApnsSimulator.device_connected`). A device must answer
+        True before its ``device_connected`` call: a push refused just before is then offered
+        again (a second call for the same push) rather than stored behind the connection.
         """
         ...
 

@@ -290,9 +290,25 @@ class ApnsSimulator:
         stats = self._stats
         stats.answered(200, None)
         stats.accepted_push(req.topic, token)
+        connects = self.store.connects  # before deliver(): see _store_offline
         if not self.gateway.deliver(push) and expiration:
-            self.store.put(push, now)
+            self._store_offline(push, now, connects)
         return _OK, apns_id, b""
+
+    def _store_offline(self, push: AcceptedPush, now: float, connects: int) -> None:
+        """Store a push ``deliver`` refused, unless the device came online meanwhile.
+
+        The fleet flips a device online and then calls :meth:`device_connected` on its own
+        thread; if that happened between ``deliver`` saying offline and the store, the device
+        took its stored push before this one was there. The store notices (``connects`` was read
+        before ``deliver``) and this delivers again instead, until the push is delivered or
+        stored with no connection in between.
+        """
+        store, gateway = self.store, self.gateway
+        while not store.put_offline(push, now, connects):
+            connects = store.connects
+            if gateway.deliver(push):
+                return
 
     def _over_rate(self, token: str, now: float, limit: int) -> bool:
         """Fixed window per token (real time): the (limit+1)-th push inside one window is
@@ -313,12 +329,16 @@ class ApnsSimulator:
 
         Calls ``gateway.deliver`` on the calling thread and returns the forwarded push (None if
         nothing was stored, or it expired and was dropped). If the gateway still reports the
-        device offline the push goes back into the store.
+        device offline the push goes back into the store, unless a newer one arrived meanwhile.
+
+        The gateway must report the device online (``deliver`` → True) before calling this: a
+        push the simulator is handling concurrently is then either delivered directly or, if
+        ``deliver`` looked just before, re-delivered by the simulator (see ``_store_offline``).
         """
         now = self.now()
-        push = self.store.take(token_hex.lower(), now)
+        push = self.store.connected(token_hex.lower(), now)
         if push is not None and not self.gateway.deliver(push):
-            self.store.put(push, now)
+            self.store.put_back(push, now)
         return push
 
     def snapshot(self) -> StatsSnapshot:
