@@ -55,10 +55,18 @@ def produce_sync(
 
 def dead_letter_headers(msg: Message, reason: str) -> list[tuple[str, bytes]]:
     """Where a poison record came from and why it was set aside (kept with the original bytes)."""
+    return dead_letter_headers_at(msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                                  reason)
+
+
+def dead_letter_headers_at(
+    topic: str, partition: int, offset: int, reason: str
+) -> list[tuple[str, bytes]]:
+    """The same headers from plain coordinates (faust and aiokafka messages are not confluent's)."""
     return [
         ("mdmpush.dlq.reason", reason.encode()[:1000]),
-        ("mdmpush.dlq.source.topic", (msg.topic() or "").encode()),
-        ("mdmpush.dlq.source.partition", str(msg.partition()).encode()),
-        ("mdmpush.dlq.source.offset", str(msg.offset()).encode()),
+        ("mdmpush.dlq.source.topic", topic.encode()),
+        ("mdmpush.dlq.source.partition", str(partition).encode()),
+        ("mdmpush.dlq.source.offset", str(offset).encode()),
         ("mdmpush.dlq.at", str(int(time.time() * 1000)).encode()),
     ]
