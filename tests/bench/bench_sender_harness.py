@@ -224,9 +224,10 @@ class Reader:
                            f"have {len(self.records)} records")
 
     def drain(self, quiet_s: float = 1.0, limit_s: float = 20.0) -> list[Any]:
-        """Read until nothing new arrives for `quiet_s` (bounded by `limit_s`)."""
+        """Read until nothing new arrives for `quiet_s` (bounded by `limit_s`); the first
+        records may take a few seconds (connecting, fetching from the beginning)."""
         deadline = time.monotonic() + limit_s
-        quiet_since = time.monotonic()
+        quiet_since = time.monotonic() + 5.0
         while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
             if self.poll(0.1):
                 quiet_since = time.monotonic()
