@@ -94,7 +94,7 @@ class Correlator:
         self.owned: set[int] = set()
         self.done: OrderedDict[str, None] = OrderedDict()
         self._contacts_dlq_done: dict[int, int] = {}
-        self._verdicts: list[tuple[str, bytes | None, bytes, int]] = []
+        self._verdicts: list[tuple[str, bytes | None, bytes | None, int]] = []
         self._flush_needed = False
         self.running = True
 

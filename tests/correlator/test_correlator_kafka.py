@@ -12,6 +12,7 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.settings import KafkaSettings
 from tests.correlator.harness import (
+    TOPIC_A,
     TOPIC_B,
     Feed,
     Reader,
@@ -49,8 +50,7 @@ def test_each_cause_gets_one_verdict_and_the_right_alert(
     feed = Feed(kafka_settings, topics, clock)
     now = clock.now_ms()
     for e in ("answered", "unenrolled", "wrong", "stale", "unreachable", "failed"):
-        feed.token_update(e, now - 60_000, topic=TOPIC_B if e == "wrong" else None or
-                          "com.apple.mgmt.External.aaaaaaaa-0000-4000-8000-000000000001")
+        feed.token_update(e, now - 60_000, topic=TOPIC_B if e == "wrong" else TOPIC_A)
     feed.checkin("unenrolled", "CHECK_OUT", now - 30_000)
     feed.token_update("stale", now - 10_000, token="cd" * 32)  # after the job was built
     with running(kafka_settings, clock, **FAST):
@@ -59,8 +59,8 @@ def test_each_cause_gets_one_verdict_and_the_right_alert(
         feed.outcome("failed", state="FAILED", status=400, reason="DeviceTokenNotForTopic")
         time.sleep(0.3)
         feed.checkin("answered", raw_message_type="Idle", status="Idle")
-        out = readers["outcomes"].wait(lambda rs: len(verdicts(rs)) >= 5, what="5 verdicts")
-        alerts = readers["alerts"].wait(lambda rs: len(rs) >= 5, what="5 alerts")
+        readers["outcomes"].wait(lambda rs: len(verdicts(rs)) >= 5, what="5 verdicts")
+        readers["alerts"].wait(lambda rs: len(rs) >= 5, what="5 alerts")
         jobs = readers["jobs"].wait(
             lambda rs: any(j["repush"] == 2 for j in rs), what="stale-token re-push")
         time.sleep(1.5)  # nothing more may come
