@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from services.common.registry_view import load_registry
 from services.common.settings import KafkaSettings
 from services.doctor.compare import build_report
 from services.doctor.feedback import build_feedback
 from services.doctor.history import load_history
-from services.doctor.registry import load_registry
 from services.doctor.render import feedback_text, history_text, sysdiagnose_text
 from services.doctor.sysdiagnose import read_sysdiagnose
 

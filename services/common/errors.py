@@ -27,5 +27,9 @@ class EncodeError(SerdeError):
     """A record does not match its schema."""
 
 
+class TopicReadError(MdmPushError):
+    """A topic could not be read (missing, or the broker did not answer in time)."""
+
+
 class LocalKafkaError(MdmPushError):
     """The local Kafka stack could not be installed, started or stopped."""

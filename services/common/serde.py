@@ -21,6 +21,7 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from services.common.errors import DecodeError, EncodeError
 from services.common.schemas import LoadedSchema, SchemaSet, default_schema_set, parse_schema
+from services.common.settings import KafkaSettings
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
@@ -163,6 +164,12 @@ def _read_body(data: bytes, offset: int, writer: Any, reader: LoadedSchema) -> d
     if bio.tell() != len(data):
         raise DecodeError(f"{reader.name}: {len(data) - bio.tell()} trailing bytes after record")
     return record
+
+
+def serde_for(settings: KafkaSettings) -> AvroSerde:
+    """The serde for the deployment's wire format (Schema Registry when one is configured)."""
+    auth = settings.schema_registry_basic_auth
+    return make_serde(settings.schema_registry_url, auth.get_secret_value() if auth else None)
 
 
 def make_serde(registry_url: str | None, basic_auth: str | None = None) -> AvroSerde:

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.doctor.registry import DeviceRecord, records_of_udid
+from services.common.registry_view import DeviceRecord, records_of_udid
 from services.doctor.sysdiagnose import DeviceSide
 
 SELF_HEALING_HOURS = 25

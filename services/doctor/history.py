@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.catalogue import Topics
-from services.common.serde import AvroSerde
+from services.common.registry_view import DeviceRecord, load_registry
+from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
-from services.doctor.reader import read_topic, serde_for
-from services.doctor.registry import DeviceRecord, load_registry
+from services.common.snapshot import read_topic
 
 Record = dict[str, Any]
 

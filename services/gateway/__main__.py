@@ -9,7 +9,7 @@ from aiohttp import web
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.kafka import make_producer
-from services.common.serde import make_serde
+from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
 from services.gateway.app import create_app
 from services.gateway.producer import AsyncProducer
@@ -19,11 +19,9 @@ from services.gateway.settings import GatewaySettings
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     settings, kafka = GatewaySettings(), KafkaSettings()
-    auth = kafka.schema_registry_basic_auth
     producer = AsyncProducer(make_producer(kafka))
     app = create_app(settings, producer, Topics(kafka.topic_prefix),
-                     make_serde(kafka.schema_registry_url,
-                                auth.get_secret_value() if auth else None),
+                     serde_for(kafka),
                      Clock.from_settings())
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None)

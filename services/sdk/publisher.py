@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 
 from services.common.catalogue import Topics
 from services.common.kafka import make_producer, produce_sync
-from services.common.serde import AvroSerde, make_serde
+from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 
 Initiator = Literal["user", "admin"]
@@ -70,12 +70,7 @@ class PushPublisher:
         self.settings = settings or KafkaSettings()
         self.topic = Topics(self.settings.topic_prefix).requests
         self.producer = producer or make_producer(self.settings)
-        self.serde = serde or make_serde(
-            self.settings.schema_registry_url,
-            self.settings.schema_registry_basic_auth.get_secret_value()
-            if self.settings.schema_registry_basic_auth
-            else None,
-        )
+        self.serde = serde or serde_for(self.settings)
 
     def publish(self, request: PushRequest) -> str:
         """Publish and wait for Kafka's acknowledgement; returns the request id."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from services.common.catalogue import Topics
+from services.common.errors import TopicReadError
+from services.common.registry_view import load_registry
 from services.common.settings import KafkaSettings
-from services.doctor.errors import DoctorError
-from services.doctor.reader import read_topic
-from services.doctor.registry import load_registry
+from services.common.snapshot import read_topic
 from tests.doctor.conftest import Publisher
 from tests.support.samples import SAMPLES
 
@@ -53,8 +53,8 @@ def test_registry_keeps_the_latest_record_and_honours_tombstones(
 def test_missing_topic_and_unreachable_broker_are_one_line_errors(
     kafka_settings: KafkaSettings,
 ) -> None:
-    with pytest.raises(DoctorError, match="does not exist"):
+    with pytest.raises(TopicReadError, match="does not exist"):
         read_topic(kafka_settings, "no.such.topic.v1", "PushOutcome")
     dead = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    with pytest.raises(DoctorError, match="did not answer"):
+    with pytest.raises(TopicReadError, match="did not answer"):
         read_topic(dead, "x", "PushOutcome", timeout_s=1)

@@ -1,6 +1,6 @@
 """Read one topic from the beginning up to its high watermarks, once, without a consumer group.
 
-The doctor answers questions about the past ("every push to this enrollment"), so it assigns
+Snapshots answer questions about the past ("every push to this enrollment"), so they assign
 every partition itself instead of joining a group: nothing is committed, nothing is rebalanced,
 and it stops as soon as each partition reaches the high watermark it had when the read began.
 Records whose key is not the one asked for are skipped before decoding, which keeps a scan of a
@@ -16,10 +16,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from services.common.errors import DecodeError
-from services.common.serde import AvroSerde, make_serde
+from services.common.errors import DecodeError, TopicReadError
+from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
-from services.doctor.errors import DoctorError
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +42,6 @@ class TopicRead:
     undecodable: int = 0
 
 
-def serde_for(settings: KafkaSettings) -> AvroSerde:
-    """The serde for the deployment's wire format (Schema Registry when one is configured)."""
-    auth = settings.schema_registry_basic_auth
-    return make_serde(settings.schema_registry_url, auth.get_secret_value() if auth else None)
-
-
 def read_topic(
     settings: KafkaSettings,
     topic: str,
@@ -68,7 +61,7 @@ def read_topic(
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
-                raise DoctorError(f"reading {topic} did not finish within {timeout_s:.0f}s")
+                raise TopicReadError(f"reading {topic} did not finish within {timeout_s:.0f}s")
             # Ask for no more than can still come: a batch call waits for a full batch.
             remaining = sum(ends[p] - nexts[p] for p in ends)
             for msg in consumer.consume(num_messages=min(BATCH, remaining), timeout=0.5):
@@ -106,7 +99,7 @@ def _assign_from_beginning(
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise DoctorError(f"topic {topic} does not exist on {settings.bootstrap_servers} "
+            raise TopicReadError(f"topic {topic} does not exist on {settings.bootstrap_servers} "
                               f"(is MDMPUSH_KAFKA_TOPIC_PREFIX right?)")
         ends: dict[int, int] = {}
         starts: dict[int, int] = {}
@@ -117,7 +110,9 @@ def _assign_from_beginning(
                 ends[partition] = high
                 starts[partition] = low
     except KafkaException as exc:
-        raise DoctorError(f"Kafka at {settings.bootstrap_servers} did not answer: {exc}") from exc
+        raise TopicReadError(
+            f"Kafka at {settings.bootstrap_servers} did not answer: {exc}"
+        ) from exc
     consumer.assign([TopicPartition(topic, p, low) for p, low in starts.items()])
     return ends, starts
 

@@ -1,6 +1,6 @@
-"""The registry as the doctor sees it: the latest DeviceRecord per enrollment, from the compacted
-`mdm.device.registry.v1` the fan-out publishes (the fan-out's own table is not reachable from a
-CLI, and the topic is the contract every other reader uses too)."""
+"""The registry as readers outside the fan-out see it: the latest DeviceRecord per enrollment,
+from the compacted `mdm.device.registry.v1` the fan-out publishes (the fan-out's own table is
+not reachable from other processes; the topic is the contract every reader uses)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from services.common.catalogue import Topics
 from services.common.settings import KafkaSettings
-from services.doctor.reader import read_topic
+from services.common.snapshot import read_topic
 
 DeviceRecord = dict[str, Any]
 
