@@ -1,0 +1,55 @@
+"""Fixtures for whole-pipeline tests: a fleet scenario behind the simulator, services as
+processes, and a tracker of outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.clock import Clock
+from services.common.settings import KafkaSettings
+from services.devstack.pipeline import Pipeline, PipelineSpec
+from services.devstack.tracker import OutcomeTracker
+from services.sim.apns.faults import Faults
+from services.sim.fleet import KafkaCheckinSink, Scenario, ScenarioSpec, build_scenario
+from services.sim.fleet.fleet import FleetParams
+
+PipelineFactory = Callable[..., tuple[Pipeline, Scenario, OutcomeTracker]]
+
+
+@pytest.fixture
+def pipeline_factory(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> Iterator[PipelineFactory]:
+    """Build and start scenario + pipeline + tracker; everything is stopped after the test."""
+    started: list[tuple[Pipeline, Scenario, OutcomeTracker]] = []
+
+    def build(
+        scenario_spec: ScenarioSpec,
+        certificates: list[str] | None = None,
+        clock: Clock | None = None,
+        fleet_params: FleetParams | None = None,
+        faults: Faults | None = None,
+        **spec: object,
+    ) -> tuple[Pipeline, Scenario, OutcomeTracker]:
+        clock = clock or Clock()
+        scenario = build_scenario(scenario_spec, clock, KafkaCheckinSink(kafka_settings),
+                                  fleet_params)
+        certs = certificates or sorted(set(scenario_spec.tenants.values()))
+        pipeline = Pipeline(kafka_settings, clock, tmp_path, PipelineSpec(certs, **spec),  # type: ignore[arg-type]
+                            scenario.fleet, faults)
+        pipeline.start()
+        assert pipeline.sim is not None
+        scenario.fleet.attach(pipeline.sim)
+        scenario.fleet.start()
+        tracker = OutcomeTracker(kafka_settings).start()
+        started.append((pipeline, scenario, tracker))
+        return pipeline, scenario, tracker
+
+    yield build
+    for pipeline, scenario, tracker in started:
+        tracker.stop()
+        scenario.fleet.stop()
+        pipeline.stop()
