@@ -110,7 +110,13 @@ class Sender:
                 **{
                     "partition.assignment.strategy": "range",
                     "queued.min.messages": max(1000, settings.consume_batch * 2),
-                    "queued.max.messages.kbytes": 8192,
+                    "queued.max.messages.kbytes": 2048,
+                    # librdkafka waits this long to fetch again once the prefetch queue is full
+                    # (1 s by default): at 10,000 pushes/s that starves the loop.
+                    "fetch.queue.backoff.ms": 5,
+                    # One fetch brings at most this much per partition: a priority record
+                    # arriving behind a bulk fetch waits for that fetch to be routed, no more.
+                    "max.partition.fetch.bytes": 65536,
                     # A resumed retry partition waits for the fetch in progress: keep it short.
                     "fetch.wait.max.ms": 25,
                     # What a crash repeats is what was stored but not yet committed: keep short.

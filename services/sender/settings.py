@@ -48,8 +48,10 @@ class SenderSettings(BaseSettings):
     group_id: str = "mdmpush-sender"
     instance_id: str = Field(default_factory=socket.gethostname)
     #: Requests in flight to APNs at most; `priority_reserve` of them are kept for priority jobs.
-    max_in_flight: int = 4000
-    priority_reserve: int = 200
+    #: Kept at about one connection's stream limit: more would only queue inside the transport,
+    #: in FIFO order, where a priority push would wait behind the bulk ones.
+    max_in_flight: int = 1000
+    priority_reserve: int = 100
     #: Jobs buffered per partition before that partition is paused (back-pressure).
     buffer_per_partition: int = 2000
     consume_batch: int = 500

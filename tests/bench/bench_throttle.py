@@ -65,14 +65,18 @@ def main() -> None:
                 runs.append((per_minute, senders, window, kafka, topics, procs))
             started = time.monotonic()
             longest = max(r[2] for r in runs) + WARM_UP_S + 15
-            while time.monotonic() - started < longest:
-                time.sleep(1)
+            try:
+                while time.monotonic() - started < longest:
+                    time.sleep(1)
+            finally:
+                for run in runs:
+                    for proc in run[5]:
+                        proc.send_signal(signal.SIGTERM)
+                for run in runs:
+                    for proc in run[5]:
+                        proc.wait(30)
             print(f"bucket per (certificate, lane); farm scope; warm-up {WARM_UP_S:.0f} s excluded")
-            for per_minute, senders, window, kafka, topics, procs in runs:
-                for proc in procs:
-                    proc.send_signal(signal.SIGTERM)
-                for proc in procs:
-                    proc.wait(30)
+            for per_minute, senders, window, kafka, topics, _ in runs:
                 reader = Reader(kafka, topics.outcomes)
                 records = reader.drain()
                 reader.close()
