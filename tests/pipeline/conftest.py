@@ -16,6 +16,13 @@ from services.sim.apns.faults import Faults
 from services.sim.fleet import KafkaCheckinSink, Scenario, ScenarioSpec, build_scenario
 from services.sim.fleet.fleet import FleetParams
 
+
+def held_topics(spec: ScenarioSpec) -> set[str]:
+    """Every push topic the scenario's tenants hold a certificate for."""
+    return {t for held in spec.tenants.values()
+            for t in ((held,) if isinstance(held, str) else held)}
+
+
 PipelineFactory = Callable[..., tuple[Pipeline, Scenario, OutcomeTracker]]
 
 
@@ -37,7 +44,7 @@ def pipeline_factory(
         clock = clock or Clock()
         scenario = build_scenario(scenario_spec, clock, KafkaCheckinSink(kafka_settings),
                                   fleet_params)
-        certs = certificates or sorted(set(scenario_spec.tenants.values()))
+        certs = certificates or sorted(held_topics(scenario_spec))
         pipeline = Pipeline(kafka_settings, clock, tmp_path, PipelineSpec(certs, **spec),  # type: ignore[arg-type]
                             scenario.fleet, faults)
         pipeline.start()

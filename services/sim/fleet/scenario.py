@@ -34,13 +34,14 @@ _AFTER_ENROLL = {
 class ScenarioSpec:
     """What fleet to build.
 
-    ``tenants`` maps each tenant to the push topic of the certificate its server holds now;
+    ``tenants`` maps each tenant to the push topic of the certificate its server holds now, or
+    to several (a tenant with more than one push certificate: its devices are spread over them);
     WRONG_TOPIC devices listen on a retired topic of their tenant instead (see
     :attr:`Scenario.retired_topics`). ``shares`` need not sum to 1 (they are normalised).
     """
 
     devices: int
-    tenants: Mapping[str, str]
+    tenants: Mapping[str, str | tuple[str, ...]]
     shares: Mapping[Cause, float] = field(default_factory=lambda: {Cause.HEALTHY: 1.0})
     seed: int = 0
     #: OFFLINE devices come back online this many simulated ms after enrolling (None: never).
@@ -113,7 +114,9 @@ def build_scenario(
     truth: list[DeviceTruth] = []
     for index, cause in enumerate(causes):
         tenant = tenants[index % len(tenants)]
-        topic = retired[tenant] if cause is Cause.WRONG_TOPIC else spec.tenants[tenant]
+        held = spec.tenants[tenant]
+        current = held if isinstance(held, str) else held[(index // len(tenants)) % len(held)]
+        topic = retired[tenant] if cause is Cause.WRONG_TOPIC else current
         device = _device(rng, cause, tenant, topic, fleet.params, spec.offline_for_ms)
         devices.append(device)
         truth.append(_truth(device))
