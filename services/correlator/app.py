@@ -49,6 +49,7 @@ from services.correlator.enrollments import EnrollmentBook
 from services.correlator.metrics import CorrelatorMetrics
 from services.correlator.packed import Interner
 from services.correlator.pending import (
+    NEW_TOKEN,
     PENDING,
     RACE,
     SCHEDULED,
@@ -214,7 +215,7 @@ class Correlator:
         self.gates.pop(p, None)
         for slot in self.store.live_slots():
             if self.store.partition[slot] == p and self.store.kind[slot] == PENDING:
-                contact = self.book.last_contact(self.store.enr[slot])
+                contact = self.book.last_answer(self.store.enr[slot])
                 if contact >= self.store.pushed_at[slot]:
                     self._answer(slot, contact)
 
@@ -287,12 +288,16 @@ class Correlator:
                     self._dead_letter(msg, exc.reason, "checkins")
                     stored[p] = offset
                 continue
-            enr, at = self.book.apply(event)
+            enr, answered_at = self.book.apply(event)
             for slot in self.store.slots_of(enr):
-                if (self.store.kind[slot] == PENDING and self.store.pushed_at[slot] <= at
-                        and self.store.partition[slot] not in self.gates
-                        and self.store.partition[slot] in self.owned):
-                    self._answer(slot, at)
+                if (self.store.kind[slot] != PENDING
+                        or self.store.partition[slot] in self.gates
+                        or self.store.partition[slot] not in self.owned):
+                    continue
+                if answered_at and self.store.pushed_at[slot] <= answered_at:
+                    self._answer(slot, answered_at)
+                elif self._new_token(event, slot):
+                    self._repush_to_new_token(slot)
         if stored and self.contacts is not None:
             # Offsets of this group only remember which poison records were dead-lettered.
             self.producer.flush(30)
@@ -332,7 +337,7 @@ class Correlator:
             rec["token_updated_at"], lane_flag(rec["lane"]), 0,
         )
         slot = self._put(entry, p, write=True)
-        contact = self.book.last_contact(self.store.enr[slot])
+        contact = self.book.last_answer(self.store.enr[slot])
         if p not in self.gates and contact >= entry.pushed_at:
             self._answer(slot, contact)
 
@@ -416,9 +421,30 @@ class Correlator:
         self.store.arm(slot, entry.pushed_at + self.s.deadline_ms)
         self._write_state(slot)
 
+    def _new_token(self, event: dict[str, Any], slot: int) -> bool:
+        """A TokenUpdate after the push, with a token other than the one pushed to."""
+        return (event["message_type"] == "TOKEN_UPDATE" and bool(event.get("token_hex"))
+                and int(event["occurred_at"]) >= self.store.pushed_at[slot]
+                and not self.store.flags[slot] & NEW_TOKEN
+                and self.store.entry(slot).token_hex != event["token_hex"])
+
+    def _repush_to_new_token(self, slot: int) -> None:
+        """Stale token, seen as it happens: re-push at once to the token the device now has."""
+        entry = self.store.entry(slot)
+        facts = self.book.facts(self.store.enr[slot])
+        now = self.clock.now_ms()
+        job = records.push_job(entry, 2 if entry.repushed_at else 1, now, topic=facts.topic,
+                               token_hex=facts.token_hex, push_magic=facts.push_magic,
+                               token_updated_at=facts.token_updated_at)
+        self._job(job, job["topic"])
+        self.store.flags[slot] |= NEW_TOKEN
+        self.store.repushed_at[slot] = now
+        self.metrics.repushes.labels("stale_token").inc()
+        self._write_state(slot)
+
     def _deadline(self, slot: int, now: int) -> None:
         enr = self.store.enr[slot]
-        contact = self.book.last_contact(enr)
+        contact = self.book.last_answer(enr)
         if contact >= self.store.pushed_at[slot]:
             self._answer(slot, contact)
             return
@@ -491,7 +517,10 @@ class Correlator:
 
     @staticmethod
     def _answer_reason(entry: Entry, contact_at: int) -> str | None:
+        """The re-push that got the answer, named by what it repaired."""
         if entry.repushed_at and contact_at >= entry.repushed_at:
+            if entry.flags & NEW_TOKEN:
+                return "stale_token"
             return "enrollment_race" if entry.flags & RACE else "answered_after_repush"
         return None
 

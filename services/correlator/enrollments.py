@@ -5,6 +5,11 @@ keep their maximum), so the book does not depend on the order events arrive in: 
 check-in topic after a restart, or reading two partitions interleaved, gives the same book.
 Enrollments of one UDID are chained (`udid_next`), which is how duplicate enrollment records
 (a re-enrollment whose CheckOut was lost) are found for the stale-PushMagic diagnosis.
+
+Two contact times are kept: any message (evidence of life, `last_contact_at`) and the last
+*answer* (`last_answer_at`): a command poll or report, which is what a push makes a device send.
+Authenticate, TokenUpdate and CheckOut are the device's own initiative: a TokenUpdate after a
+backup-and-restore is exactly the stale-token case, not an answer to the push to the old token.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from typing import Any
 
 from services.correlator.diagnose import EnrollmentFacts, Sibling
 from services.correlator.packed import FixedText, Interner
+
+#: Check-in types a device sends on its own, never because it received a push.
+_NOT_ANSWERS = frozenset({"AUTHENTICATE", "TOKEN_UPDATE", "CHECK_OUT"})
 
 
 class EnrollmentBook:
@@ -30,6 +38,7 @@ class EnrollmentBook:
         self.enrolled_at = array("q")
         self.token_updated_at = array("q")
         self.last_contact_at = array("q")
+        self.last_answer_at = array("q")
         self.checkout_at = array("q")
 
     def index(self, enrollment_id: str) -> int:
@@ -39,14 +48,14 @@ class EnrollmentBook:
             for col in (self.udid, self.udid_next, self.topic):
                 col.append(-1)
             for t in (self.enrolled_at, self.token_updated_at, self.last_contact_at,
-                      self.checkout_at):
+                      self.last_answer_at, self.checkout_at):
                 t.append(0)
             self.token.append_empty()
             self.magic.append_empty()
         return enr
 
     def apply(self, event: dict[str, Any]) -> tuple[int, int]:
-        """Fold one CheckinEvent in; returns (enrollment row, contact time)."""
+        """Fold one CheckinEvent in; returns (enrollment row, answer time or 0 if no answer)."""
         enr = self.index(event["enrollment_id"])
         at = int(event["occurred_at"])
         kind = event["message_type"]
@@ -59,6 +68,9 @@ class EnrollmentBook:
             self.checkout_at[enr] = max(self.checkout_at[enr], at)
         elif kind == "AUTHENTICATE" and event.get("topic") and self.topic[enr] < 0:
             self.topic[enr] = self.topics.intern(event["topic"])
+        if kind in _NOT_ANSWERS:
+            return enr, 0
+        self.last_answer_at[enr] = max(self.last_answer_at[enr], at)
         return enr, at
 
     def _token_update(self, enr: int, event: dict[str, Any], at: int) -> None:
@@ -86,6 +98,10 @@ class EnrollmentBook:
         self.udid[enr] = u
         self.udid_next[enr] = self.udid_head[u]
         self.udid_head[u] = enr
+
+    def last_answer(self, enr: int) -> int:
+        """Time of the last command poll or report: what a delivered push makes a device send."""
+        return self.last_answer_at[enr] if enr < len(self.last_answer_at) else 0
 
     def last_contact(self, enr: int) -> int:
         return self.last_contact_at[enr] if enr < len(self.last_contact_at) else 0

@@ -20,8 +20,9 @@ from services.correlator.packed import FixedText, Interner
 FREE, PENDING, SCHEDULED = 0, 1, 2
 # Flag bits.
 #: WINDOW_DONE: the race-window check ran (re-pushed when `repushed_at` is set); RACE: it found
-#: the push within seconds of enrollment.
-LANE_PRIORITY, LANE_BULK, WINDOW_DONE, RACE = 1, 2, 4, 8
+#: the push within seconds of enrollment; NEW_TOKEN: a TokenUpdate with another token arrived
+#: after the push, which was re-pushed to the new token.
+LANE_PRIORITY, LANE_BULK, WINDOW_DONE, RACE, NEW_TOKEN = 1, 2, 4, 8, 16
 NO_ID = 0xFFFFFFFF
 
 
