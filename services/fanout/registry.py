@@ -52,6 +52,10 @@ def apply_checkin(current: Record | None, event: dict[str, Any], now_ms: int) ->
       the first one only; it revives a dead token when it is newer than `token_dead_since`.
       One older than the current trifecta (a late duplicate) only counts as contact.
     - CHECK_OUT marks the enrollment CHECKED_OUT, keeping the trifecta as evidence.
+    - An AUTHENTICATE or CHECK_OUT older than the current token's TokenUpdate is a replay or a
+      late arrival (a restarted worker re-reads what it had not committed, and the 410s it
+      re-reads may land first): it only counts as contact, so it cannot wipe or check out a
+      newer enrollment, nor undo a 410 recorded after it.
     - Any message is a device contact. Contact from an enrollment never seen is ignored: the
       registry knows nothing it could push to, and the correlator reads contacts itself.
     """
@@ -60,6 +64,9 @@ def apply_checkin(current: Record | None, event: dict[str, Any], now_ms: int) ->
     if current is None and kind not in ("AUTHENTICATE", "TOKEN_UPDATE", "CHECK_OUT"):
         return None
     record = dict(current) if current is not None else new_record(event["enrollment_id"], now_ms)
+    updated = record["token_updated_at"]
+    if kind in ("AUTHENTICATE", "CHECK_OUT") and updated is not None and at < updated:
+        kind = "STALE"
     if event.get("tenant"):
         record["tenant"] = event["tenant"]
     if event.get("udid"):

@@ -56,6 +56,16 @@ def test_a_late_token_update_only_counts_as_contact() -> None:
     assert apply_checkin(record, late, NOW) is None  # older than both trifecta and contact
 
 
+def test_a_replayed_authenticate_or_checkout_cannot_undo_a_newer_token_or_410() -> None:
+    """A restarted worker re-reads uncommitted check-ins, possibly after re-reading the 410."""
+    dead = mark_token_dead(enrolled(), enrolled()["token_hex"], AT + 100, NOW)
+    assert dead is not None
+    replayed = run([*enroll("E1"), checkin("E1", "CHECK_OUT", AT + 5)], dead)
+    assert replayed is not None
+    assert (replayed["state"], replayed["token_hex"], replayed["token_dead_since"]) == (
+        "ENROLLED", dead["token_hex"], AT + 100)
+
+
 def test_reauthentication_starts_a_new_enrollment_keeping_udid_and_topic() -> None:
     record = mark_token_dead(enrolled(), enrolled()["token_hex"], AT + 50, NOW)
     record = run([checkin("E1", "AUTHENTICATE", AT + 100, udid=None)], record)
