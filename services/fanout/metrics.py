@@ -15,3 +15,8 @@ DUPLICATE_SLICES = Counter(
 REGISTRY_UPDATES = Counter(
     "mdmpush_fanout_registry_updates_total", "Registry records changed and published", ["cause"]
 )
+REGISTRY_INPUTS = Counter(
+    "mdmpush_fanout_registry_inputs_total",
+    "Check-ins and 410s applied where consumed (local) or sent to registry-updates (forwarded)",
+    ["path"],
+)

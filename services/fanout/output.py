@@ -19,6 +19,9 @@ from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+#: librdkafka's "no partition given": the partitioner of the key chooses.
+PARTITION_UA = -1
+
 #: librdkafka settings for bulk expansion: bigger batches than the interactive defaults.
 BULK_OVERRIDES = {
     "linger.ms": 10,
@@ -34,10 +37,16 @@ class BatchProducer:
         self._failed: list[Message] = []
         self._retry_backoff_s = retry_backoff_s
 
-    def produce(self, topic: str, value: bytes, key: str) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: str | bytes, partition: int | None = None
+    ) -> None:
+        """Queue one record (`partition` None: the partitioner of the key chooses)."""
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, on_delivery=self._on_delivery,
+                    partition=PARTITION_UA if partition is None else partition,
+                )
                 return
             except BufferError:  # local queue full: serve callbacks, then queue again
                 self._producer.poll(0.05)
@@ -59,9 +68,6 @@ class BatchProducer:
             )
             await asyncio.sleep(self._retry_backoff_s)
             for msg in failed:
-                self.produce(msg.topic() or "", msg.value() or b"", _key(msg))
-
-
-def _key(msg: Message) -> str:
-    key = msg.key()
-    return key.decode() if isinstance(key, bytes) else str(key or "")
+                # The partition the first attempt went to, chosen or explicit.
+                self.produce(msg.topic() or "", msg.value() or b"", msg.key() or b"",
+                             msg.partition())
