@@ -12,13 +12,18 @@ faust GlobalTable from several workers are the least-tested path of faust), the 
 partitioning of its own, `registry_partition(enrollment id) = crc32 % partitions`, and brings
 every piece of work to the partition that holds its data::
 
-    checkins ──(decode, DLQ)──┐
+    checkins ──(decode, DLQ)──┐   (co-partitioned records are applied where consumed)
     outcomes ──(410 only)─────┴─► <app>-registry-updates ─► registry table ─► mdm.device.registry.v1
                                        (partition = registry_partition)
     requests ──(decode, DLQ)──► <app>-slices ─► expand (reads the registry table of its partition)
                                  target_all: one slice per partition;     ─► jobs (priority/bulk)
                                  explicit: ids grouped by partition,      ─► SKIPPED outcomes
                                  ≤ chunk_size per slice
+
+An input partition p is co-partitioned with the registry when its topic has `partitions`
+partitions and the record's key maps to p (librdkafka's default partitioner, crc32 of the key,
+does): faust gives partition p of every topic of one partition count to the same worker, so such
+a record is applied in place, in batches; only the others take the registry-updates hop.
 
 The registry-updates and slices topics, the registry table and the slice-progress table all
 have `partitions` partitions and are produced with explicit partition numbers, so faust assigns

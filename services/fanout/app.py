@@ -2,9 +2,11 @@
 
 See the package docstring for why the data flows this way. Every agent runs with concurrency 1:
 faust-streaming commits past in-flight records when an agent runs several actors.
-Records produced through faust's producer (registry updates, slices, DeviceRecords, dead
-letters) are flushed by faust before it commits the offsets of the records that caused them;
-jobs and SKIPPED outcomes go through `BatchProducer`, awaited per chunk before the agent moves on.
+Registry inputs are taken in batches (`take_events`): a batch's changelog records and
+DeviceRecords go through a `BatchProducer` and its forwarded updates through faust's producer,
+and all of them are awaited before the batch's events are acked (so before their offsets can be
+committed). Slices and dead letters go through faust's producer, which faust flushes before it
+commits; jobs and SKIPPED outcomes go through `BatchProducer`, awaited per chunk.
 """
 
 from __future__ import annotations
