@@ -22,6 +22,7 @@ from h2.events import (
     ConnectionTerminated,
     DataReceived,
     Event,
+    PingAckReceived,
     RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
@@ -313,3 +314,96 @@ def test_streams_over_the_limit_are_refused_and_the_connection_lives(pki: SimPki
         snap = sim.snapshot()
         assert snap.accepted == 4 and snap.refused_streams == 2
         client.close()
+
+
+def test_ping_is_acknowledged_with_its_payload(
+    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+) -> None:
+    client = RawClient(sim, pki.client_context(cert))
+    client.conn.ping(b"12345678")
+    client._flush()
+    acks: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while not acks and time.monotonic() < deadline:
+        acks += [ev.ping_data for ev in client.pump() if isinstance(ev, PingAckReceived)]
+    assert acks == [b"12345678"]
+    client.close()
+
+
+def test_header_block_over_continuation_frames_padding_and_priority(
+    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+) -> None:
+    """A 20 kB header block (HEADERS + CONTINUATION), a PRIORITY flag, a padded DATA frame."""
+    client = RawClient(sim, pki.client_context(cert))
+    conn = client.conn
+    sid = conn.get_next_available_stream_id()
+    hdrs = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "api.push.apple.com"),
+        (":path", f"/3/device/{TOKEN}"),
+        ("apns-push-type", "mdm"),
+        ("apns-topic", cert.topic),
+        ("x-filler", "f" * 20000),
+    ]
+    conn.send_headers(sid, hdrs, priority_weight=200)
+    conn.send_data(sid, BODY, end_stream=True, pad_length=17)
+    client.responses[sid] = Response()
+    client._flush()
+    client.wait(lambda: client.responses[sid].complete)
+    assert client.responses[sid].headers[b":status"] == b"200"
+    client.close()
+
+
+def test_answers_honour_the_clients_header_table_size(
+    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+) -> None:
+    """With HEADER_TABLE_SIZE 0 the next answer starts with a table size update, else the
+    client's HPACK decoder (h2's) refuses it."""
+    client = RawClient(sim, pki.client_context(cert))
+    client.conn.update_settings({SettingCodes.HEADER_TABLE_SIZE: 0})
+    client._flush()
+    sids = [client.request(topic=cert.topic) for _ in range(2)]
+    client.wait(lambda: all(client.responses[s].complete for s in sids))
+    assert [client.responses[s].headers[b":status"] for s in sids] == [b"200", b"200"]
+    assert client.terminated is None
+    client.close()
+
+
+def read_goaway(sock: ssl.SSLSocket) -> ConnectionTerminated | None:
+    conn = H2Connection(H2Configuration(client_side=True))
+    conn.initiate_connection()  # only to parse what the server sends
+    sock.settimeout(10)
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return None
+        for ev in conn.receive_data(data):
+            if isinstance(ev, ConnectionTerminated):
+                return ev
+
+
+def test_bad_preface_gets_goaway_protocol_error(
+    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+) -> None:
+    raw = socket.create_connection((sim.host, sim.port), timeout=10)
+    sock = pki.client_context(cert).wrap_socket(raw, server_hostname=sim.host)
+    sock.sendall(b"POST /3/device/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    ev = read_goaway(sock)
+    assert ev is not None and ev.error_code == ErrorCodes.PROTOCOL_ERROR
+    sock.close()
+
+
+def test_undecodable_header_block_gets_goaway_compression_error(
+    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+) -> None:
+    raw = socket.create_connection((sim.host, sim.port), timeout=10)
+    sock = pki.client_context(cert).wrap_socket(raw, server_hostname=sim.host)
+    conn = H2Connection(H2Configuration(client_side=True))
+    conn.initiate_connection()
+    block = b"\xff\xff\xff\x7f"  # indexed field far beyond any table
+    headers_frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
+    sock.sendall(conn.data_to_send() + headers_frame)
+    ev = read_goaway(sock)
+    assert ev is not None and ev.error_code == ErrorCodes.COMPRESSION_ERROR
+    sock.close()
