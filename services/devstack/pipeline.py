@@ -141,7 +141,8 @@ class Pipeline:
         env.update(extra or {})
         return ServiceProcess(name, module, env, self.workdir / "logs")
 
-    def wait_registry(self, enrollment_ids: Collection[str], timeout_s: float = 120.0) -> bool:
+    def wait_registry(self, enrollment_ids: Collection[str], timeout_s: float = 120.0,
+                      interval_s: float = 0.5) -> bool:
         """True once the fan-out's registry has published a record for every enrollment id.
 
         Check-ins and requests travel on different topics, so a request published before the
@@ -150,7 +151,7 @@ class Pipeline:
         """
         wanted = set(enrollment_ids)
         return procs.wait_for(lambda: wanted <= load_registry(self.kafka).keys(), timeout_s,
-                              interval_s=0.5)
+                              interval_s=interval_s)
 
     def logs(self) -> str:
         """The tail of every service's log, for a failing test's message."""

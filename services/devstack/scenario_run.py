@@ -1,6 +1,6 @@
-"""One accuracy run: a fleet with a known mix of causes through the whole pipeline.
+"""One scenario run: a fleet with a known mix of causes through the whole pipeline, scored.
 
-Shared by the pipeline test (a small fleet, every cause) and `tests/bench/bench_accuracy.py`
+Shared by the demo, the pipeline test (a small fleet, every cause) and the accuracy benchmark
 (10,000 devices). Enrollment-race devices enroll last, right before the request, because the
 race is about a push that arrives just after enrollment.
 """
@@ -8,6 +8,7 @@ race is about a push that arrives just after enrollment.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.devstack.pipeline import Pipeline
@@ -27,36 +28,48 @@ class AccuracyResult:
     doubled: dict[str, list[str]]
     seconds: float
     flag_lateness_ms: list[float]
+    request_ids: list[str]
 
 
 def run_accuracy(
-    pipeline: Pipeline, scenario: Scenario, tracker: OutcomeTracker, timeout_s: float
+    pipeline: Pipeline, scenario: Scenario, tracker: OutcomeTracker, timeout_s: float,
+    progress: Callable[[int, int], None] | None = None,
 ) -> AccuracyResult:
+    """Enroll, publish requests for every enrollment, wait for every verdict.
+
+    `progress(done, total)` is called about twice a second while verdicts arrive.
+    """
     t0 = time.monotonic()
-    racers = scenario.by_cause(Cause.ENROLLMENT_RACE)
+    expected = scenario.expected_by_enrollment()
+    racing = {t.enrollment_id for t in scenario.truth if t.cause is Cause.ENROLLMENT_RACE}
     early = [d for d in scenario.devices if d.cause is not Cause.ENROLLMENT_RACE]
     scenario.fleet.enroll(early, timeout_s)
-    expected = scenario.expected_by_enrollment()
-    early_ids = {t.enrollment_id for t in scenario.truth if t.cause is not Cause.ENROLLMENT_RACE}
-    early_ids |= {t.current_enrollment_id for t in scenario.truth
-                  if t.cause is not Cause.ENROLLMENT_RACE}
-    if not pipeline.wait_registry(early_ids, timeout_s):
-        raise AssertionError("registry did not catch up\n" + pipeline.logs())
-    scenario.fleet.enroll(racers, timeout_s)
-    racer_ids = {t.enrollment_id for t in scenario.truth if t.cause is Cause.ENROLLMENT_RACE}
-    if not pipeline.wait_registry(racer_ids, timeout_s):
+    if not pipeline.wait_registry(set(expected) - racing, timeout_s):
         raise AssertionError("registry did not catch up\n" + pipeline.logs())
     publisher = PushPublisher(pipeline.kafka)
-    requests = {publisher.publish(PushRequest(tenant=tenant, target_all=True, initiator="user"))
-                for tenant in scenario.spec.tenants}
+    requests = {publisher.publish(PushRequest(
+        tenant=tenant, initiator="admin", command_type="apply_policies",
+        enrollment_ids=sorted(e for e, t in _tenant_of(scenario).items()
+                              if t == tenant and e not in racing)))
+        for tenant in scenario.spec.tenants}
+    # A server pushes a new enrollment at once (initial commands): the race devices enroll now,
+    # and their push follows on the priority lane as soon as the registry knows them.
+    scenario.fleet.enroll(scenario.by_cause(Cause.ENROLLMENT_RACE), timeout_s)
+    if not pipeline.wait_registry(racing, timeout_s, interval_s=0.05):
+        raise AssertionError("registry did not catch up\n" + pipeline.logs())
+    requests |= {publisher.publish(PushRequest(
+        tenant=tenant, initiator="user", command_type="install_profile",
+        enrollment_ids=sorted(e for e, t in _tenant_of(scenario).items()
+                              if t == tenant and e in racing)))
+        for tenant in scenario.spec.tenants}
     got: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
-    for request_id in requests:
-        tracker.wait_terminal(request_id, 0, 0)
     while time.monotonic() < deadline and len(got) < len(expected):
         got = {}
         for request_id in requests:
             got.update(verdicts(tracker.accounting(request_id)))
+        if progress is not None:
+            progress(len(got), len(expected))
         time.sleep(0.5)
     doubled: dict[str, list[str]] = {}
     for request_id in requests:
@@ -64,4 +77,12 @@ def run_accuracy(
     _, alerts = tracker.snapshot()
     lateness = [a["flagged_at"] - a["deadline_at"] for a in alerts]
     return AccuracyResult(Confusion.of(expected, got), sorted(set(expected) - set(got)), doubled,
-                          time.monotonic() - t0, lateness)
+                          time.monotonic() - t0, lateness, sorted(requests))
+
+
+def _tenant_of(scenario: Scenario) -> dict[str, str]:
+    """Every enrollment id of the fleet (both records of a stale-magic device) -> its tenant."""
+    out = {}
+    for t in scenario.truth:
+        out[t.enrollment_id] = out[t.current_enrollment_id] = t.tenant
+    return out

@@ -15,14 +15,17 @@ from pathlib import Path
 
 from services.common.clock import Clock
 from services.devstack.pipeline import Pipeline, PipelineSpec
+from services.devstack.scenario_run import OBSERVABLE, run_accuracy
 from services.devstack.tracker import OutcomeTracker
 from services.sim.apns.certs import mdm_topic
 from services.sim.fleet import Cause, KafkaCheckinSink, ScenarioSpec, build_scenario
 from services.sim.fleet.fleet import FleetParams
-from tests.support.accuracy_run import OBSERVABLE, run_accuracy
 from tests.support.bench_env import bench_kafka
 
-RACE_MS = 3000
+#: Apple saw the race last 0.7 s. Here the race devices stay deaf for 8 s after enrolling,
+#: because 1,000 simultaneous enrollments take the registry a few seconds on this 2-core machine
+#: (check-in -> fan-out registry -> push); the correlator's re-push comes 10 s after a silent push.
+RACE_MS = 8000
 SHARES = {Cause.HEALTHY: 0.50, Cause.OFFLINE: 0.06, Cause.UNENROLLED_SILENT: 0.05,
           Cause.UNENROLLED_CHECKOUT: 0.06, Cause.WIPED: 0.05, Cause.WRONG_TOPIC: 0.06,
           Cause.RESTORED_TOKEN: 0.06, Cause.STALE_MAGIC: 0.06, Cause.ENROLLMENT_RACE: 0.10}
@@ -36,8 +39,8 @@ def main(devices: int) -> None:
     scenario = build_scenario(spec, clock, KafkaCheckinSink(kafka),
                               FleetParams(race_window_ms=RACE_MS))
     env = {"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": "30000",
-                          "MDMPUSH_CORRELATOR_RACE_WINDOW_MS": "8000",
-                          "MDMPUSH_CORRELATOR_RACE_ENROLLMENT_MS": str(RACE_MS + 3000)}}
+                          "MDMPUSH_CORRELATOR_RACE_WINDOW_MS": str(RACE_MS + 2000),
+                          "MDMPUSH_CORRELATOR_RACE_ENROLLMENT_MS": str(RACE_MS + 2000)}}
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = Pipeline(kafka, clock, Path(tmp), PipelineSpec(
             sorted(spec.tenants.values()), env=env), scenario.fleet)  # type: ignore[arg-type]
@@ -63,8 +66,9 @@ def main(devices: int) -> None:
                   if w in silent_classes and g not in ("answered", "missing"))
     print(f"silent devices flagged: {flagged}/{silent}; missing verdicts: "
           f"{len(result.missing)}; doubled: {len(result.doubled)}")
-    print(f"race devices answered after the re-push: "
-          f"{sum(1 for d in racers if d.pushes_received >= 1)}/{len(racers)}")
+    lost = [d for d in racers if d.pushes_lost >= 1]
+    print(f"race devices that lost their first push: {len(lost)}/{len(racers)}; of those "
+          f"answered after the re-push: {sum(1 for d in lost if d.pushes_received >= 1)}")
     late = sorted(result.flag_lateness_ms)
     if late:
         p99 = late[min(len(late) - 1, int(0.99 * len(late)))]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from services.common.clock import Clock
+from services.devstack.scenario_run import OBSERVABLE, run_accuracy
 from services.sim.apns.certs import mdm_topic
 from services.sim.fleet import Cause, ScenarioSpec
 from services.sim.fleet.fleet import FleetParams
 from tests.pipeline.conftest import PipelineFactory
-from tests.support.accuracy_run import OBSERVABLE, run_accuracy
 
 #: Apple saw the race last 0.7 s; ours lasts 3 s so the pipeline's own latency on a loaded
 #: 2-core machine (registry -> fan-out -> sender -> APNs) fits inside it.
