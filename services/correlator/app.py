@@ -473,8 +473,6 @@ class Correlator:
             return f"re-pushed to the new token as {job['job_id']}"
         if diagnosis is Diagnosis.STALE_PUSH_MAGIC:
             return self._schedule_self_heal(entry, next_repush, p)
-        if diagnosis is Diagnosis.ENROLLMENT_RACE:
-            return f"re-pushed at {entry.repushed_at}"
         return "none"
 
     def _schedule_self_heal(self, entry: Entry, repush: int, p: int) -> str:

@@ -33,7 +33,7 @@ NEWER_TWIN = Sibling("E2", "magic-2", T - 10_000, checked_out=False)
         (PUSH, ENROLLED, [NEWER_TWIN], Diagnosis.STALE_PUSH_MAGIC, "duplicate_enrollment"),
         (PushFacts(T, TOPIC, TOKEN, "magic-1", T - 2_000, repushed=True),
          EnrollmentFacts(TOPIC, TOKEN, "magic-1", T - 2_000, T - 2_000), [],
-         Diagnosis.ENROLLMENT_RACE, "enrolled_at"),
+         Diagnosis.DEVICE_UNREACHABLE, "enrollment_race"),
         (PUSH, ENROLLED, [], Diagnosis.DEVICE_UNREACHABLE, "last_contact_at"),
         (PUSH, EnrollmentFacts(), [], Diagnosis.DEVICE_UNREACHABLE, "enrollment"),
     ],
@@ -64,13 +64,13 @@ def test_an_older_or_checked_out_twin_is_not_stale_magic() -> None:
     assert got.diagnosis is Diagnosis.DEVICE_UNREACHABLE
 
 
-def test_race_needs_the_repush_and_the_window() -> None:
+def test_race_evidence_needs_the_repush_and_the_window() -> None:
     e = EnrollmentFacts(TOPIC, TOKEN, "magic-1", T - 2_000, T - 2_000)
     not_repushed = PushFacts(T, TOPIC, TOKEN, "magic-1", T - 2_000)
-    assert diagnose(not_repushed, e, [], 5_000).diagnosis is Diagnosis.DEVICE_UNREACHABLE
+    assert "enrollment_race" not in diagnose(not_repushed, e, [], 5_000).evidence
     late = EnrollmentFacts(TOPIC, TOKEN, "magic-1", T - 60_000, T - 60_000)
     repushed = PushFacts(T, TOPIC, TOKEN, "magic-1", T - 60_000, repushed=True)
-    assert diagnose(repushed, late, [], 5_000).diagnosis is Diagnosis.DEVICE_UNREACHABLE
+    assert "enrollment_race" not in diagnose(repushed, late, [], 5_000).evidence
 
 
 def test_a_newer_token_set_before_the_job_was_built_is_not_stale() -> None:
