@@ -101,7 +101,11 @@ def demo(settings: KafkaSettings, devices: int) -> None:
     print(feedback_text(build_feedback(history)))
 
 
-def _progress(done: int, total: int) -> None:
+def _progress(done: int, total: int, _last: list[int] = [-1]) -> None:  # noqa: B006
+    """Redraw the bar when the count moved (the default list remembers the last count)."""
+    if done == _last[0]:
+        return
+    _last[0] = done
     filled = int(30 * done / max(total, 1))
     sys.stdout.write(f"\r[demo] [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} verdicts")
     sys.stdout.flush()
