@@ -29,7 +29,7 @@ Header = tuple[bytes, bytes]
 
 _STATIC = HeaderTable.STATIC_TABLE
 _STATIC_LEN = len(_STATIC)
-#: (state << 8 | byte) → (next state, bytes emitted, accepting), None until first needed.
+#: (state << 8 | byte) → (next state << 8, bytes emitted, accepting), None until first needed.
 _BYTE_TABLE: list[tuple[int, bytes, bool] | None] = [None] * (256 * 256)
 _MAX_CACHED_STRINGS = 4096
 _MAX_CACHED_BLOCKS = 1024
@@ -37,33 +37,33 @@ _MAX_CACHED_STRING_LEN = 256
 _MAX_INT_BYTES = 10  # hpack's VARINT_MAX_LENGTH: a longer integer is a decoding error
 
 
-def _byte_step(state: int, byte: int) -> tuple[int, bytes, bool]:
-    """Two steps of hpack's nibble state machine, remembered for the pair."""
+def _byte_step(key: int) -> tuple[int, bytes, bool]:
+    """Two steps of hpack's nibble state machine, from state ``key >> 8`` on byte ``key & 255``,
+    remembered in :data:`_BYTE_TABLE`."""
+    state = key >> 8
     out = bytearray()
     flags = 0
-    for nibble in (byte >> 4, byte & 0x0F):
+    for nibble in ((key >> 4) & 0x0F, key & 0x0F):
         state, flags, symbol = HUFFMAN_TABLE[state * 16 + nibble]
         if flags & HUFFMAN_FAIL:
             raise HPACKDecodingError("Invalid Huffman string")
         if flags & HUFFMAN_EMIT_SYMBOL:
             out.append(symbol)
-    return state, bytes(out), bool(flags & HUFFMAN_COMPLETE)
+    entry = _BYTE_TABLE[key] = (state << 8, bytes(out), bool(flags & HUFFMAN_COMPLETE))
+    return entry
 
 
 def huffman_decode(data: bytes) -> bytes:
     """Decode a Huffman-coded HPACK string (same results and errors as hpack's)."""
-    if not data:
-        return b""
     table = _BYTE_TABLE
-    state = 0
+    base = 0  # current state << 8
     accepting = True
     out = bytearray()
     for byte in data:
-        key = (state << 8) | byte
-        entry = table[key]
+        entry = table[base | byte]
         if entry is None:
-            entry = table[key] = _byte_step(state, byte)
-        state, emitted, accepting = entry
+            entry = _byte_step(base | byte)
+        base, emitted, accepting = entry
         if emitted:
             out += emitted
     if not accepting:
