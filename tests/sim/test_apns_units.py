@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from services.sim.apns.connection import PeerIdentity
 from services.sim.apns.faults import Faults
 from services.sim.apns.fleet_port import AcceptedPush
 from services.sim.apns.request import Rejection, ValidRequest, validate
+from services.sim.apns.server import new_apns_id
 from services.sim.apns.store import PushStore
 
 TOPIC = "com.apple.mgmt.External.0d5a3c8e-5b43-4a0e-9a64-9bd0b2a1f3c7"
@@ -158,3 +161,49 @@ def test_push_certificate_carries_topic_in_uid(tmp_path: Path) -> None:
     assert cert.serial_number == files.serial
     combined = files.combined_path.read_bytes()
     assert b"BEGIN CERTIFICATE" in combined and b"PRIVATE KEY" in combined
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"mdm":"5d1c4f6e-push-magic"}',
+        b'{ "mdm" : "x" }',
+        b'{\n"mdm":\t""\r}',
+        b'{"mdm":"a\\"b"}',
+        b'{"mdm":"\xc3\xa9"}',
+        b'{"mdm":"\xc3"}',
+        b'{"mdm":1}',
+        b'{"mdm":"x","a":1}',
+        b'{"mdm":"x"}\x0c',
+        b'{"mdm":"x\x01"}',
+        b'{"MDM":"x"}',
+        b"[]",
+    ],
+)
+def test_mdm_payload_check_agrees_with_a_json_parse(body: bytes) -> None:
+    try:
+        value = json.loads(body)
+        expected = (
+            isinstance(value, dict) and list(value) == ["mdm"] and isinstance(value["mdm"], str)
+        )
+    except ValueError:
+        expected = False
+    result = validate(headers(), body, TOPIC)
+    assert isinstance(result, ValidRequest) == expected
+
+
+def test_duplicate_apns_headers_are_refused_known_or_not() -> None:
+    for name in ("apns-priority", "apns-unknown"):
+        hdrs = [*headers(), (name.encode(), b"10"), (name.encode(), b"10")]
+        assert validate(hdrs, b'{"mdm":"m"}', TOPIC) == Rejection(400, "DuplicateHeaders")
+    twice = [*headers(), (b":path", b"/nowhere")]  # a repeated pseudo-header: the last counts
+    assert validate(twice, b'{"mdm":"m"}', TOPIC) == Rejection(404, "BadPath")
+
+
+def test_made_up_apns_ids_are_random_v4_uuids() -> None:
+    ids = {new_apns_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for raw in list(ids)[:50]:
+        parsed = uuid.UUID(raw.decode())
+        assert str(parsed).encode() == raw and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -73,6 +73,27 @@ _UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _TOPIC = re.compile(rb"[!-~]{1,255}")
 _DIGITS = re.compile(rb"[0-9]{1,12}")
 _PRIORITIES = {b"10": 10, b"5": 5, b"1": 1}
+#: The headers validate() reads, by their place in its list of values.
+_FIELDS = {
+    name: slot
+    for slot, name in enumerate(
+        (
+            b":method",
+            b":path",
+            b"apns-id",
+            b"apns-topic",
+            b"apns-push-type",
+            b"apns-priority",
+            b"apns-expiration",
+            b"apns-collapse-id",
+        )
+    )
+}
+_FIRST_APNS_SLOT = 2
+#: The usual MDM payload, ``{"mdm":"<printable ASCII>"}``: certainly valid, no JSON parse needed.
+_PLAIN_MDM_PAYLOAD = re.compile(
+    rb'\{[ \t\n\r]*"mdm"[ \t\n\r]*:[ \t\n\r]*"[ !#-\[\]-~]*"[ \t\n\r]*\}'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +135,8 @@ def _path_token(path: bytes | None) -> bytes | Rejection:
 
 
 def _mdm_payload_ok(body: bytes) -> bool:
+    if _PLAIN_MDM_PAYLOAD.fullmatch(body) is not None:
+        return True
     try:
         value = json.loads(body)
     except ValueError:
@@ -129,32 +152,23 @@ def validate(
     require_push_type: bool = False,
 ) -> ValidRequest | Rejection:
     """Check one request against Apple's rules (see the module doc); first failure wins."""
-    method = path = apns_id = topic = push_type = priority = expiration = collapse = None
-    seen: set[bytes] = set()
+    found: list[bytes | None] = [None] * 8
+    other_apns: set[bytes] | None = None
     for name, value in headers:
-        if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
+        slot = _FIELDS.get(name)
+        if slot is None:
+            if name[:5] == b"apns-":  # an apns-* header the simulator ignores: still unique
+                if other_apns is None:
+                    other_apns = {name}
+                elif name in other_apns:
+                    return Rejection(400, "DuplicateHeaders")
+                else:
+                    other_apns.add(name)
             continue
-        if name[:5] != b"apns-":
-            continue
-        if name in seen:
+        if slot >= _FIRST_APNS_SLOT and found[slot] is not None:
             return Rejection(400, "DuplicateHeaders")
-        seen.add(name)
-        if name == b"apns-id":
-            apns_id = value
-        elif name == b"apns-topic":
-            topic = value
-        elif name == b"apns-push-type":
-            push_type = value
-        elif name == b"apns-priority":
-            priority = value
-        elif name == b"apns-expiration":
-            expiration = value
-        elif name == b"apns-collapse-id":
-            collapse = value
+        found[slot] = value  # a repeated pseudo-header: the last one counts
+    method, path, apns_id, topic, push_type, priority, expiration, collapse = found
 
     if method != b"POST":
         return Rejection(405, "MethodNotAllowed")
@@ -190,10 +204,10 @@ def validate(
 
     prio = 10
     if priority is not None:
-        found = _PRIORITIES.get(priority)
-        if found is None:
+        known = _PRIORITIES.get(priority)
+        if known is None:
             return reject(400, "BadPriority")
-        prio = found
+        prio = known
 
     exp: int | None = None
     if expiration is not None:

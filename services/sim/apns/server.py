@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,16 @@ _STATUS_BYTES = {code: str(code).encode() for code in (400, 403, 404, 405, 410, 
 #: Apple keeps a push without apns-expiration for a while; 30 days is the documented maximum.
 DEFAULT_STORAGE_S = 30 * 24 * 3600
 PURGE_INTERVAL_S = 30.0
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_apns_id() -> bytes:
+    """A random (version 4) UUID, canonical form, as APNs makes up for a request without one.
+
+    A third of ``str(uuid.uuid4()).encode()``'s cost, which showed on the 200 path.
+    """
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}".encode()
 
 
 @dataclass
@@ -227,7 +237,7 @@ class ApnsSimulator:
                 ).encode()
         else:
             body = json.dumps({"reason": reason, "timestamp": ts}, separators=(",", ":")).encode()
-        return _STATUS_BYTES[status], apns_id or str(uuid.uuid4()).encode(), body
+        return _STATUS_BYTES[status], apns_id or new_apns_id(), body
 
     def fault_answer(self, headers: list[tuple[bytes, bytes]], fault: FaultDecision) -> Answer:
         """The answer for an injected 500/503 (echoing the request's apns-id)."""
@@ -270,7 +280,7 @@ class ApnsSimulator:
 
         now = self.clock.now_ms() / 1000
 
-        apns_id = req.apns_id or str(uuid.uuid4()).encode()
+        apns_id = req.apns_id or new_apns_id()
         expiration = (
             req.expiration
             if req.expiration is not None
@@ -287,9 +297,7 @@ class ApnsSimulator:
             received_at=now,
             collapse_id=req.collapse_id,
         )
-        stats = self._stats
-        stats.answered(200, None)
-        stats.accepted_push(req.topic, token)
+        self._stats.accepted_push(req.topic, token)
         connects = self.store.connects  # before deliver(): see _store_offline
         if not self.gateway.deliver(push) and expiration:
             self._store_offline(push, now, connects)

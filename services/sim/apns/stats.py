@@ -40,7 +40,11 @@ class StatsSnapshot:
 
 
 class SimStats:
-    """Mutable counters; written on the simulator's loop thread only."""
+    """Mutable counters; written on the simulator's loop thread only.
+
+    ``requests`` and ``by_status`` count the answers other than 200 here; :meth:`snapshot` adds
+    the 200s (``accepted``).
+    """
 
     __slots__ = (
         "accepted",
@@ -70,23 +74,28 @@ class SimStats:
         self.refused_streams = 0
 
     def answered(self, status: int, reason: str | None) -> None:
-        """Count one answer (``reason`` is None for 200)."""
+        """Count one answer other than a 200 (those are :meth:`accepted_push`)."""
         self.requests += 1
         self.by_status[status] = self.by_status.get(status, 0) + 1
         if reason is not None:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
 
     def accepted_push(self, topic: str, token_hex: str) -> None:
-        """Count one 200, per topic and per token."""
+        """Count one 200, per topic and per token (``requests`` and ``by_status`` include it
+        only in snapshots: one counter less to bump per push)."""
         self.accepted += 1
         self.by_topic[topic] = self.by_topic.get(topic, 0) + 1
         self.by_token[token_hex] = self.by_token.get(token_hex, 0) + 1
 
     def snapshot(self) -> StatsSnapshot:
+        accepted = self.accepted
+        by_status = dict(self.by_status)
+        if accepted:
+            by_status[200] = by_status.get(200, 0) + accepted
         return StatsSnapshot(
-            requests=self.requests,
-            accepted=self.accepted,
-            by_status=dict(self.by_status),
+            requests=self.requests + accepted,
+            accepted=accepted,
+            by_status=by_status,
             by_reason=dict(self.by_reason),
             by_topic=dict(self.by_topic),
             by_token=dict(self.by_token),
