@@ -58,11 +58,19 @@ class LaneBuffers:
         return count >= self.cap and item.source not in self.paused
 
     def queues(self, lane: str) -> Iterator[tuple[str, deque[Pending]]]:
-        """(key, queue) of every non-empty queue of a lane."""
+        """(key, queue) of every non-empty queue of a lane, least recently served first."""
         lane_queues = self._lanes[lane]
         for key in [k for k, q in lane_queues.items() if not q]:
             del lane_queues[key]
         return iter(list(lane_queues.items()))
+
+    def served(self, lane: str, key: str) -> None:
+        """Move `key` behind the other keys of its lane: `queues` lists the least recently
+        served key first, so small dispatch budgets still go round every key."""
+        lane_queues = self._lanes[lane]
+        queue = lane_queues.pop(key, None)
+        if queue is not None:
+            lane_queues[key] = queue
 
     def has(self, lane: str) -> bool:
         return any(self._lanes[lane].values())

@@ -48,6 +48,11 @@ BREAKER_OPEN = "BreakerOpen"
 #: Longest the loop blocks in one call while APNs requests are in flight / while idle.
 BUSY_WAIT_S = 0.005
 IDLE_WAIT_S = 0.05
+#: librdkafka commits the stored offsets this often. A SIGKILL repeats what was sent but not
+#: committed yet: the requests in flight plus up to this long of work (the crash test measured
+#: 3-4 % of a 20,000-job run repeated at 1,000 ms). One OffsetCommit per interval is nothing
+#: for a broker.
+COMMIT_INTERVAL_MS = 100
 
 
 class InFlight:
@@ -120,8 +125,9 @@ class Sender:
                     # A resumed retry partition waits for the fetch in progress: keep it short.
                     "fetch.wait.max.ms": 25,
                     # What a crash repeats is what was stored but not yet committed: keep short.
-                    "auto.commit.interval.ms": 1000,
+                    "auto.commit.interval.ms": COMMIT_INTERVAL_MS,
                     "client.id": f"{kafka.client_id}-sender-{settings.instance_id}",
+                    "on_commit": self._committed,
                 },
             )
         )
@@ -294,44 +300,62 @@ class Sender:
 
     # -- APNs out ---------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Send what the buckets and the in-flight bound allow, priority lane first."""
+        """Send what the buckets and the in-flight bound allow, priority lane first.
+
+        Within a lane the keys take turns, one job each: keys that share a partition then
+        advance together, so one busy key neither starves another nor holds that partition's
+        committable offset back behind the other key's waiting jobs.
+        """
         self._timer_s = None
         settings = self.settings
         live = self._live.count if self._live is not None else 1
         for lane in LANES:
             reserve = 0 if lane == "PRIORITY" else settings.priority_reserve
+            budget = settings.max_in_flight - reserve - len(self._in_flight)
+            if budget <= 0:
+                return
+            job_lane = "BULK" if lane == "RETRY" else lane
+            turns = []
             for key, queue in self.buffers.queues(lane):
                 policy = self.book.for_topic(queue[0].job["topic"])
-                job_lane = "BULK" if lane == "RETRY" else lane
                 bucket = self.throttle.bucket(
                     key, job_lane, policy.bucket_per_minute(job_lane, live)
                 )
-                while queue:
-                    if settings.max_in_flight - len(self._in_flight) <= reserve:
-                        return
+                turns.append((key, queue, policy, bucket))
+            rotate = len(turns) > 1
+            while turns:
+                still = []
+                for turn in turns:
+                    key, queue, policy, bucket = turn
                     wait = bucket.wait_s()
                     if wait > 0:
                         self._timer_s = wait if self._timer_s is None else min(self._timer_s, wait)
                         self.metrics.throttle_waits.labels(lane).inc()
-                        break
-                    item = queue[0]
+                        continue
+                    item = queue.popleft()
+                    self._taken(item)
+                    if rotate:
+                        self.buffers.served(lane, key)
                     breaker = self.breakers[item.job["topic"]]
                     if not breaker.allow():
-                        queue.popleft()
-                        self._taken(item)
                         self._defer(item, breaker.retry_after_s())
-                        continue
-                    bucket.try_take()  # due now (wait_s was 0): takes the send
-                    queue.popleft()
-                    self._taken(item)
-                    self._send(item, policy)
+                    else:
+                        bucket.try_take()  # due now (wait_s was 0): takes the send
+                        if self._send(item, policy):
+                            budget -= 1
+                            if budget <= 0:
+                                return
+                    if queue:
+                        still.append(turn)
+                turns = still
 
     def _taken(self, item: Pending) -> None:
         if self.buffers.taken(item):
             self.buffers.paused.discard(item.source)
             self.consumer.resume([TopicPartition(*item.source)])
 
-    def _send(self, item: Pending, policy: PushPolicy) -> None:
+    def _send(self, item: Pending, policy: PushPolicy) -> bool:
+        """Submit the push; False if it could not be (no certificate: FAILED at once)."""
         job = item.job
         self._next_id += 1
         cid = str(self._next_id)
@@ -349,8 +373,9 @@ class Sender:
             self.pool.submit(request)
         except UnknownCertificateError:
             self._finish(item, [self._outcome(job, "FAILED", reason=WRONG_TOPIC)])
-            return
+            return False
         self._in_flight[cid] = InFlight(item, policy.max_attempts)
+        return True
 
     # -- answers ----------------------------------------------------------------------------------
     def _complete(self, answers: list[ApnsResponse]) -> None:
@@ -508,6 +533,14 @@ class Sender:
             self._fatal = err
             return
         entry.acked()
+
+    def _committed(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            log.warning("offset commit failed: %s", err)
+        else:
+            failed = [tp for tp in partitions if tp.error is not None]
+            if failed:
+                log.warning("offset commit failed for %s", failed)
 
     def _store_offsets(self) -> None:
         storable = self.offsets.storable()

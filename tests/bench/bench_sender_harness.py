@@ -159,13 +159,17 @@ def job(topic: str, n: int, *, lane: str = "BULK", request: str = "req", token: 
 
 
 def produce_jobs(kafka: KafkaSettings, topic_name: str, jobs: Iterable[dict[str, Any]],
-                 key: Callable[[dict[str, Any]], str] = lambda j: j["topic"]) -> int:
+                 key: Callable[[dict[str, Any]], str] = lambda j: j["topic"],
+                 partition: int | None = None) -> int:
+    """Produce PushJobs keyed by certificate topic (to one `partition` if given)."""
     producer = Producer(kafka.producer_config(**{"linger.ms": 20}))
+    where = {} if partition is None else {"partition": partition}
     count = 0
     for record in jobs:
         while True:
             try:
-                producer.produce(topic_name, SERDE.encode("PushJob", record), key=key(record))
+                producer.produce(topic_name, SERDE.encode("PushJob", record), key=key(record),
+                                 **where)
                 break
             except BufferError:
                 producer.poll(0.1)
