@@ -85,7 +85,7 @@ def demo(settings: KafkaSettings, devices: int) -> None:
                 print(f"[demo] devices enroll; requests published; waiting for every verdict "
                       f"(deadline {DEADLINE_MS // 1000}s after each push)")
                 result = run_accuracy(pipeline, scenario, tracker, timeout_s=300,
-                                      progress=_progress)
+                                      progress=ProgressBar())
                 print()
             outcomes, alerts = tracker.snapshot()
     _summary(outcomes, alerts, result.request_ids)
@@ -101,14 +101,19 @@ def demo(settings: KafkaSettings, devices: int) -> None:
     print(feedback_text(build_feedback(history)))
 
 
-def _progress(done: int, total: int, _last: list[int] = [-1]) -> None:  # noqa: B006
-    """Redraw the bar when the count moved (the default list remembers the last count)."""
-    if done == _last[0]:
-        return
-    _last[0] = done
-    filled = int(30 * done / max(total, 1))
-    sys.stdout.write(f"\r[demo] [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} verdicts")
-    sys.stdout.flush()
+class ProgressBar:
+    """A one-line bar redrawn only when the count moves."""
+
+    def __init__(self) -> None:
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == self.last:
+            return
+        self.last = done
+        filled = int(30 * done / max(total, 1))
+        sys.stdout.write(f"\r[demo] [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} verdicts")
+        sys.stdout.flush()
 
 
 def _summary(outcomes: list[dict[str, Any]], alerts: list[dict[str, Any]],
