@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from services.common.clock import Clock
-from services.common.serde import make_serde
+from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
 from services.correlator.app import Correlator
 from services.correlator.metrics import CorrelatorMetrics
@@ -18,12 +18,11 @@ from services.correlator.settings import CorrelatorSettings
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings, kafka = CorrelatorSettings(), KafkaSettings()
-    auth = kafka.schema_registry_basic_auth
     metrics = CorrelatorMetrics()
     metrics.serve(settings.metrics_port)
     correlator = Correlator(
         settings, kafka,
-        make_serde(kafka.schema_registry_url, auth.get_secret_value() if auth else None),
+        serde_for(kafka),
         Clock.from_settings(), metrics,
     )
     correlator.install_signal_handlers()
