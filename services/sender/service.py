@@ -29,7 +29,13 @@ from services.common.serde import AvroSerde, make_serde
 from services.common.settings import KafkaSettings
 from services.sender.apns.breaker import BreakerRegistry
 from services.sender.apns.classify import Classification, Verdict, classify
-from services.sender.apns.pool import CertificateStore, ClientPool, UnknownCertificateError
+from services.sender.apns.pool import (
+    BULK,
+    PRIORITY,
+    CertificateStore,
+    ClientPool,
+    UnknownCertificateError,
+)
 from services.sender.apns.types import ApnsRequest, ApnsResponse
 from services.sender.lanes import LANES, LaneBuffers, Pending
 from services.sender.metrics import SenderMetrics
@@ -108,13 +114,17 @@ class Sender:
         self.metrics = SenderMetrics()
         self.producer = Producer(kafka.producer_config())
         # Prefetch little: back-pressure pauses partitions and librdkafka drops their prefetch,
-        # so a large prefetch would only be fetched twice.
+        # so a large prefetch would only be fetched twice. The threshold applies to the one
+        # queue all partitions share: above it, no partition is fetched, the priority one
+        # neither ("Fetch backoff: Queue full"). A fetch may bring a whole producer batch
+        # (~3,500 bulk jobs measured) at once, so the loop takes everything queued in one
+        # `consume` (consume_batch) and a priority record waits one fetch, not a backlog.
         self.consumer = Consumer(
             kafka.consumer_config(
                 settings.group_id,
                 **{
                     "partition.assignment.strategy": "range",
-                    "queued.min.messages": max(1000, settings.consume_batch * 2),
+                    "queued.min.messages": 1000,
                     "queued.max.messages.kbytes": 2048,
                     # librdkafka waits this long to fetch again once the prefetch queue is full
                     # (1 s by default): at 10,000 pushes/s that starves the loop.
@@ -315,18 +325,24 @@ class Sender:
             if budget <= 0:
                 return
             job_lane = "BULK" if lane == "RETRY" else lane
+            bulk = lane != "PRIORITY"
             turns = []
             for key, queue in self.buffers.queues(lane):
-                policy = self.book.for_topic(queue[0].job["topic"])
+                topic = queue[0].job["topic"]
+                policy = self.book.for_topic(topic)
                 bucket = self.throttle.bucket(
                     key, job_lane, policy.bucket_per_minute(job_lane, live)
                 )
-                turns.append((key, queue, policy, bucket))
+                turns.append((key, queue, policy, bucket, topic))
             rotate = len(turns) > 1
+            cap = settings.bulk_in_flight_per_certificate
+            pool = self.pool
             while turns:
                 still = []
                 for turn in turns:
-                    key, queue, policy, bucket = turn
+                    key, queue, policy, bucket, topic = turn
+                    if bulk and pool.in_flight_for(topic) >= cap:
+                        continue  # answers will make room; the next turn of the loop resumes
                     wait = bucket.wait_s()
                     if wait > 0:
                         self._timer_s = wait if self._timer_s is None else min(self._timer_s, wait)
@@ -370,7 +386,7 @@ class Sender:
             push_type="mdm" if job["kind"] == "MDM" else "alert",
         )
         try:
-            self.pool.submit(request)
+            self.pool.submit(request, lane=PRIORITY if item.lane == "PRIORITY" else BULK)
         except UnknownCertificateError:
             self._finish(item, [self._outcome(job, "FAILED", reason=WRONG_TOPIC)])
             return False

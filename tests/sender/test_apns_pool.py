@@ -104,10 +104,28 @@ def test_one_client_per_certificate_all_answers_merged(
     answers = drain(pool, len(requests))
     assert sorted(a.correlation_id for a in answers) == sorted(r.correlation_id for r in requests)
     assert {a.status for a in answers} == {200}
-    assert sorted(topic for _, topic in pool.open_clients) == store.topics()
+    assert sorted(topic for _, topic, _ in pool.open_clients) == store.topics()
     assert sim.snapshot().connections_opened == 2
     assert pool.close() == []
     assert pool.open_clients == []
+
+
+def test_priority_pushes_have_a_connection_of_their_own(
+    store_dir: Path, ca: CertificateAuthority, sim: SimulatorThread
+) -> None:
+    store = CertificateStore(store_dir)
+    topic = store.topics()[0]
+    pool = ClientPool(store, sim.url, ca_path=ca.cert_path)
+    bulk = [push(topic) for _ in range(20)]
+    for request in bulk:
+        pool.submit(request)
+    urgent = push(topic)
+    pool.submit(urgent, lane="priority")
+    answers = drain(pool, len(bulk) + 1)
+    assert {a.correlation_id for a in answers} == {r.correlation_id for r in [*bulk, urgent]}
+    assert pool.open_clients == [(sim.url, topic, "priority"), (sim.url, topic, "bulk")]
+    assert sim.snapshot().connections_opened == 2
+    pool.close()
 
 
 def test_unknown_certificate_fails_before_sending(store_dir: Path, sim: SimulatorThread) -> None:
@@ -126,7 +144,7 @@ def test_idle_client_is_closed_and_reopened_on_demand(
     pool = ClientPool(store, sim.url, transport=transport, ca_path=ca.cert_path, idle_timeout_s=0.3)
     pool.submit(push(topic))
     assert [a.status for a in drain(pool, 1)] == [200]
-    assert pool.open_clients == [(sim.url, topic)]
+    assert pool.open_clients == [(sim.url, topic, "bulk")]
     deadline = time.monotonic() + 3.0
     while (pool.open_clients or sim.snapshot().connections_open) and time.monotonic() < deadline:
         pool.poll(0.05)

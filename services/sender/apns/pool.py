@@ -1,10 +1,12 @@
-"""One APNs client per (endpoint, certificate), built on demand from mounted certificate files.
+"""One APNs client per (endpoint, certificate, lane), built on demand from mounted certificates.
 
 APNs authorises a TLS connection for the topic of the client certificate, so a sender that owns
 several certificates needs one connection per certificate (and per endpoint: production and
-sandbox). The pool opens a client on first use, keeps it open while it is busy, closes it after
-``idle_timeout_s`` without traffic (APNs drops idle connections anyway), and merges every
-client's completions into one ``poll``.
+sandbox). Priority pushes get a connection of their own: on the bulk connection they would wait
+behind every bulk stream already queued at the server (hundreds, when a backlog drains), which
+no scheduling on our side can overtake. The pool opens a client on first use, keeps it open
+while it is busy, closes it after ``idle_timeout_s`` without traffic (APNs drops idle
+connections anyway), and merges every client's completions into one ``poll``.
 
 Certificate directory layout (a Kubernetes secret or any mounted directory)::
 
@@ -31,6 +33,13 @@ from services.sender.apns.types import ApnsRequest, ApnsResponse
 TransportFactory = Callable[[TransportConfig], ApnsTransport]
 
 TRANSPORTS: dict[str, TransportFactory] = {"pycurl": PycurlTransport, "httpx": HttpxTransport}
+
+PRIORITY = "priority"
+BULK = "bulk"
+"""Connection lanes: priority pushes never share a connection with bulk ones."""
+
+ClientKey = tuple[str, str, str]
+"""(endpoint base URL, certificate topic, connection lane)"""
 
 DEFAULT_TRANSPORT = "pycurl"
 """libcurl wins by far. tests/bench/bench_transports.py (one connection, one process, h2o on a
@@ -77,7 +86,7 @@ class CertificateStore:
 
 
 class ClientPool:
-    """Transports keyed by (endpoint base URL, certificate topic), with idle closing.
+    """Transports keyed by (endpoint base URL, certificate topic, lane), with idle closing.
 
     ``poll`` spreads its wait over the open clients (one, usually: a sender owns the
     partitions of few certificates) and closes those idle for ``idle_timeout_s``.
@@ -103,43 +112,71 @@ class ClientPool:
         self._max_concurrent_streams = max_concurrent_streams
         self._request_timeout_s = request_timeout_s
         self._idle_timeout_s = idle_timeout_s
-        self._clients: dict[tuple[str, str], ApnsTransport] = {}
+        self._clients: dict[ClientKey, ApnsTransport] = {}
+        #: Clients that have had an HTTP answer (a connection that works).
+        self._warm: set[ClientKey] = set()
 
     @property
     def in_flight(self) -> int:
         return sum(client.in_flight for client in self._clients.values())
 
+    def in_flight_for(self, topic: str, lane: str = BULK, base_url: str | None = None) -> int:
+        """Requests in flight on the client of (endpoint, topic, lane); 0 if it is not open."""
+        client = self._clients.get((base_url or self._base_url, topic, lane))
+        return 0 if client is None else client.in_flight
+
     @property
-    def open_clients(self) -> list[tuple[str, str]]:
-        """(endpoint, topic) of every open client."""
+    def open_clients(self) -> list[ClientKey]:
+        """(endpoint, topic, lane) of every open client."""
         return list(self._clients)
 
-    def submit(self, request: ApnsRequest, base_url: str | None = None) -> None:
-        """Send on the client of (endpoint, request.topic), opening it if needed.
+    def submit(
+        self, request: ApnsRequest, base_url: str | None = None, *, lane: str = BULK
+    ) -> None:
+        """Send on the client of (endpoint, request.topic, lane), opening it if needed.
 
         Raises ``UnknownCertificateError`` before anything is sent if the topic has no
         certificate here.
         """
-        key = (base_url or self._base_url, request.topic)
+        key = (base_url or self._base_url, request.topic, lane)
         client = self._clients.get(key)
+        if client is not None and lane == PRIORITY and key not in self._warm:
+            # Still connecting (a TLS handshake, then one stream until the server's first
+            # answer): meanwhile the bulk connection, if it is up, is the faster way.
+            bulk = self._clients.get((key[0], key[1], BULK))
+            if bulk is not None and (key[0], key[1], BULK) in self._warm:
+                client = bulk
         if client is None:
-            client = self._clients[key] = self._open(*key)
+            client = self._clients[key] = self._open(key[0], key[1])
+            if lane == PRIORITY:  # polled first, see poll()
+                self._clients = {k: self._clients[k] for k in sorted(
+                    self._clients, key=lambda k: k[2] != PRIORITY)}
         client.submit(request)
 
     def poll(self, timeout_s: float) -> list[ApnsResponse]:
-        """Completions of all clients; waits up to ``timeout_s`` in total if none are ready."""
+        """Completions of all clients; waits up to ``timeout_s`` in total if none are ready.
+
+        Priority clients come first in the pool, so their answers are never left waiting
+        while a bulk client's wait runs out."""
         done: list[ApnsResponse] = []
-        for client in self._clients.values():
-            done.extend(client.poll(0))
-        busy = [client for client in self._clients.values() if client.in_flight]
+        for key, client in self._clients.items():
+            self._collect(key, client.poll(0), done)
+        busy = [item for item in self._clients.items() if item[1].in_flight]
         if not done and busy and timeout_s > 0:
             share = timeout_s / len(busy)
-            for client in busy:
-                done.extend(client.poll(share))
+            for key, client in busy:
+                self._collect(key, client.poll(share), done)
                 if done:
                     break
         self._close_idle()
         return done
+
+    def _collect(self, key: ClientKey, answers: list[ApnsResponse],
+                 done: list[ApnsResponse]) -> None:
+        if answers:
+            if key not in self._warm and any(a.status is not None for a in answers):
+                self._warm.add(key)
+            done.extend(answers)
 
     def close(self) -> list[ApnsResponse]:
         """Close every client; requests still in flight come back as CLOSED errors."""
@@ -147,6 +184,7 @@ class ClientPool:
         for client in self._clients.values():
             aborted.extend(client.close())
         self._clients.clear()
+        self._warm.clear()
         return aborted
 
     def _open(self, base_url: str, topic: str) -> ApnsTransport:
@@ -173,3 +211,4 @@ class ClientPool:
         for key in idle:
             # Nothing is in flight, so close() has nothing to hand back.
             self._clients.pop(key).close()
+            self._warm.discard(key)
