@@ -25,7 +25,7 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
 from services.common.kafka import dead_letter_headers
-from services.common.serde import AvroSerde, make_serde
+from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 from services.sender.apns.breaker import BreakerRegistry
 from services.sender.apns.classify import Classification, Verdict, classify
@@ -85,10 +85,7 @@ class Sender:
         self.settings = settings
         self.kafka = kafka
         self.topics = Topics(kafka.topic_prefix)
-        auth = kafka.schema_registry_basic_auth
-        self.serde = serde or make_serde(
-            kafka.schema_registry_url, auth.get_secret_value() if auth else None
-        )
+        self.serde = serde or serde_for(kafka)
         self.clock = clock or Clock.from_settings()
         self.scheduler = RetryScheduler(self.topics, settings.retry_delays_ms)
         self.book = PolicyBook(

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from confluent_kafka import Producer
 
 from tests.bench.bench_sender import fresh_kafka, start_sim_process
-from tests.bench.bench_sender_harness import (
+from tests.support.sender_harness import (
     SERDE,
     Reader,
     job,

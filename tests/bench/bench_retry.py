@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from services.common.catalogue import Topics
 from services.sim.apns.faults import Faults
 from tests.bench.bench_sender import fresh_kafka
-from tests.bench.bench_sender_harness import (
+from tests.support.sender_harness import (
     Reader,
     create_retry_topics,
     job,

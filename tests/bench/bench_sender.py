@@ -35,7 +35,8 @@ from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
 from services.common.settings import KafkaSettings
 from services.sender.apns.pool import DEFAULT_TRANSPORT
-from tests.bench.bench_sender_harness import (
+from tests.bench.bench_transports import start_h2o
+from tests.support.sender_harness import (
     TEST_DELAYS_MS,
     Pki,
     Reader,
@@ -46,7 +47,6 @@ from tests.bench.bench_sender_harness import (
     sender_settings,
     spawn_sender,
 )
-from tests.bench.bench_transports import start_h2o
 
 REPO = Path(__file__).resolve().parents[2]
 

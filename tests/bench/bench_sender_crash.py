@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench.bench_sender import fresh_kafka
-from tests.bench.bench_sender_harness import (
+from tests.support.sender_harness import (
     Reader,
     job,
     make_certs,

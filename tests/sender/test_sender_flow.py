@@ -11,7 +11,7 @@ from services.common.catalogue import Topics
 from services.common.settings import KafkaSettings
 from services.sim.apns.faults import Faults
 from services.sim.apns.server import SimulatorThread
-from tests.bench.bench_sender_harness import (
+from tests.support.sender_harness import (
     Pki,
     Reader,
     by_state,

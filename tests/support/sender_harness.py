@@ -1,4 +1,4 @@
-"""Shared harness for the sender's tests and benchmarks (not collected by pytest).
+"""Shared harness for the sender's tests and benchmarks.
 
 Real components only: the Kafka broker of the test session, the APNs simulator over TLS on
 loopback with certificates from its test PKI, and the sender itself in a thread or a process.
