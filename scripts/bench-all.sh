@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every benchmark of DESIGN.md section 9, one after another (they would fight over 2 cores),
+# each printing its own figure beside its peer's. Logs go to $OUT (default .state/bench).
+# Needs `make setup` first; uses MDMPUSH_TEST_BOOTSTRAP or starts the local Kafka.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-.state/bench}
+mkdir -p "$OUT"
+export PYTHONPATH=.
+run() {
+  local name=$1; shift
+  echo "== $name: $*"
+  timeout 1800 .venv/bin/python "$@" > "$OUT/$name.log" 2>&1
+  echo "   exit $?"
+  grep -v '^%' "$OUT/$name.log" | tail -n 15
+}
+run sim_ceiling     tests/bench/bench_sim_ceiling.py
+run transports      tests/bench/bench_transports.py
+run sender          tests/bench/bench_sender.py
+run sender_crash    tests/bench/bench_sender_crash.py
+run throttle        tests/bench/bench_throttle.py
+run retry           tests/bench/bench_retry.py
+run priority        tests/bench/bench_priority.py
+run fanout          tests/bench/bench_fanout.py
+run e2e             -m tests.bench.bench_e2e
+run accuracy        -m tests.bench.bench_accuracy
+run correlator_mem  tests/bench/bench_correlator_memory.py
