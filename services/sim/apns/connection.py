@@ -35,7 +35,7 @@ import asyncio
 import logging
 import struct
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from h2.errors import ErrorCodes
 from hpack.exceptions import HPACKError
@@ -196,7 +196,8 @@ class ApnsConnection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self.peer = PeerIdentity.from_peercert(transport.get_extra_info("peercert"))
         transport.write(_preamble(self._max_streams))
