@@ -11,12 +11,12 @@ offset once every record produced for its done prefix is acknowledged.
 from __future__ import annotations
 
 import functools
-import json
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -378,7 +378,7 @@ class Sender:
             token_hex=job["token_hex"],
             topic=job["topic"],
             payload=_payload(job),
-            apns_id=str(uuid.uuid4()),
+            apns_id=_apns_id(),
             expiration=expiration // 1000 if expiration else 0,
             push_type="mdm" if job["kind"] == "MDM" else "alert",
         )
@@ -572,8 +572,18 @@ class Sender:
 
 def _payload(job: dict[str, Any]) -> bytes:
     if job["kind"] == "MDM":
-        return json.dumps({"mdm": job["push_magic"] or ""}, separators=(",", ":")).encode()
+        # = json.dumps({"mdm": magic}, separators=(",", ":")), ~35x cheaper per push.
+        return ('{"mdm":' + encode_basestring_ascii(job["push_magic"] or "") + "}").encode()
     return (job["aps_payload"] or '{"aps":{}}').encode()
+
+
+def _apns_id() -> str:
+    """A random (version 4) UUID in canonical form, as str(uuid.uuid4()) but ~5x cheaper."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def _error_text(answer: ApnsResponse | None, verdict: Classification | None) -> str:
