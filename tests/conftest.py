@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
@@ -21,13 +22,23 @@ def broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
-def kafka_settings(broker: Broker) -> KafkaSettings:
-    """Settings with a unique topic prefix: tests never see each other's records."""
-    return KafkaSettings(
+def kafka_settings(broker: Broker) -> Iterator[KafkaSettings]:
+    """Settings with a unique topic prefix: tests never see each other's records.
+
+    Every topic under the prefix (the services' internal ones too) is deleted afterwards, so a
+    long suite does not pile thousands of partitions (~3 open files each) onto one broker."""
+    settings = KafkaSettings(
         bootstrap_servers=broker.bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         linger_ms=1,
     )
+    yield settings
+    admin = AdminClient(settings.admin_config())
+    mine = [t for t in admin.list_topics(timeout=10).topics
+            if t.startswith(settings.topic_prefix)]
+    if mine:
+        for future in admin.delete_topics(mine, operation_timeout=30).values():
+            future.exception(30)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -54,10 +55,17 @@ def spawn(cmd: list[str], log_file: Path, pid_file: Path, env: dict[str, str]) -
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True,
+            env=env, start_new_session=True, preexec_fn=_raise_open_files_limit,
         )
     pid_file.write_text(str(proc.pid))
     return proc.pid
+
+
+def _raise_open_files_limit() -> None:
+    """A broker keeps ~3 files open per partition: give it every file the hard limit allows
+    (soft limits are often 1,024; the hard one here is 20,000)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def stop(pid_file: Path, timeout_s: float = 20.0) -> bool:

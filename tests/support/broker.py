@@ -46,7 +46,9 @@ def provide_broker() -> Iterator[Broker]:
     from services.devstack.kafka import LocalKafka
 
     kafka = LocalKafka()
-    was_running = kafka.status().ready
+    # Running means "its process exists", not "it answered just now": a busy broker that is
+    # slow to answer must not be stopped at the end as if this session had started it.
+    was_running = kafka.status().broker_pid is not None
     status = kafka.up(timeout_s=90)
     try:
         yield Broker(status.bootstrap, "local")
