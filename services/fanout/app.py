@@ -20,6 +20,8 @@ from typing import Any, cast
 import faust
 from faust.serializers.codecs import dumps
 from mode import Service
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
@@ -58,6 +60,31 @@ class _PolicyService(Service):
         self.book.stop()
 
 
+class _FlowControl(FlowControlEvent):
+    """faust's flow control of the stream queues, without the drop of a resume while flowing.
+
+    `FlowControlEvent.resume()` clears every stream queue, which is right after a suspend (the
+    queues may hold events of revoked partitions) and wrong while the flow is already active.
+    faust does the latter once per assignment: recovery resumes the flow to read the changelogs,
+    then `Recovery.on_recovery_completed` resumes the stream partitions, awaits the seek to the
+    committed offsets, and resumes the flow again. Whatever the fetcher delivered during that
+    await (a request already waiting when the worker joined; the slices the request became) was
+    cleared from the queues unprocessed and unacknowledged, with the fetch position past it: it
+    stayed unprocessed until the next rebalance or restart. Only a suspended flow is cleared.
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
+class _App(faust.App):
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return _FlowControl(loop=self.loop)
+
+
 def create_app(
     settings: FanoutSettings | None = None, kafka: KafkaSettings | None = None
 ) -> faust.App:
@@ -65,7 +92,7 @@ def create_app(
     settings = settings or FanoutSettings()
     kafka = kafka or KafkaSettings()
     app_id = settings.effective_app_id(kafka.topic_prefix)
-    app = faust.App(
+    app = _App(
         app_id,
         broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(kafka),
