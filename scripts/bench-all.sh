@@ -24,4 +24,4 @@ run priority        tests/bench/bench_priority.py
 run fanout          tests/bench/bench_fanout.py
 run e2e             -m tests.bench.bench_e2e
 run accuracy        -m tests.bench.bench_accuracy
-run correlator_mem  tests/bench/bench_correlator_memory.py
+run correlator_mem  tests/bench/bench_correlator_memory.py  # ~6 min: tracemalloc is slow
