@@ -7,6 +7,8 @@ DeviceRecords go through a `BatchProducer` and its forwarded updates through fau
 and all of them are awaited before the batch's events are acked (so before their offsets can be
 committed). Slices and dead letters go through faust's producer, which faust flushes before it
 commits; jobs and SKIPPED outcomes go through `BatchProducer`, awaited per chunk.
+The app is a `faust.App` with two fixes to how a starting worker hands fetched records to its
+streams (`_FlowControl`, `_ConsumerThread`): without them it could lose records it had fetched.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, cast
 
+import aiokafka
 import faust
 from faust.serializers.codecs import dumps
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.transports import TransportT
 from mode import Service
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
@@ -79,10 +85,51 @@ class _FlowControl(FlowControlEvent):
         super().resume()
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, asking aiokafka for a fixed, non-empty set of partitions.
+
+    faust hands its live set of active partitions to aiokafka's `fetched_records`, which waits
+    up to a second for records and reads an empty set as "every partition". At the end of a
+    recovery the set is briefly empty (changelogs paused, stream partitions not yet resumed): a
+    fetch waiting then returned the records aiokafka had prefetched for the stream partitions,
+    and faust dropped them as not active, with their position consumed. A request published
+    while the worker was joining was lost that way. The partitions are copied when the fetch
+    starts, and an empty copy fetches nothing.
+    """
+
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: set[TP],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Mapping[TP, list[Any]]:
+        wanted = set(active_partitions)
+        if not wanted:
+            return {}
+        return await super()._fetch_records(
+            consumer, wanted, timeout=timeout, max_records=max_records
+        )
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
 class _App(faust.App):
+    """faust.App with the two start-up fixes above (flow control, consumer thread)."""
+
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return _FlowControl(loop=self.loop)
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
 
 
 def create_app(
