@@ -49,7 +49,7 @@ def wait_for(consumer: Consumer, topic: str, count: int, timeout_s: float) -> fl
     return time.monotonic() - start
 
 
-def latencies(kafka: KafkaSettings, topics: Topics, count: int) -> list[float]:
+def latencies(kafka: KafkaSettings, topics: Topics, count: int, fleet: int) -> list[float]:
     """Seconds from publishing a one-device USER request to reading its job, `count` times."""
     jobs = Consumer(kafka.consumer_config(f"bench-{uuid.uuid4().hex}",
                                           **{"fetch.wait.max.ms": 5}))
@@ -61,7 +61,7 @@ def latencies(kafka: KafkaSettings, topics: Topics, count: int) -> list[float]:
     found: list[float] = []
     try:
         for i in range(count):
-            eid = f"bench-{i * 997 % 100_000:06d}"
+            eid = f"bench-{i * 997 % fleet:06d}"
             start = time.monotonic()
             pub.record(topics.requests, "NotificationRequest",
                        request(f"lat-{i}", ids=[eid], initiator="USER"), "acme")
@@ -112,7 +112,7 @@ def main(n: int) -> None:
             total = first + rest
             print(f"expansion: {n} jobs in {total:.2f}s from request = {n / total:,.0f} jobs/s "
                   f"(first job after {first * 1000:.0f} ms; {n / rest:,.0f} jobs/s after it)")
-            lat = sorted(latencies(kafka, topics, 50))
+            lat = sorted(latencies(kafka, topics, 50, n))
             p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
             print(f"latency: {len(lat)} one-device priority requests, request -> job "
                   f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms")
