@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,7 @@ from tests.support.sender_harness import (
     Pki,
     Reader,
     by_state,
-    create_retry_topics,
     job,
-    make_certs,
     produce_jobs,
     produce_raw,
     running_sender,
@@ -32,30 +29,6 @@ from tests.support.sender_harness import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_certs(tmp_path, 2)
-
-
-@pytest.fixture
-def sim(pki: Pki) -> Iterator[SimulatorThread]:
-    with start_sim(pki, faults=Faults()) as handle:
-        yield handle
-
-
-@pytest.fixture
-def retry_ready(kafka_settings: KafkaSettings, topics: Topics) -> Topics:
-    create_retry_topics(kafka_settings)
-    return topics
-
-
-@pytest.fixture
-def outcomes(kafka_settings: KafkaSettings, retry_ready: Topics) -> Iterator[Reader]:
-    reader = Reader(kafka_settings, retry_ready.outcomes)
-    yield reader
-    reader.close()
 
 
 def publish_policy(kafka: KafkaSettings, topics: Topics, certificate: str, **fields: object

@@ -2,55 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from services.common.catalogue import Topics
 from services.common.settings import KafkaSettings
-from services.sim.apns.faults import Faults
 from services.sim.apns.server import SimulatorThread
 from tests.support.sender_harness import (
     Pki,
     Reader,
     by_state,
-    create_retry_topics,
     job,
-    make_certs,
     not_before_of,
     produce_jobs,
     produce_raw,
     running_sender,
     sender_settings,
-    start_sim,
 )
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_certs(tmp_path, 2)
-
-
-@pytest.fixture
-def sim(pki: Pki) -> Iterator[SimulatorThread]:
-    with start_sim(pki, faults=Faults()) as handle:
-        yield handle
-
-
-@pytest.fixture
-def retry_ready(kafka_settings: KafkaSettings, topics: Topics) -> Topics:
-    create_retry_topics(kafka_settings)
-    return topics
-
-
-@pytest.fixture
-def outcomes(kafka_settings: KafkaSettings, retry_ready: Topics) -> Iterator[Reader]:
-    reader = Reader(kafka_settings, retry_ready.outcomes)
-    yield reader
-    reader.close()
 
 
 def test_jobs_of_two_certificates_are_sent(
