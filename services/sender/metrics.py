@@ -39,6 +39,11 @@ class SenderMetrics:
         self.buffered = Gauge(
             "mdmpush_sender_buffered", "Jobs consumed and waiting to be sent", registry=r
         )
+        self.recovered = Counter(
+            "mdmpush_sender_recovered_jobs",
+            "Jobs a previous owner of the partition had finished past its commit: not re-sent",
+            registry=r,
+        )
         self._push_children: dict[tuple[str, str], Counter] = {}
         self._tier_children: dict[str, Counter] = {}
 

@@ -4,8 +4,9 @@ One thread drives everything without blocking: `consume` a batch (priority, bulk
 tiers from one consumer, range-assigned, so one sender owns partition p of all of them — the
 key's whole traffic, which makes its local buckets the farm-wide throttle), queue the jobs per
 lane and key, send what the buckets and the in-flight bound allow (priority first), collect APNs
-answers, produce outcomes / retries / DLQ copies without flushing, and store each partition's
-offset once every record produced for its done prefix is acknowledged.
+answers, produce outcomes / retries / DLQ copies without flushing, and commit each partition's
+offset once every record produced for its done prefix is acknowledged (with the jobs finished
+past it, so that a crash repeats only what was in flight: commit_marks.py).
 """
 
 from __future__ import annotations
@@ -54,11 +55,10 @@ BREAKER_OPEN = "BreakerOpen"
 #: Longest the loop blocks in one call while APNs requests are in flight / while idle.
 BUSY_WAIT_S = 0.005
 IDLE_WAIT_S = 0.05
-#: librdkafka commits the stored offsets this often. A SIGKILL repeats what was sent but not
-#: committed yet: the requests in flight plus up to this long of work (the crash test measured
-#: 3-4 % of a 20,000-job run repeated at 1,000 ms). One OffsetCommit per interval is nothing
-#: for a broker.
-COMMIT_INTERVAL_MS = 100
+#: The loop commits each partition's position (offset and the jobs finished past it, see
+#: commit_marks.py) this often when it changed. A SIGKILL repeats what was in flight plus up to
+#: this long of finished work. 50 small OffsetCommits a second are nothing for a broker.
+COMMIT_INTERVAL_S = 0.02
 
 
 class InFlight:
@@ -131,8 +131,9 @@ class Sender:
                     "max.partition.fetch.bytes": 65536,
                     # A resumed retry partition waits for the fetch in progress: keep it short.
                     "fetch.wait.max.ms": 25,
-                    # What a crash repeats is what was stored but not yet committed: keep short.
-                    "auto.commit.interval.ms": COMMIT_INTERVAL_MS,
+                    # The loop commits itself, with the finished offsets as metadata:
+                    # librdkafka's auto-commit skips a partition whose offset did not move.
+                    "enable.auto.commit": False,
                     "client.id": f"{kafka.client_id}-sender-{settings.instance_id}",
                     "on_commit": self._committed,
                 },
@@ -143,6 +144,7 @@ class Sender:
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
         self._timer_s: float | None = None
+        self._next_commit = 0.0
         self._feed: PolicyFeed | None = None
         self._live: LiveSenders | None = None
         #: True once the group has assigned partitions (tests wait for it).
@@ -154,7 +156,7 @@ class Sender:
         self._stop.set()
 
     def run(self) -> None:
-        """Consume and send until `stop()`; then drain in-flight work, store offsets, close."""
+        """Consume and send until `stop()`; then drain in-flight work, commit, close."""
         self.metrics.serve(self.settings.metrics_port)
         self._feed = PolicyFeed(self.kafka, self.topics.config, self.serde, self.book)
         self._feed.load()
@@ -191,7 +193,10 @@ class Sender:
         if answers:
             self._complete(answers)
         self.producer.poll(0)
-        self._store_offsets()
+        now = time.monotonic()
+        if now >= self._next_commit:
+            self._next_commit = now + COMMIT_INTERVAL_S
+            self._commit(asynchronous=True)
 
     def _wait_bound(self) -> float:
         """How long the loop may block: until the next throttle or retry-tier due time."""
@@ -211,11 +216,11 @@ class Sender:
 
     def _shutdown(self) -> None:
         self._drain(self.settings.shutdown_timeout_s)
-        self._store_offsets()
         for answer in self.pool.close():  # only if the drain timed out: retried later
             self._in_flight.pop(answer.correlation_id, None)
         try:
-            self.consumer.close()  # commits the stored offsets
+            self._commit(asynchronous=False)
+            self.consumer.close()
         finally:
             if self._feed is not None:
                 self._feed.close()
@@ -234,23 +239,32 @@ class Sender:
 
     # -- rebalance --------------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Read the jobs a previous owner finished past its commits, so they are not re-sent."""
         log.info("assigned %d partitions", len(partitions))
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:  # at least once still holds: they are sent again
+            log.warning("could not read the committed positions: %s", exc)
+            committed = []
+        recovered = 0
+        for tp in committed:
+            if tp.metadata and tp.offset >= 0:
+                part = self.offsets.partition(tp.topic, tp.partition)
+                recovered += part.recover(tp.offset, tp.metadata)
+        if recovered:
+            log.info("%d jobs past the committed offsets were finished before: not re-sent",
+                     recovered)
         self.assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish in-flight work so its offsets are committed, then forget the partitions."""
         self._drain(5.0)
-        self._store_offsets()
+        self._commit(asynchronous=False)
         for tp in partitions:
             source = (tp.topic, tp.partition)
             self.offsets.revoke(*source)
             self.buffers.drop_source(source)
             self.scheduler.drop(*source)
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("commit on revoke failed: %s", exc)
         self.assigned.clear()
 
     # -- Kafka in ---------------------------------------------------------------------------------
@@ -278,7 +292,13 @@ class Sender:
                     scheduler.hold(topic, partition, offset, due_ms)
                     blocked.add(source)
                     continue
-            entry = self.offsets.partition(topic, partition).track(offset)
+            offsets = self.offsets.partition(topic, partition)
+            if offset in offsets.skip:  # a previous owner finished it: its outcome is written
+                offsets.skip.discard(offset)
+                offsets.track(offset).finish()
+                self.metrics.recovered.inc()
+                continue
+            entry = offsets.track(offset)
             try:
                 job = serde.decode_as(msg.value(), "PushJob")
             except DecodeError as exc:
@@ -507,7 +527,7 @@ class Sender:
         outcomes: list[dict[str, Any]],
         copies: Sequence[tuple[str, bytes, Headers]] = (),
     ) -> None:
-        """Produce the job's records; its offset becomes storable once all are acknowledged."""
+        """Produce the job's records; its offset becomes committable once all are acknowledged."""
         entry = item.entry
         entry.add_pending(len(outcomes) + len(copies))
         on_delivery = functools.partial(self._delivered, entry)
@@ -548,22 +568,27 @@ class Sender:
         entry.acked()
 
     def _committed(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if err is not None and err.code() != KafkaError._NO_OFFSET:
-            log.warning("offset commit failed: %s", err)
-        else:
-            failed = [tp for tp in partitions if tp.error is not None]
-            if failed:
-                log.warning("offset commit failed for %s", failed)
+        """A failed commit is made again at the next interval (unless the partition is gone)."""
+        failed = partitions if err is not None else [tp for tp in partitions if tp.error]
+        if failed:
+            log.warning("offset commit failed (%s): %s", err, failed)
+            for tp in failed:
+                self.offsets.recommit(tp.topic, tp.partition)
 
-    def _store_offsets(self) -> None:
-        storable = self.offsets.storable()
-        if storable:
-            try:
-                self.consumer.store_offsets(
-                    offsets=[TopicPartition(t, p, o) for t, p, o in storable]
-                )
-            except KafkaException as exc:  # e.g. the partition was just revoked
-                log.warning("could not store offsets: %s", exc)
+    def _commit(self, *, asynchronous: bool) -> None:
+        """Commit the position of every partition that moved (see commit_marks.py)."""
+        commits = self.offsets.commits()
+        if not commits:
+            return
+        offsets = [TopicPartition(c.topic, c.partition, c.offset, metadata=c.metadata)
+                   for c in commits]
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)  # -> _committed
+            else:
+                self._committed(None, self.consumer.commit(offsets=offsets, asynchronous=False))
+        except KafkaException as exc:  # e.g. the partition was just revoked: sent again
+            log.warning("offset commit failed: %s", exc)
 
     @property
     def in_flight(self) -> int:

@@ -21,6 +21,10 @@ from pathlib import Path
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from confluent_kafka import Consumer, TopicPartition
+
+from services.common.settings import KafkaSettings
+from services.sender.commit_marks import decode_marks
 from tests.bench.bench_sender import fresh_kafka
 from tests.support.sender_harness import (
     Reader,
@@ -61,6 +65,7 @@ def main() -> None:
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
             killed_at = len(outcomes.records)
+            tail = uncommitted_tail(kafka, settings.group_id, topics.jobs_bulk, outcomes)
             second = spawn_sender(settings, kafka, log)
             try:
                 deadline = time.monotonic() + args.limit_s
@@ -78,10 +83,33 @@ def main() -> None:
     lost = args.jobs - len(finished)
     repeated = sum(n - 1 for n in accepted.values())
     share = repeated / args.jobs
+    committed, beyond, listed = tail
+    print(f"at the kill: committed offset {committed:,}; {beyond:,} jobs finished beyond it, "
+          f"{listed:,} of them listed as done in the commit metadata (not re-sent)")
     print(f"{args.jobs:,} jobs, SIGKILL after {killed_at:,} outcomes: lost {lost}, repeated "
           f"pushes {repeated:,} ({share:.2%}), repeated terminal outcomes "
           f"{sum(n - 1 for n in finished.values()):,} (bar: 0 lost, <= 1 %: "
           f"{'met' if lost == 0 and share <= 0.01 else 'MISSED'})")
+
+
+def uncommitted_tail(kafka: KafkaSettings, group: str, topic: str, outcomes: Reader
+                     ) -> tuple[int, int, int]:
+    """The killed sender's committed offset, how many jobs at or past it had a terminal outcome
+    acknowledged, and how many of those its commit metadata listed (the next sender skips
+    them; see services/sender/commit_marks.py).
+
+    Job n sits at offset n (one partition, produced in order, ids ``req/E<n>``)."""
+    consumer = Consumer(kafka.consumer_config(group, **{"enable.auto.commit": False}))
+    try:
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        consumer.close()
+    committed = max(tp.offset, 0)
+    outcomes.drain(quiet_s=1.0)
+    finished = {int(r["job_id"].rsplit("/E", 1)[1]) for r in outcomes.records
+                if r["state"] in TERMINAL}
+    beyond = {n for n in finished if n >= committed}
+    return committed, len(beyond), len(beyond & decode_marks(committed, tp.metadata))
 
 
 if __name__ == "__main__":

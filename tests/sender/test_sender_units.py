@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from services.common.catalogue import Topics
+from services.sender.commit_marks import MAX_METADATA_CHARS, decode_marks, encode_marks
 from services.sender.offsets import OffsetTracker
 from services.sender.policy import PolicyBook, PushPolicy
 from services.sender.scheduler import RetryScheduler
@@ -93,27 +96,70 @@ def test_policy_resolution_and_bucket_rates() -> None:
     assert z.shards == 1 and z.max_attempts == 1
 
 
-def test_offsets_advance_only_over_a_done_prefix() -> None:
+def test_offsets_advance_only_over_a_done_prefix_and_carry_what_is_done_past_it() -> None:
     tracker = OffsetTracker()
     part = tracker.partition("t", 0)
     entries = [part.track(o) for o in range(10, 15)]
     for e in entries:
         e.add_pending(2)
+    assert tracker.commits() == []  # nothing done yet
     entries[1].acked()
-    entries[1].acked()  # 11 done, 10 not: nothing storable
-    assert tracker.storable() == []
+    entries[1].acked()  # 11 done, 10 not: the offset stays, 11 rides in the metadata
+    [commit] = tracker.commits()
+    assert (commit.offset, decode_marks(10, commit.metadata)) == (10, {11})
+    assert tracker.commits() == []  # nothing changed since
     entries[0].acked()
-    assert tracker.storable() == []  # 10 still waits for its second record
+    assert tracker.commits() == []  # 10 waits for its second record
     entries[0].acked()
-    assert tracker.storable() == [("t", 0, 12)]
+    [commit] = tracker.commits()
+    assert (commit.offset, commit.metadata) == (12, "")
     entries[3].finish()
-    assert tracker.storable() == []
+    [commit] = tracker.commits()
+    assert (commit.offset, decode_marks(12, commit.metadata)) == (12, {13})
     entries[2].acked()
     entries[2].acked()
-    assert tracker.storable() == [("t", 0, 14)]
+    [commit] = tracker.commits()
+    assert (commit.offset, commit.metadata) == (14, "")
+    tracker.recommit("t", 0)  # the last commit failed: the same position again
+    assert [c.offset for c in tracker.commits()] == [14]
     tracker.revoke("t", 0)
     entries[4].finish()
-    assert tracker.storable() == []
+    assert tracker.commits() == []
+
+
+def test_a_partition_taken_over_skips_what_the_commit_says_is_done() -> None:
+    before = OffsetTracker().partition("t", 0)
+    entries = [before.track(o) for o in range(100, 110)]
+    for n in (2, 3, 7):
+        entries[n].finish()
+    commit = before.commit()
+    assert commit is not None and commit.offset == 100
+    after = OffsetTracker().partition("t", 0)
+    assert after.recover(commit.offset, commit.metadata) == 3
+    assert after.skip == {102, 103, 107}
+
+
+def test_commit_marks_round_trip_within_kafkas_metadata_limit() -> None:
+    done = set(range(5_001, 25_000, 2))  # two keys interleaved, one of them stalled
+    text = encode_marks(5_000, done)
+    assert len(text) <= MAX_METADATA_CHARS
+    assert decode_marks(5_000, text) == done
+    assert encode_marks(5_000, set()) == "" and decode_marks(5_000, "") == set()
+
+
+def test_commit_marks_that_do_not_fit_keep_the_lowest_offsets() -> None:
+    rng = random.Random(1)
+    done = {o for o in range(1, 200_000) if rng.random() < 0.5}  # incompressible
+    text = encode_marks(0, done, limit=2_000)
+    kept = decode_marks(0, text)
+    assert 0 < len(text) <= 2_000 and kept and kept < done
+    assert max(kept) < min(done - kept)  # a prefix of the done offsets, nothing invented
+
+
+def test_foreign_or_damaged_commit_metadata_skips_nothing() -> None:
+    assert decode_marks(0, "written by kafka-consumer-groups") == set()
+    assert decode_marks(0, "d1:not base64!") == set()
+    assert decode_marks(0, "d1:" + "QUJD") == set()  # base64, but not zlib
 
 
 def test_retry_tiers() -> None:
