@@ -58,6 +58,10 @@ def main() -> None:
             while not outcomes.records:  # the sender is draining the backlog
                 outcomes.poll(0.2)
             producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
+            # Connect and get a producer id first, as the fan-out's long-lived producer has:
+            # otherwise the first priority jobs wait ~0.5 s for it, and that was the whole p99.
+            producer.produce(topics.dlq, b"warm-up")
+            producer.flush(10)
             for n in range(args.priority):
                 record = job(topic, 1_000_000 + n, lane="PRIORITY", request="prio")
                 producer.produce(topics.jobs_priority, SERDE.encode("PushJob", record),
