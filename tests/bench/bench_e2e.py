@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
 from services.common.clock import Clock
 from services.common.kafka import make_producer
 from services.common.serde import AvroSerde
@@ -88,8 +90,36 @@ def end_to_end(n: int, topic: str) -> tuple[float, float]:
             raise SystemExit("registry incomplete\n" + pipeline.logs())
         registry_s = time.monotonic() - t0
         t1 = time.monotonic()
+        published_ms = time.time() * 1000
         PushPublisher(kafka).publish(PushRequest(tenant="acme", target_all=True))
-        return registry_s, (time.monotonic() - t1) + _wait_accepted(pipeline, n, 300)
+        took = (time.monotonic() - t1) + _wait_accepted(pipeline, n, 300)
+        jobs = _stamps(kafka, pipeline.topics.jobs_bulk)
+        outcomes = _stamps(kafka, pipeline.topics.outcomes)
+        def rel(stamp_ms: float) -> str:
+            return f"+{(stamp_ms - published_ms) / 1000:.1f} s"
+
+        print(f"  where the time went: fan-out wrote jobs from {rel(jobs[0])} to {rel(jobs[-1])};"
+              f" the sender's outcomes from {rel(outcomes[0])} to {rel(outcomes[-1])}")
+        return registry_s, took
+
+
+def _stamps(kafka: KafkaSettings, topic: str) -> list[int]:
+    """Sorted record timestamps (ms) of a whole topic, without decoding."""
+    consumer = Consumer(kafka.consumer_config(f"stamps-{time.time_ns()}",
+                                              **{"enable.auto.commit": False}))
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in parts}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        stamps: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(stamps) < sum(ends.values()) and time.monotonic() < deadline:
+            stamps.extend(m.timestamp()[1] for m in consumer.consume(10_000, 0.5)
+                          if m.error() is None)
+        return sorted(stamps)
+    finally:
+        consumer.close()
 
 
 def main(n: int) -> None:
