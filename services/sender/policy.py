@@ -111,15 +111,34 @@ class PolicyFeed:
         )
         metadata = self._consumer.list_topics(topic, timeout=10)
         partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
+        self._topic = topic
+        self._partitions = list(partitions)
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        #: Next offset to read per partition (as far as applied).
+        self._next: dict[int, int] = {}
         self.bad_records = 0
 
-    def load(self, timeout_s: float = 5.0) -> None:
-        """Read what is on the topic now (bounded), so the first jobs see the right policy."""
+    def load(self, timeout_s: float = 10.0) -> bool:
+        """Read up to the end the topic has now, so the first jobs see the right policy.
+
+        An empty poll is no proof of having read everything (a new consumer takes a moment to
+        connect and fetch), so this reads until every partition's end offset, taken first, is
+        reached. False if `timeout_s` passed first (then the main loop catches up).
+        """
         deadline = time.monotonic() + timeout_s
+        ends = {}
+        for p in self._partitions:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, p), timeout=max(0.1, deadline - time.monotonic()))
+            if high > 0:
+                ends[p] = high
         while time.monotonic() < deadline:
-            if not self.poll(0.2):
-                break
+            if all(self._next.get(p, 0) >= end for p, end in ends.items()):
+                return True
+            self.poll(0.1)
+        log.warning("policies not fully read within %.0fs: defaults apply until they are",
+                    timeout_s)
+        return False
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Apply the records that arrived; returns how many."""
@@ -127,6 +146,7 @@ class PolicyFeed:
         for msg in messages:
             if msg.error():
                 continue
+            self._next[msg.partition() or 0] = (msg.offset() or 0) + 1
             key = (msg.key() or b"").decode("utf-8", "replace")
             if msg.value() is None:
                 self._book.apply(key, None)
