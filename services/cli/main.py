@@ -11,7 +11,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from services.cli import demo_cmd, deploy_cmd, doctor_cmd, kafka_cmd, publish_cmd, topics_cmd
+from services.cli import (
+    demo_cmd,
+    deploy_cmd,
+    doctor_cmd,
+    kafka_cmd,
+    policy_cmd,
+    publish_cmd,
+    topics_cmd,
+)
 from services.common.errors import MdmPushError
 
 
@@ -19,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdmpush", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (kafka_cmd, topics_cmd, publish_cmd, demo_cmd, deploy_cmd, doctor_cmd):
+    for module in (kafka_cmd, topics_cmd, publish_cmd, policy_cmd, demo_cmd, deploy_cmd,
+                   doctor_cmd):
         module.register(sub)
     return parser
 

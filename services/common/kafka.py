@@ -32,7 +32,7 @@ class DeliveryError(RuntimeError):
 def produce_sync(
     producer: Producer,
     topic: str,
-    value: bytes,
+    value: bytes | None,
     key: bytes | str | None = None,
     headers: Headers | None = None,
     timeout_s: float = 30.0,

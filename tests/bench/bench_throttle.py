@@ -21,14 +21,13 @@ from pathlib import Path
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.common.serde import AvroSerde
+from services.sdk.policy import PolicyPublisher, PolicyUpdate
 from tests.bench.bench_sender import fresh_kafka
 from tests.support.sender_harness import (
     Reader,
     job,
     make_certs,
     produce_jobs,
-    produce_raw,
     sender_settings,
     spawn_sender,
     start_sim,
@@ -54,11 +53,7 @@ def main() -> None:
                 window = args.window_50 if per_minute == 50 else args.window_6000
                 backlog = int(per_minute / 60 * (window + WARM_UP_S + 30)) + 100
                 produce_jobs(kafka, topics.jobs_bulk, (job(topic, i) for i in range(backlog)))
-                policy = {"certificate": topic, "priority_per_minute": 0.0,
-                          "bulk_per_minute": per_minute, "scope": "FARM", "shards": 1,
-                          "max_attempts": 5, "updated_at": int(time.time() * 1000)}
-                produce_raw(kafka, topics.config, AvroSerde().encode("PushPolicy", policy),
-                            key=topic)
+                PolicyPublisher(kafka).set(PolicyUpdate(topic, bulk_per_minute=per_minute))
                 settings = sender_settings(pki, sim.url)
                 procs = [spawn_sender(settings, kafka, directory / f"s{per_minute}-{n}.log")
                          for n in range(senders)]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from services.common.catalogue import Topics
-from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
+from services.sdk.policy import PolicyPublisher, PolicyUpdate
 from services.sim.apns.faults import Faults
 from services.sim.apns.server import SimulatorThread
 from tests.support.sender_harness import (
@@ -21,7 +21,6 @@ from tests.support.sender_harness import (
     by_state,
     job,
     produce_jobs,
-    produce_raw,
     running_sender,
     sender_settings,
     spawn_sender,
@@ -31,13 +30,8 @@ from tests.support.sender_harness import (
 pytestmark = pytest.mark.kafka
 
 
-def publish_policy(kafka: KafkaSettings, topics: Topics, certificate: str, **fields: object
-                   ) -> None:
-    record = {"certificate": certificate, "priority_per_minute": 0.0, "bulk_per_minute": 0.0,
-              "scope": "FARM", "shards": 1, "max_attempts": 5,
-              "updated_at": int(time.time() * 1000)}
-    record.update(fields)
-    produce_raw(kafka, topics.config, AvroSerde().encode("PushPolicy", record), key=certificate)
+def publish_policy(kafka: KafkaSettings, certificate: str, bulk_per_minute: float) -> None:
+    PolicyPublisher(kafka).set(PolicyUpdate(certificate, bulk_per_minute=bulk_per_minute))
 
 
 def rate(records: list[dict], start_ms: int, end_ms: int) -> float:
@@ -121,12 +115,12 @@ def test_policy_change_on_the_config_topic_applies_live(
     outcomes: Reader,
 ) -> None:
     topic = pki.topics[0]
-    publish_policy(kafka_settings, retry_ready, topic, bulk_per_minute=300.0)
+    publish_policy(kafka_settings, topic, bulk_per_minute=300.0)
     produce_jobs(kafka_settings, retry_ready.jobs_bulk, [job(topic, i) for i in range(2000)])
     with running_sender(sender_settings(pki, sim.url), kafka_settings):
         time.sleep(4.0)
         changed = int(time.time() * 1000)
-        publish_policy(kafka_settings, retry_ready, topic, bulk_per_minute=1500.0)
+        publish_policy(kafka_settings, topic, bulk_per_minute=1500.0)
         time.sleep(4.5)
         outcomes.poll(0.5)
     records = outcomes.records
@@ -194,7 +188,7 @@ def test_a_throttled_certificate_does_not_make_a_crash_repeat_its_partition_neig
     lists the fast jobs already finished, so a SIGKILL repeats only the last moments of work,
     not everything since the slow job (here: thousands of pushes)."""
     slow, fast = pki.topics
-    publish_policy(kafka_settings, retry_ready, slow, bulk_per_minute=60.0)
+    publish_policy(kafka_settings, slow, bulk_per_minute=60.0)
     slow_jobs = [job(slow, i) for i in range(6)]
     fast_jobs = [job(fast, i) for i in range(6, 6 + 4000)]
     produce_jobs(kafka_settings, retry_ready.jobs_bulk, [*slow_jobs, *fast_jobs], partition=0)
