@@ -13,6 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now (for test daemons and benchmarks)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def port_open(host: str, port: int, timeout_s: float = 0.3) -> bool:
     """True when something accepts TCP connections on host:port."""
     try:

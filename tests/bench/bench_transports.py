@@ -25,6 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
+from services.devstack.procs import free_port
 from services.sender.apns.pool import DEFAULT_TRANSPORT, TRANSPORTS
 from services.sender.apns.transport import TransportConfig
 from services.sender.apns.types import ApnsRequest
@@ -52,12 +53,6 @@ hosts:
 """
 TOKEN = "a" * 64
 PAYLOAD = b'{"mdm":"00000000-1111-2222-3333-444444444444"}'
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_h2o(

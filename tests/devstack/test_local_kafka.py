@@ -14,12 +14,7 @@ from services.devstack import kafka_install
 from services.devstack.kafka import LocalKafka
 from services.devstack.kafka_install import KAFKA_DIRNAME, ensure_installed, verify_sha512
 from services.devstack.paths import cache_dir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from services.devstack.procs import free_port
 
 
 def test_checksum_mismatch_is_refused_and_file_deleted(tmp_path: Path) -> None:
@@ -53,7 +48,7 @@ def test_busy_port_is_refused(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        kafka = LocalKafka(kafka_port=_free_port(), zk_port=port, state=tmp_path)
+        kafka = LocalKafka(kafka_port=free_port(), zk_port=port, state=tmp_path)
         with pytest.raises(LocalKafkaError, match=f"port {port} is in use"):
             kafka.up()
     assert kafka.status().zookeeper_pid is None
@@ -62,7 +57,7 @@ def test_busy_port_is_refused(tmp_path: Path) -> None:
 @pytest.mark.kafka
 def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
     """A second stack on free ports: up twice reuses the running broker; down leaves nothing."""
-    kafka = LocalKafka(kafka_port=_free_port(), zk_port=_free_port(), state=tmp_path,
+    kafka = LocalKafka(kafka_port=free_port(), zk_port=free_port(), state=tmp_path,
                        cache=cache_dir())
     try:
         first = kafka.up(timeout_s=90)
@@ -85,7 +80,7 @@ def test_cli_reports_errors_in_one_line(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         env = {"MDMPUSH_STATE_DIR": str(tmp_path), "MDMPUSH_LOCAL_ZK_PORT": str(port),
-               "MDMPUSH_LOCAL_KAFKA_PORT": str(_free_port()), "PATH": "/usr/bin:/bin",
+               "MDMPUSH_LOCAL_KAFKA_PORT": str(free_port()), "PATH": "/usr/bin:/bin",
                "HOME": str(Path.home())}
         out = subprocess.run([sys.executable, "-m", "services.cli.main", "kafka", "up"],
                              capture_output=True, text=True, env=env, timeout=120)
