@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from services.correlator.diagnose import Diagnosis
+
+#: The inputs a poison record can come from.
+DLQ_SOURCES = ("checkins", "outcomes")
+
 #: Seconds (simulated) between a deadline and its flagging: the timer tick plus loop lag.
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
 
@@ -42,6 +47,12 @@ class CorrelatorMetrics:
             "mdmpush_correlator_answer_latency_seconds", "Push-to-contact time of answered pushes",
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r,
         )
+        # Exported at 0 from the start, so the first alert or dead letter is an increase()
+        # (a series born at 1 is not) and deploy/prometheus/alerts.yaml sees it.
+        for diagnosis in Diagnosis:
+            self.alerts.labels(diagnosis.value.lower())
+        for source in DLQ_SOURCES:
+            self.dlq.labels(source)
 
     def serve(self, port: int) -> None:
         """Expose /metrics on `port` (0: not at all)."""

@@ -20,3 +20,9 @@ REGISTRY_INPUTS = Counter(
     "Check-ins and 410s applied where consumed (local) or sent to registry-updates (forwarded)",
     ["path"],
 )
+
+#: The inputs a poison record can come from. Their series are exported at 0 from the start, so
+#: the first one is an increase() (deploy/prometheus/alerts.yaml alerts on it).
+POISON_INPUTS = ("checkins", "outcomes", "requests", "config")
+for _input in POISON_INPUTS:
+    POISON.labels(_input)

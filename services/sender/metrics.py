@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+#: Why the sender set a record aside: undecodable input, or attempts exhausted.
+DLQ_CAUSES = ("undecodable", "exhausted")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
 
 
@@ -44,6 +46,10 @@ class SenderMetrics:
             "Jobs a previous owner of the partition had finished past its commit: not re-sent",
             registry=r,
         )
+        # Exported at 0 from the start: a counter series born at 1 shows no increase(), and the
+        # dead-letter alert (deploy/prometheus/alerts.yaml) would miss the first event.
+        for cause in DLQ_CAUSES:
+            self.dlq.labels(cause)
         self._push_children: dict[tuple[str, str], Counter] = {}
         self._tier_children: dict[str, Counter] = {}
 
