@@ -1,25 +1,31 @@
-"""`mdmpush deploy topics`: the topic catalogue as Strimzi KafkaTopic resources.
+"""`mdmpush deploy topics | dashboards`: manifests rendered from the code that defines them.
 
-deploy/kafka/topics.yaml is this command's output, committed; a test fails when the catalogue
-and the manifest drift apart, so the cluster always gets the topics the code expects.
+deploy/kafka/topics.yaml (the topic catalogue as Strimzi KafkaTopic resources) and
+deploy/grafana/*.json (services/monitoring/dashboards.py) are this command's output, committed;
+a test fails when code and files drift apart, so the cluster gets the topics the code expects
+and the dashboards query the metrics the code exports.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from services.common.catalogue import Topics, all_topics
+from services.monitoring.dashboards import rendered_files
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("deploy", help="render deployment manifests from the catalogue")
-    p.add_argument("what", choices=["topics"])
+    p.add_argument("what", choices=["topics", "dashboards"])
     p.add_argument("--cluster", default="mdm-kafka", help="Strimzi Kafka cluster name")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--prefix", default="", help="topic name prefix")
+    p.add_argument("--out", type=Path, default=Path("deploy/grafana"),
+                   help="dashboards: directory to write the JSON files to")
     p.set_defaults(func=run)
 
 
@@ -52,5 +58,11 @@ def render_topics(cluster: str, replicas: int, prefix: str = "") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "dashboards":
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered_files().items():
+            (args.out / name).write_text(text, encoding="utf-8")
+            print(args.out / name)
+        return 0
     print(render_topics(args.cluster, args.replicas, args.prefix), end="")
     return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -9,6 +12,7 @@ import pytest
 import yaml
 
 from services.cli.deploy_cmd import render_topics
+from services.monitoring.dashboards import DASHBOARDS, Dashboard, rendered_files
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -41,3 +45,39 @@ def _core_documents() -> list[tuple[str, dict[str, object]]]:
                          ids=[n for n, _ in _core_documents()])
 def test_kubernetes_manifest_validates(doc: dict[str, object]) -> None:
     kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+def test_dashboards_are_the_rendered_definitions() -> None:
+    files = rendered_files()
+    committed = {p.name for p in (DEPLOY / "grafana").glob("*.json")}
+    assert committed == set(files), "run `mdmpush deploy dashboards`"
+    for name, text in files.items():
+        assert (DEPLOY / "grafana" / name).read_text(encoding="utf-8") == text, (
+            f"deploy/grafana/{name} is stale: run `mdmpush deploy dashboards`")
+
+
+@pytest.mark.parametrize("board", DASHBOARDS, ids=lambda b: b.uid)
+def test_dashboard_model_is_importable(board: Dashboard) -> None:
+    """What Grafana needs to import it: unique panel ids, no overlapping panels, every query
+    bound to the dashboard's Prometheus datasource variable."""
+    model = json.loads((DEPLOY / "grafana" / f"{board.uid}.json").read_text(encoding="utf-8"))
+    panels = model["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = [(p["gridPos"]["x"], p["gridPos"]["y"]) for p in panels]
+    assert len(set(cells)) == len(cells)
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}" and target["expr"]
+
+
+def test_alert_rules_pass_promtool() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool missing: scripts/setup-debian.sh installs prometheus"
+    result = subprocess.run([promtool, "check", "rules", str(DEPLOY / "prometheus" /
+                                                             "alerts.yaml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout
