@@ -46,3 +46,12 @@ def topics(kafka_settings: KafkaSettings) -> Topics:
     """The catalogue's topics, created with 2 partitions under this test's prefix."""
     create_topics(kafka_settings, all_topics(), partitions_override=2)
     return Topics(kafka_settings.topic_prefix)
+
+
+@pytest.fixture
+def cli_env(kafka_settings: KafkaSettings, topics: Topics,
+            monkeypatch: pytest.MonkeyPatch) -> Topics:
+    """`mdmpush` run in-process reads this test's topics."""
+    monkeypatch.setenv("MDMPUSH_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
+    monkeypatch.setenv("MDMPUSH_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
+    return topics

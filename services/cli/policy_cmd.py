@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from services.sdk.policy import DEFAULT_CERTIFICATE, PolicyPublisher, PolicyUpdate
+from services.sdk.policy import DEFAULT_CERTIFICATE, PolicyPublisher, PushPolicy
 
 
 def register(sub: Any) -> None:
@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
         publisher.clear(args.certificate)
         print(f"policy of {args.certificate} cleared: the default applies")
         return 0
-    policy = PolicyUpdate(
+    policy = PushPolicy(
         certificate=args.certificate,
         priority_per_minute=args.priority_per_minute,
         bulk_per_minute=args.bulk_per_minute,
-        scope=args.scope,
+        scope=args.scope.upper(),
         shards=args.shards,
         max_attempts=args.max_attempts,
     )

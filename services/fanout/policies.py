@@ -18,13 +18,12 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from services.common.errors import DecodeError
+from services.common.policy import DEFAULT_CERTIFICATE, PushPolicy
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
 
 log = logging.getLogger(__name__)
-
-DEFAULT_KEY = "*"
 
 
 class ShardBook:
@@ -53,7 +52,7 @@ class ShardBook:
     def shards(self, topic: str) -> int:
         found = self._shards.get(topic)
         if found is None:
-            found = self._shards.get(DEFAULT_KEY, 1)
+            found = self._shards.get(DEFAULT_CERTIFICATE, 1)
         return found
 
     def apply(self, msg: Message) -> None:
@@ -69,7 +68,8 @@ class ShardBook:
             metrics.POISON.labels("config").inc()
             log.warning("ignoring undecodable policy at offset %s: %s", msg.offset(), exc.reason)
             return
-        self._shards[record["certificate"]] = max(1, int(record["shards"]))
+        policy = PushPolicy.from_record(record)
+        self._shards[policy.certificate] = policy.shards
 
     def _run(self) -> None:
         consumer = Consumer(

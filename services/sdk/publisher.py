@@ -58,8 +58,11 @@ class PushRequest:
         }
 
 
-class PushPublisher:
-    """Publishes requests to mdm.notification.requests.v1, keyed by tenant, acknowledged."""
+class KafkaPublisher:
+    """A producer for one of the catalogue's topics (`topic_name`: a Topics attribute), with
+    the serde the settings ask for (Confluent format when a registry is configured)."""
+
+    topic_name = ""
 
     def __init__(
         self,
@@ -68,9 +71,15 @@ class PushPublisher:
         serde: AvroSerde | None = None,
     ) -> None:
         self.settings = settings or KafkaSettings()
-        self.topic = Topics(self.settings.topic_prefix).requests
+        self.topic: str = getattr(Topics(self.settings.topic_prefix), self.topic_name)
         self.producer = producer or make_producer(self.settings)
         self.serde = serde or serde_for(self.settings)
+
+
+class PushPublisher(KafkaPublisher):
+    """Publishes requests to mdm.notification.requests.v1, keyed by tenant, acknowledged."""
+
+    topic_name = "requests"
 
     def publish(self, request: PushRequest) -> str:
         """Publish and wait for Kafka's acknowledgement; returns the request id."""

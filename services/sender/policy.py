@@ -18,52 +18,17 @@ import logging
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from services.common.errors import DecodeError
+from services.common.policy import DEFAULT_CERTIFICATE, PushPolicy
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_KEY = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class PushPolicy:
-    """The parts of a PushPolicy record the sender acts on."""
-
-    certificate: str = DEFAULT_KEY
-    priority_per_minute: float = 0.0
-    bulk_per_minute: float = 0.0
-    scope: str = "FARM"
-    shards: int = 1
-    max_attempts: int = 5
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> PushPolicy:
-        return cls(
-            certificate=record["certificate"],
-            priority_per_minute=max(0.0, float(record["priority_per_minute"])),
-            bulk_per_minute=max(0.0, float(record["bulk_per_minute"])),
-            scope=record["scope"],
-            shards=max(1, int(record["shards"])),
-            max_attempts=max(1, int(record["max_attempts"])),
-        )
-
-    def bucket_per_minute(self, lane: str, live_senders: int) -> float:
-        """The rate of one bucket (one key of this certificate, one lane); 0 = unthrottled."""
-        rate = self.priority_per_minute if lane == "PRIORITY" else self.bulk_per_minute
-        if rate == 0:
-            return 0.0
-        if self.scope == "PER_INSTANCE":
-            rate *= max(1, live_senders)
-        return rate / self.shards
-
 
 class PolicyBook:
     """Current policy per certificate; the certificate's own, else '*', else the settings'."""
@@ -85,7 +50,7 @@ class PolicyBook:
     def for_topic(self, topic: str) -> PushPolicy:
         policy = self._policies.get(topic)
         if policy is None:
-            policy = self._policies.get(DEFAULT_KEY, self._fallback)
+            policy = self._policies.get(DEFAULT_CERTIFICATE, self._fallback)
         return policy
 
 

@@ -26,6 +26,7 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
 from services.common.kafka import dead_letter_headers
+from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 from services.sender.apns.breaker import BreakerRegistry
@@ -41,7 +42,7 @@ from services.sender.apns.types import ApnsRequest, ApnsResponse
 from services.sender.lanes import LANES, LaneBuffers, Pending
 from services.sender.metrics import SenderMetrics
 from services.sender.offsets import Entry, OffsetTracker
-from services.sender.policy import LiveSenders, PolicyBook, PolicyFeed, PushPolicy
+from services.sender.policy import LiveSenders, PolicyBook, PolicyFeed
 from services.sender.scheduler import ATTEMPT_HEADER, RetryScheduler
 from services.sender.settings import SenderSettings
 from services.sender.throttle import Throttle

@@ -21,7 +21,7 @@ from pathlib import Path
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.sdk.policy import PolicyPublisher, PolicyUpdate
+from services.sdk.policy import PolicyPublisher, PushPolicy
 from tests.bench.bench_sender import fresh_kafka
 from tests.support.sender_harness import (
     Reader,
@@ -53,7 +53,7 @@ def main() -> None:
                 window = args.window_50 if per_minute == 50 else args.window_6000
                 backlog = int(per_minute / 60 * (window + WARM_UP_S + 30)) + 100
                 produce_jobs(kafka, topics.jobs_bulk, (job(topic, i) for i in range(backlog)))
-                PolicyPublisher(kafka).set(PolicyUpdate(topic, bulk_per_minute=per_minute))
+                PolicyPublisher(kafka).set(PushPolicy(topic, bulk_per_minute=per_minute))
                 settings = sender_settings(pki, sim.url)
                 procs = [spawn_sender(settings, kafka, directory / f"s{per_minute}-{n}.log")
                          for n in range(senders)]

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from services.common.catalogue import Topics
 from services.common.kafka import make_producer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
@@ -29,15 +28,6 @@ class Publisher:
 
     def flush(self) -> None:
         assert self.producer.flush(30) == 0
-
-
-@pytest.fixture
-def cli_env(kafka_settings: KafkaSettings, topics: Topics,
-            monkeypatch: pytest.MonkeyPatch) -> Topics:
-    """`mdmpush` run in-process reads this test's topics."""
-    monkeypatch.setenv("MDMPUSH_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
-    monkeypatch.setenv("MDMPUSH_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
-    return topics
 
 
 @pytest.fixture

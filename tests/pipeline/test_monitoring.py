@@ -22,7 +22,7 @@ from services.devstack.prometheus import LocalPrometheus
 from services.devstack.scenario_run import run_accuracy
 from services.devstack.service_process import ServiceProcess
 from services.monitoring.dashboards import DASHBOARDS
-from services.sdk.policy import PolicyPublisher, PolicyUpdate
+from services.sdk.policy import PolicyPublisher, PushPolicy
 from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.apns.certs import mdm_topic
 from services.sim.apns.faults import Faults
@@ -98,7 +98,7 @@ def test_every_dashboard_query_has_data_and_every_alert_rule_evaluates(
         result = run_accuracy(pipeline, scenario, tracker, timeout_s=90)
         assert result.missing == [], pipeline.logs()
         # A throttled certificate: the next request's jobs wait for the bucket.
-        PolicyPublisher(kafka_settings).set(PolicyUpdate(cert, bulk_per_minute=60.0))
+        PolicyPublisher(kafka_settings).set(PushPolicy(cert, bulk_per_minute=60.0))
         healthy = [d.enrollment_id for d in scenario.truth if d.cause is Cause.HEALTHY]
         PushPublisher(kafka_settings).publish(PushRequest(tenant="acme", enrollment_ids=healthy))
 

@@ -8,8 +8,8 @@ from services.cli.main import main
 from services.common.catalogue import Topics
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
-from services.sdk.policy import PolicyUpdate
-from services.sender.policy import PolicyBook, PolicyFeed, PushPolicy
+from services.sdk.policy import PushPolicy
+from services.sender.policy import PolicyBook, PolicyFeed
 
 CERT = "com.apple.mgmt.External.5a0c3c36-0b9e-4b8b-a4f3-54c6f2a3d2a1"
 FALLBACK = PushPolicy(bulk_per_minute=7.0)
@@ -24,14 +24,6 @@ def sender_view(kafka: KafkaSettings, topics: Topics) -> PushPolicy:
     finally:
         feed.close()
     return book.for_topic(CERT)
-
-
-@pytest.fixture
-def cli_env(kafka_settings: KafkaSettings, topics: Topics,
-            monkeypatch: pytest.MonkeyPatch) -> Topics:
-    monkeypatch.setenv("MDMPUSH_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
-    monkeypatch.setenv("MDMPUSH_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
-    return topics
 
 
 @pytest.mark.kafka
@@ -51,4 +43,6 @@ def test_invalid_policy_is_refused_with_the_reason(capsys: pytest.CaptureFixture
     assert main(["policy", "set", CERT, "--shards", "0"]) == 2
     assert "shards and max_attempts are at least 1" in capsys.readouterr().out
     with pytest.raises(ValueError, match="pushes per minute"):
-        PolicyUpdate(CERT, bulk_per_minute=-1).to_record()
+        PushPolicy(CERT, bulk_per_minute=-1).to_record()
+    with pytest.raises(ValueError, match="scope is one of FARM, PER_INSTANCE"):
+        PushPolicy(CERT, scope="per_server").to_record()

@@ -12,7 +12,7 @@ import pytest
 
 from services.common.catalogue import Topics
 from services.common.settings import KafkaSettings
-from services.sdk.policy import PolicyPublisher, PolicyUpdate
+from services.sdk.policy import PolicyPublisher, PushPolicy
 from services.sim.apns.faults import Faults
 from services.sim.apns.server import SimulatorThread
 from tests.support.sender_harness import (
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.kafka
 
 
 def publish_policy(kafka: KafkaSettings, certificate: str, bulk_per_minute: float) -> None:
-    PolicyPublisher(kafka).set(PolicyUpdate(certificate, bulk_per_minute=bulk_per_minute))
+    PolicyPublisher(kafka).set(PushPolicy(certificate, bulk_per_minute=bulk_per_minute))
 
 
 def rate(records: list[dict], start_ms: int, end_ms: int) -> float:
