@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 
+#: librdkafka's "no partition given": the partitioner of the key chooses.
+PARTITION_UA = -1
+
+#: On the sender's FAILED 410 outcomes (APNs: the token is no longer valid). The fan-out reads
+#: only the outcomes that carry it (services/fanout/dead_tokens.py).
+TOKEN_DEAD_HEADER = "mdmpush.token_dead"
+
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> Producer:
     """An idempotent producer configured from settings."""
@@ -36,8 +43,11 @@ def produce_sync(
     key: bytes | str | None = None,
     headers: Headers | None = None,
     timeout_s: float = 30.0,
+    partition: int | None = None,
 ) -> None:
-    """Produce one record and wait for its acknowledgement (CLI, SDK, gateway; not hot paths)."""
+    """Produce one record and wait for its acknowledgement (CLI, SDK, gateway; not hot paths).
+
+    `partition` None: the partitioner of the key chooses."""
     errors: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -45,7 +55,8 @@ def produce_sync(
             errors.append(err)
 
     producer.produce(topic, value=value, key=key, headers=list(headers or []),
-                     on_delivery=on_delivery)
+                     on_delivery=on_delivery,
+                     partition=PARTITION_UA if partition is None else partition)
     remaining = producer.flush(timeout_s)
     if remaining:
         raise DeliveryError(f"{remaining} record(s) to {topic} not acknowledged in {timeout_s}s")

@@ -14,6 +14,7 @@ every piece of work to the partition that holds its data::
 
     checkins ──(decode, DLQ)──┐   (co-partitioned records are applied where consumed)
     outcomes ──(410 only)─────┴─► <app>-registry-updates ─► registry table ─► mdm.device.registry.v1
+      (read in C by dead_tokens.py, not by a faust agent: only the sender's marked 410s)
                                        (partition = registry_partition)
     requests ──(decode, DLQ)──► <app>-slices ─► expand (reads the registry table of its partition)
                                  target_all: one slice per partition;     ─► jobs (priority/bulk)

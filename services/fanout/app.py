@@ -36,6 +36,7 @@ from services.common.kafka import dead_letter_headers_at
 from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
+from services.fanout.dead_tokens import DeadTokenFeed
 from services.fanout.expand import Expander
 from services.fanout.jobs import registry_partition
 from services.fanout.output import BatchProducer
@@ -52,18 +53,18 @@ INGEST_BATCH = 2000
 INGEST_WITHIN_S = 0.05
 
 
-class _PolicyService(Service):
-    """Runs the ShardBook's reader thread for as long as the app runs."""
+class _ThreadService(Service):
+    """Runs a reader thread (policies, dead tokens) for as long as the app runs."""
 
-    def __init__(self, book: ShardBook) -> None:
+    def __init__(self, reader: ShardBook | DeadTokenFeed) -> None:
         super().__init__()
-        self.book = book
+        self.reader = reader
 
     async def on_start(self) -> None:
-        self.book.start()
+        self.reader.start()
 
     async def on_stop(self) -> None:
-        self.book.stop()
+        self.reader.stop()
 
 
 class _FlowControl(FlowControlEvent):
@@ -177,7 +178,7 @@ class Fanout:
         self.clock = Clock.from_settings()
         self.shards = ShardBook(kafka, self.topics.config, self.serde)
         self.policy_wait_s = settings.policy_load_timeout_s
-        app.add_dependency(_PolicyService(self.shards))
+        app.add_dependency(_ThreadService(self.shards))
 
         def external(name: str) -> faust.TopicT:
             return app.topic(name, key_serializer="raw", value_serializer="raw")
@@ -193,6 +194,9 @@ class Fanout:
         self._flush_lock = asyncio.Lock()
         self._partitions_of: dict[str, int] = {}
         self.updates = internal("registry-updates")
+        app.add_dependency(_ThreadService(DeadTokenFeed(
+            kafka, self.topics.outcomes, self.updates.get_topic_name(), self.partitions,
+            f"{app.conf.id}-dead-tokens", self.serde)))
         self.slices = internal("slices")
         self.registry = app.Table("registry", partitions=self.partitions)
         self._changelog = self.registry.changelog_topic.get_topic_name()
@@ -211,9 +215,6 @@ class Fanout:
         app.agent(external(self.topics.checkins), name="checkins", concurrency=1)(
             self.ingest_checkins
         )
-        app.agent(external(self.topics.outcomes), name="outcomes", concurrency=1)(
-            self.ingest_outcomes
-        )
         app.agent(external(self.topics.requests), name="requests", concurrency=1)(
             self.route_requests
         )
@@ -230,18 +231,6 @@ class Fanout:
                     self._change(
                         pending, event.message, record["enrollment_id"], {"checkin": record}
                     )
-            await self._settle(pending)
-
-    async def ingest_outcomes(self, stream: faust.StreamT) -> None:
-        async for events in _batches(stream):
-            pending: list[Awaitable[Any]] = []
-            for event in events:
-                outcome = await self._decode(event, "PushOutcome", "outcomes")
-                if outcome is None or outcome["state"] != "FAILED" or outcome["status"] != 410:
-                    continue
-                since = outcome["apns_timestamp"] or outcome["at"]
-                dead = {"token_hex": outcome["token_hex"], "since": since}
-                self._change(pending, event.message, outcome["enrollment_id"], {"dead": dead})
             await self._settle(pending)
 
     async def route_requests(self, stream: faust.StreamT) -> None:

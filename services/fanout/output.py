@@ -14,13 +14,10 @@ import logging
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from services.common.kafka import make_producer
+from services.common.kafka import PARTITION_UA, make_producer
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-
-#: librdkafka's "no partition given": the partitioner of the key chooses.
-PARTITION_UA = -1
 
 #: librdkafka settings for bulk expansion: bigger batches than the interactive defaults.
 BULK_OVERRIDES = {

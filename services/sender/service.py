@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
-from services.common.kafka import dead_letter_headers
+from services.common.kafka import TOKEN_DEAD_HEADER, dead_letter_headers
 from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, str | bytes | None]]
 
 WRONG_TOPIC = "WrongTopic"
+#: Headers of a FAILED 410 outcome: the fan-out reads only those (fanout/dead_tokens.py).
+TOKEN_DEAD: Headers = [(TOKEN_DEAD_HEADER, b"410")]
 BREAKER_OPEN = "BreakerOpen"
 #: Longest the loop blocks in one call while APNs requests are in flight / while idle.
 BUSY_WAIT_S = 0.005
@@ -536,7 +538,8 @@ class Sender:
         outcomes_topic = self.topics.outcomes
         for outcome in outcomes:
             value = self.serde.encode("PushOutcome", outcome, outcomes_topic)
-            self._produce(produce, outcomes_topic, value, outcome["enrollment_id"], None,
+            marks = TOKEN_DEAD if outcome["status"] == 410 else None  # for the fan-out
+            self._produce(produce, outcomes_topic, value, outcome["enrollment_id"], marks,
                           on_delivery)
             self.metrics.push(outcome["state"], outcome["reason"])
         for topic, value, headers in copies:

@@ -24,6 +24,7 @@ from services.devstack.pipeline import Pipeline, PipelineSpec
 from services.devstack.procs import wait_for
 from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.apns.certs import mdm_topic
+from tests.bench.bench_sender import cpu_seconds
 from tests.support.bench_env import bench_kafka
 
 
@@ -90,10 +91,14 @@ def end_to_end(n: int, topic: str) -> tuple[float, float]:
         if not pipeline.wait_registry([f"E{i}" for i in range(n)], timeout_s=900):
             raise SystemExit("registry incomplete\n" + pipeline.logs())
         registry_s = time.monotonic() - t0
+        procs = {"fan-out": pipeline.fanout, "sender": pipeline.senders[0]}
+        cpu_before = {name: cpu_seconds(p.pid) for name, p in procs.items() if p and p.pid}
         t1 = time.monotonic()
         published_ms = time.time() * 1000
         PushPublisher(kafka).publish(PushRequest(tenant="acme", target_all=True))
         took = (time.monotonic() - t1) + _wait_accepted(pipeline, n, 300)
+        cpu = {name: cpu_seconds(p.pid) - cpu_before[name]
+               for name, p in procs.items() if p and p.pid}
         jobs = _stamps(kafka, pipeline.topics.jobs_bulk)
         outcomes = _stamps(kafka, pipeline.topics.outcomes)
         def rel(stamp_ms: float) -> str:
@@ -104,7 +109,8 @@ def end_to_end(n: int, topic: str) -> tuple[float, float]:
         print(f"  where the time went: fan-out wrote jobs from {rel(jobs[0])} to {rel(jobs[-1])};"
               f" the sender's outcomes from {rel(outcomes[0])} to {rel(outcomes[-1])} "
               f"({during:,} while the fan-out ran, then {(len(outcomes) - during) / after_s:,.0f}"
-              f" pushes/s)")
+              f" pushes/s); CPU used meanwhile: "
+              + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items()))
         return registry_s, took
 
 

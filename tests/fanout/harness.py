@@ -16,9 +16,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services.common.errors import DecodeError
-from services.common.kafka import make_producer, produce_sync
+from services.common.kafka import Headers, make_producer, produce_sync
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
+from services.sender.service import TOKEN_DEAD
 
 REPO = Path(__file__).resolve().parents[2]
 SERDE = AvroSerde()
@@ -73,8 +74,15 @@ class Publisher:
     def __init__(self, kafka: KafkaSettings) -> None:
         self.producer = make_producer(kafka)
 
-    def record(self, topic: str, schema: str, record: dict[str, Any], key: str) -> None:
-        produce_sync(self.producer, topic, SERDE.encode(schema, record, topic), key=key)
+    def record(self, topic: str, schema: str, record: dict[str, Any], key: str,
+               headers: Headers | None = None) -> None:
+        produce_sync(self.producer, topic, SERDE.encode(schema, record, topic), key=key,
+                     headers=headers)
+
+    def outcome_410(self, topic: str, eid: str, token: str, apns_timestamp: int) -> None:
+        """A FAILED 410 outcome as the sender writes it (marked for the fan-out)."""
+        self.record(topic, "PushOutcome", failed_410(eid, token, apns_timestamp), eid,
+                    headers=TOKEN_DEAD)
 
     def raw(self, topic: str, value: bytes, key: str) -> None:
         produce_sync(self.producer, topic, value, key=key)

@@ -17,7 +17,9 @@ import pytest
 
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
+from services.common.kafka import produce_sync
 from services.common.settings import KafkaSettings
+from services.sender.service import TOKEN_DEAD
 from tests.fanout.harness import (
     AT,
     SERDE,
@@ -116,10 +118,12 @@ def world(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         w.device(eid, lambda r: r["state"] == "ENROLLED")
     w.device("A4", lambda r: r["state"] == "CHECKED_OUT")
     w.device("A3")
+    # A 410 outcome without the sender's mark is not the fan-out's to read (it reads no other).
+    pub.record(topics.outcomes, "PushOutcome", failed_410("A2", token("A2"), AT + 100), "A2")
     for eid in ("A5", "I6"):
-        pub.record(topics.outcomes, "PushOutcome", failed_410(eid, token(eid), AT + 100), eid)
+        pub.outcome_410(topics.outcomes, eid, token(eid), AT + 100)
     # A 410 for a token A1 no longer has says nothing about its current token.
-    pub.record(topics.outcomes, "PushOutcome", failed_410("A1", "ff" * 32, AT + 100), "A1")
+    pub.outcome_410(topics.outcomes, "A1", "ff" * 32, AT + 100)
     for eid in ("A5", "I6"):
         w.device(eid, lambda r: r["token_dead_since"] == AT + 100)
     yield w
@@ -135,6 +139,7 @@ def test_registry_records_follow_checkins(world: World) -> None:
     assert (a1["enrolled_at"], a1["token_updated_at"], a1["last_contact_at"]) == (
         AT + 10, AT + 10, AT + 10)
     assert a1["token_dead_since"] is None, "a 410 for another token must not kill A1's"
+    assert world.device("A2")["token_dead_since"] is None, "an unmarked outcome was read"
     assert world.device("A3")["state"] == "AUTHENTICATED"
 
 
@@ -190,11 +195,14 @@ def test_a_republished_request_does_not_double_the_jobs(world: World) -> None:
 def test_poison_records_go_to_the_dlq_and_the_worker_continues(world: World) -> None:
     t = world.topics
     world.pub.raw(t.checkins, b"not avro at all", "A1")
-    world.pub.raw(t.outcomes, b"\xc3\x01" + b"\x00" * 8, "A1")
+    # Outcomes are the correlator's to dead-letter (it reads them all); the fan-out reads only
+    # marked 410s, and an undecodable one must not stop it either.
+    produce_sync(world.pub.producer, t.outcomes, b"\xc3\x01" + b"\x00" * 8, key="A1",
+                 headers=TOKEN_DEAD)
     world.pub.raw(t.requests, SERDE.encode("PushPolicy", policy(T1, 1), t.requests), "acme")
-    dead = world.dlq.wait(lambda items: len(items) >= 3, worker=world.worker)
+    dead = world.dlq.wait(lambda items: len(items) >= 2, worker=world.worker)
     by_source = {dict(m.headers())["mdmpush.dlq.source.topic"].decode(): m for m in dead}
-    assert set(by_source) == {t.checkins, t.outcomes, t.requests}
+    assert set(by_source) == {t.checkins, t.requests}
     assert by_source[t.checkins].value() == b"not avro at all"
     assert b"expected a NotificationRequest" in dict(by_source[t.requests].headers())[
         "mdmpush.dlq.reason"]

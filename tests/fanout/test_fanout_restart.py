@@ -17,7 +17,6 @@ from tests.fanout.harness import (
     Worker,
     checkin,
     enroll,
-    failed_410,
     request,
     token,
 )
@@ -40,7 +39,7 @@ def test_registry_survives_a_crash(
     try:
         registry.wait(lambda items: {r["enrollment_id"] for r in items
                                      if r["state"] == "ENROLLED"} >= {"E1", "E3"}, worker=worker)
-        pub.record(topics.outcomes, "PushOutcome", failed_410("E3", token("E3"), AT + 100), "E3")
+        pub.outcome_410(topics.outcomes, "E3", token("E3"), AT + 100)
         registry.wait(lambda items: any(r["token_dead_since"] for r in items), worker=worker)
         registry.wait(lambda items: any(r["state"] == "CHECKED_OUT" for r in items),
                       worker=worker)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from services.fanout.dead_tokens import dead_change, is_marked
 from services.fanout.registry import (
     Record,
     SkipReason,
@@ -13,6 +14,7 @@ from services.fanout.registry import (
     mark_token_dead,
     skip_reason,
 )
+from services.sender.service import TOKEN_DEAD
 from tests.fanout.harness import AT, T1, checkin, enroll
 
 NOW = AT + 1_000_000
@@ -123,3 +125,11 @@ def test_skip_reason(change: Record, tenant: str, kind: str, reason: SkipReason 
 
 def test_an_unknown_enrollment_is_skipped() -> None:
     assert skip_reason(None, "acme", "MDM") == SkipReason.UNKNOWN_ENROLLMENT
+
+
+def test_only_outcomes_the_sender_marked_are_read_and_a_410_kills_its_token() -> None:
+    assert is_marked(TOKEN_DEAD) and is_marked(dict(TOKEN_DEAD))
+    assert not is_marked(None) and not is_marked([]) and not is_marked([("other", b"1")])
+    outcome = {"token_hex": "ab" * 32, "apns_timestamp": None, "at": 5}
+    assert dead_change(outcome) == {"dead": {"token_hex": "ab" * 32, "since": 5}}
+    assert dead_change(outcome | {"apns_timestamp": 3})["dead"]["since"] == 3

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from services.common.registry_view import load_registry
+from services.devstack.procs import wait_for
 from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.apns.certs import mdm_topic
 from services.sim.apns.faults import Faults
@@ -39,11 +41,12 @@ def test_fault_mix_ends_in_one_right_terminal_state_per_target(
     )
     healthy = scenario.by_cause(Cause.HEALTHY)
     dead_tokens = {d.token_hex for d in healthy[:15]}
-    faults.unregister(dead_tokens)
     faults.revoke(topics=[cert_b])  # until restored below: 403, breaker, retries, none burned
     scenario.enroll_all()
     truth = {t.enrollment_id: t for t in scenario.truth}
     assert pipeline.wait_registry(truth), pipeline.logs()
+    # After their TokenUpdates (a 410 older than the token would say nothing about it).
+    faults.unregister(dead_tokens)
 
     publisher = PushPublisher(pipeline.kafka)
     acme = publisher.publish(PushRequest(tenant="acme", target_all=True, initiator="admin"))
@@ -98,3 +101,11 @@ def test_fault_mix_ends_in_one_right_terminal_state_per_target(
     assert not [o for o in outcomes if o["state"] == "DEAD_LETTERED"]
     assert pipeline.sim is not None
     assert pipeline.sim.snapshot().by_status.get(410, 0) >= len(dead_tokens)
+    # The sender marks its 410 outcomes; the fan-out reads those and kills the tokens.
+    dead_ids = {e for e, t in truth.items() if t.token_hex in dead_tokens}
+
+    def killed() -> set[str]:
+        registry = load_registry(pipeline.kafka)
+        return {e for e in dead_ids if registry[e]["token_dead_since"] is not None}
+
+    assert wait_for(lambda: killed() == dead_ids, 30), (dead_ids - killed(), pipeline.logs())
