@@ -17,7 +17,7 @@ from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, str | bytes | None]]
 
 #: librdkafka's "no partition given": the partitioner of the key chooses.
 PARTITION_UA = -1

@@ -24,11 +24,12 @@ NEWER_TWIN = Sibling("E2", "magic-2", T - 10_000, checked_out=False)
 @pytest.mark.parametrize(
     ("push", "enrollment", "siblings", "expected", "evidence_key"),
     [
-        (PUSH, EnrollmentFacts(TOPIC, TOKEN, "magic-1", T - 9e6, T - 60_000, T - 1, T - 5_000),
+        (PUSH,
+         EnrollmentFacts(TOPIC, TOKEN, "magic-1", T - 9_000_000, T - 60_000, T - 1, T - 5_000),
          [], Diagnosis.UNENROLLED, "checkout_at"),
-        (PUSH, EnrollmentFacts(OTHER_TOPIC, TOKEN, "magic-1", T - 9e6, T - 60_000), [],
+        (PUSH, EnrollmentFacts(OTHER_TOPIC, TOKEN, "magic-1", T - 9_000_000, T - 60_000), [],
          Diagnosis.WRONG_TOPIC, "enrollment_topic"),
-        (PUSH, EnrollmentFacts(TOPIC, NEW_TOKEN, "magic-1", T - 9e6, T - 1_000), [],
+        (PUSH, EnrollmentFacts(TOPIC, NEW_TOKEN, "magic-1", T - 9_000_000, T - 1_000), [],
          Diagnosis.STALE_TOKEN, "newer_token_at"),
         (PUSH, ENROLLED, [NEWER_TWIN], Diagnosis.STALE_PUSH_MAGIC, "duplicate_enrollment"),
         (PushFacts(T, TOPIC, TOKEN, "magic-1", T - 2_000, repushed=True),
@@ -52,12 +53,12 @@ def test_checkout_before_a_new_token_update_is_a_re_enrollment_not_unenrolled() 
 
 
 def test_unenrolled_wins_over_wrong_topic() -> None:
-    e = EnrollmentFacts(OTHER_TOPIC, NEW_TOKEN, "m", T - 9e6, T - 60_000, None, T - 1)
+    e = EnrollmentFacts(OTHER_TOPIC, NEW_TOKEN, "m", T - 9_000_000, T - 60_000, None, T - 1)
     assert diagnose(PUSH, e, [NEWER_TWIN], 5_000).diagnosis is Diagnosis.UNENROLLED
 
 
 def test_an_older_or_checked_out_twin_is_not_stale_magic() -> None:
-    older = Sibling("E0", "magic-0", T - 9e6, checked_out=False)
+    older = Sibling("E0", "magic-0", T - 9_000_000, checked_out=False)
     gone = Sibling("E2", "magic-2", T - 10_000, checked_out=True)
     same = Sibling("E3", "magic-1", T - 10_000, checked_out=False)
     got = diagnose(PUSH, ENROLLED, [older, gone, same], 5_000)
@@ -74,7 +75,7 @@ def test_race_evidence_needs_the_repush_and_the_window() -> None:
 
 
 def test_a_newer_token_set_before_the_job_was_built_is_not_stale() -> None:
-    e = EnrollmentFacts(TOPIC, NEW_TOKEN, "magic-1", T - 9e6, T - 120_000)
+    e = EnrollmentFacts(TOPIC, NEW_TOKEN, "magic-1", T - 9_000_000, T - 120_000)
     assert diagnose(PUSH, e, [], 5_000).diagnosis is Diagnosis.DEVICE_UNREACHABLE
 
 

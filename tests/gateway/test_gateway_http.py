@@ -57,7 +57,8 @@ def _read(settings: KafkaSettings, topic: str, n: int) -> list[dict[str, Any]]:
     consumer = Consumer(settings.consumer_config(f"{topic}-check"))
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    serde, out = AvroSerde(), []
+    serde = AvroSerde()
+    out: list[dict[str, Any]] = []
     deadline = time.monotonic() + 15
     while len(out) < n and time.monotonic() < deadline:
         msg = consumer.poll(0.2)

@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, retry_topic
+from services.common.kafka import Headers, make_producer, produce_sync
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.sender.scheduler import NOT_BEFORE_HEADER
@@ -163,7 +164,7 @@ def produce_jobs(kafka: KafkaSettings, topic_name: str, jobs: Iterable[dict[str,
                  partition: int | None = None) -> int:
     """Produce PushJobs keyed by certificate topic (to one `partition` if given)."""
     producer = Producer(kafka.producer_config(**{"linger.ms": 20}))
-    where = {} if partition is None else {"partition": partition}
+    where: dict[str, Any] = {} if partition is None else {"partition": partition}
     count = 0
     for record in jobs:
         while True:
@@ -182,10 +183,8 @@ def produce_jobs(kafka: KafkaSettings, topic_name: str, jobs: Iterable[dict[str,
 
 
 def produce_raw(kafka: KafkaSettings, topic_name: str, value: bytes, key: str,
-                headers: list[tuple[str, bytes]] | None = None) -> None:
-    producer = Producer(kafka.producer_config())
-    producer.produce(topic_name, value, key=key, headers=headers)
-    assert producer.flush(30) == 0
+                headers: Headers | None = None) -> None:
+    produce_sync(make_producer(kafka), topic_name, value, key=key, headers=headers)
 
 
 class Reader:
