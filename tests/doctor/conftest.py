@@ -1,5 +1,5 @@
-"""Fixtures for the doctor's Kafka tests: a producer of Avro records, and the CLI's environment
-pointed at this test's broker and topic prefix."""
+"""Fixtures for the doctor's Kafka tests: a producer of Avro records, and the failing history of
+history_samples on this test's topics, where the CLI (pointed at them by cli_env) reads it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
+from services.common.catalogue import Topics
 from services.common.kafka import make_producer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
+from tests.doctor.history_samples import ENROLLMENT, failing_history
+from tests.support.samples import SAMPLES
 
 
 class Publisher:
@@ -35,3 +38,17 @@ def publisher(kafka_settings: KafkaSettings) -> Iterator[Publisher]:
     pub = Publisher(kafka_settings)
     yield pub
     pub.flush()
+
+
+@pytest.fixture
+def failing_device(cli_env: Topics, publisher: Publisher) -> Topics:
+    """ENROLLMENT's registry record, outcomes and alerts of failing_history(), on the broker
+    before the test runs the doctor; returns the topics, for a test to add records of its own."""
+    outcomes, alerts = failing_history()
+    publisher.send(cli_env.registry, "DeviceRecord", ENROLLMENT, SAMPLES["DeviceRecord"])
+    for o in outcomes:
+        publisher.send(cli_env.outcomes, "PushOutcome", ENROLLMENT, o)
+    for a in alerts:
+        publisher.send(cli_env.alerts, "UnansweredPush", ENROLLMENT, a)
+    publisher.flush()
+    return cli_env

@@ -8,11 +8,9 @@ import json
 import pytest
 
 from services.cli.main import main
-from services.common.catalogue import Topics
 from services.doctor.feedback import build_feedback
 from services.doctor.history import DeviceHistory
 from services.doctor.times import iso
-from tests.doctor.conftest import Publisher
 from tests.doctor.history_samples import ENROLLMENT, MIN, alert, failing_history, outcome
 from tests.support.samples import NOW, SAMPLES, TOKEN, TOPIC
 
@@ -50,18 +48,8 @@ def test_alert_without_outcome_and_no_answer_ever() -> None:
 
 
 @pytest.mark.kafka
-def test_cli_feedback_json_and_text(
-    cli_env: Topics, publisher: Publisher, capsys: pytest.CaptureFixture[str]
-) -> None:
-    topics = cli_env
-    outcomes, alerts = failing_history()
-    publisher.send(topics.registry, "DeviceRecord", ENROLLMENT, SAMPLES["DeviceRecord"])
-    for o in outcomes:
-        publisher.send(topics.outcomes, "PushOutcome", ENROLLMENT, o)
-    for a in alerts:
-        publisher.send(topics.alerts, "UnansweredPush", ENROLLMENT, a)
-    publisher.flush()
-
+@pytest.mark.usefixtures("failing_device")
+def test_cli_feedback_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "feedback", ENROLLMENT, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["push_topic"] == TOPIC and data["push_token"] == TOKEN

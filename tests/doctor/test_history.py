@@ -44,16 +44,11 @@ def test_alert_wins_unless_the_device_answered_since() -> None:
 
 @pytest.mark.kafka
 def test_device_shows_record_history_alerts_and_diagnosis(
-    kafka_settings: KafkaSettings, cli_env: Topics, publisher: Publisher,
+    kafka_settings: KafkaSettings, failing_device: Topics, publisher: Publisher,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topics = cli_env
-    outcomes, alerts = failing_history()
-    publisher.send(topics.registry, "DeviceRecord", ENROLLMENT, SAMPLES["DeviceRecord"])
-    for o in outcomes:
-        publisher.send(topics.outcomes, "PushOutcome", ENROLLMENT, o)
-    for a in alerts:
-        publisher.send(topics.alerts, "UnansweredPush", ENROLLMENT, a)
+    topics = failing_device
+    outcomes, _ = failing_history()
     other = outcome("x/UDID-2", "ANSWERED", NOW, enrollment_id="UDID-2")
     publisher.send(topics.outcomes, "PushOutcome", "UDID-2", other)
     publisher.send(topics.outcomes, "PushOutcome", ENROLLMENT, b"\x00not avro")

@@ -113,6 +113,24 @@ def assert_each_answered_once(requests: list[ApnsRequest], answers: list[ApnsRes
     assert counts == Counter(request.correlation_id for request in requests)
 
 
+def submit_many(transport: ApnsTransport, topic: str, count: int) -> list[ApnsRequest]:
+    """Submit ``count`` pushes at once, so they share the connection and its stream limit."""
+    requests = [push(topic) for _ in range(count)]
+    for request in requests:
+        transport.submit(request)
+    return requests
+
+
+def send_many(
+    transport: ApnsTransport, topic: str, count: int, deadline_s: float = 8.0
+) -> list[ApnsResponse]:
+    """``count`` pushes at once and their answers, each asserted to come back exactly once."""
+    requests = submit_many(transport, topic, count)
+    answers = drain(transport, count, deadline_s)
+    assert_each_answered_once(requests, answers)
+    return answers
+
+
 def test_success_echoes_apns_id(factory: Factory, pki: Pki, sim: SimulatorThread) -> None:
     transport = factory(config_for(sim.url, pki))
     request = push(pki.push.topic)
@@ -179,12 +197,8 @@ def test_many_concurrent_requests_each_answered_once(
     factory: Factory, pki: Pki, sim: SimulatorThread
 ) -> None:
     transport = factory(config_for(sim.url, pki))
-    requests = [push(pki.push.topic) for _ in range(2000)]
-    for request in requests:
-        transport.submit(request)
-    answers = drain(transport, len(requests), deadline_s=20.0)
+    answers = send_many(transport, pki.push.topic, 2000, deadline_s=20.0)
     transport.close()
-    assert_each_answered_once(requests, answers)
     assert {a.status for a in answers} == {200}
     assert sim.snapshot().connections_opened == 1
 
@@ -194,12 +208,8 @@ def test_server_stream_limit_is_honoured(factory: Factory, pki: Pki) -> None:
     with start_simulator(pki, max_concurrent_streams=5) as sim:
         sim.faults.latency_ms = 2.0
         transport = factory(config_for(sim.url, pki))
-        requests = [push(pki.push.topic) for _ in range(200)]
-        for request in requests:
-            transport.submit(request)
-        answers = drain(transport, len(requests), deadline_s=15.0)
+        answers = send_many(transport, pki.push.topic, 200, deadline_s=15.0)
         transport.close()
-    assert_each_answered_once(requests, answers)
     assert {a.status for a in answers} == {200}
 
 
@@ -214,33 +224,26 @@ def test_goaway_loses_and_duplicates_nothing(factory: Factory, pki: Pki) -> None
     with start_simulator(pki) as sim:
         sim.faults.goaway_after_streams = 50
         transport = factory(config_for(sim.url, pki))
-        requests = [push(pki.push.topic) for _ in range(300)]
-        for request in requests:
-            transport.submit(request)
-        answers = drain(transport, len(requests), deadline_s=15.0)
+        pushes = 300
+        answers = send_many(transport, pki.push.topic, pushes, deadline_s=15.0)
         snapshot = sim.snapshot()
         transport.close()
-    assert_each_answered_once(requests, answers)
     assert snapshot.goaways >= 1
     accepted = [a for a in answers if a.status == 200]
     refused = [a for a in answers if a.status is None]
-    assert len(accepted) + len(refused) == len(requests)
+    assert len(accepted) + len(refused) == pushes
     assert len(accepted) <= snapshot.accepted
     assert all(classify(a).retry for a in refused)
     if isinstance(transport, PycurlTransport):
-        assert len(accepted) == snapshot.accepted == len(requests)
+        assert len(accepted) == snapshot.accepted == pushes
 
 
 def test_connection_reset_answers_every_in_flight_request(factory: Factory, pki: Pki) -> None:
     with start_simulator(pki) as sim:
         sim.faults.share_reset = 1.0
         transport = factory(config_for(sim.url, pki))
-        requests = [push(pki.push.topic) for _ in range(100)]
-        for request in requests:
-            transport.submit(request)
-        answers = drain(transport, len(requests))
+        answers = send_many(transport, pki.push.topic, 100)
         transport.close()
-    assert_each_answered_once(requests, answers)
     assert {a.error_kind for a in answers} <= {TransportError.CONNECTION, TransportError.STREAM}
     assert any(classify(a).opens_breaker for a in answers)
 
@@ -300,9 +303,7 @@ def test_close_answers_in_flight_requests_as_closed(
 ) -> None:
     sim.faults.latency_ms = 3000.0
     transport = factory(config_for(sim.url, pki, max_concurrent_streams=10))
-    requests = [push(pki.push.topic) for _ in range(30)]  # 10 streams open, 20 queued
-    for request in requests:
-        transport.submit(request)
+    requests = submit_many(transport, pki.push.topic, 30)  # 10 streams open, 20 queued
     transport.poll(0.2)
     answers = transport.close()
     assert_each_answered_once(requests, answers)

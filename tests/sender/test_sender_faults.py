@@ -40,18 +40,16 @@ def rate(records: list[dict], start_ms: int, end_ms: int) -> float:
 
 
 def test_connection_resets_are_retried_without_loss(
-    kafka_settings: KafkaSettings, retry_ready: Topics, pki: Pki, sim: SimulatorThread,
-    outcomes: Reader,
+    kafka_settings: KafkaSettings, pki: Pki, sim: SimulatorThread, outcomes: Reader,
+    bulk_jobs: list[dict],
 ) -> None:
     sim.faults.share_reset = 1.0
-    jobs = [job(pki.topics[0], i) for i in range(10)]
-    produce_jobs(kafka_settings, retry_ready.jobs_bulk, jobs)
     with running_sender(sender_settings(pki, sim.url, breaker_s=0.3), kafka_settings):
-        outcomes.wait(lambda rs: len(by_state(rs).get("RETRYING", [])) >= 10, 20)
+        outcomes.wait(lambda rs: len(by_state(rs).get("RETRYING", [])) >= len(bulk_jobs), 20)
         sim.faults.share_reset = 0.0
         records = outcomes.wait(
             lambda rs: {r["job_id"] for r in by_state(rs).get("SENT", [])} >= {
-                j["job_id"] for j in jobs}, 20)
+                j["job_id"] for j in bulk_jobs}, 20)
     retrying = by_state(records)["RETRYING"]
     assert all(r["status"] is None for r in retrying)
     assert {r["reason"] for r in retrying} <= {"transport:connection", "BreakerOpen",

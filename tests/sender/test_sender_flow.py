@@ -68,18 +68,16 @@ def test_permanent_errors_fail_with_reason(
 
 def test_transient_errors_retry_then_send_never_early(
     kafka_settings: KafkaSettings, retry_ready: Topics, pki: Pki, sim: SimulatorThread,
-    outcomes: Reader,
+    outcomes: Reader, bulk_jobs: list[dict],
 ) -> None:
     sim.faults.share_503 = 1.0
-    jobs = [job(pki.topics[0], i) for i in range(10)]
-    produce_jobs(kafka_settings, retry_ready.jobs_bulk, jobs)
     retries = Reader(kafka_settings, retry_ready.retry(200))
     settings = sender_settings(pki, sim.url)
     with running_sender(settings, kafka_settings):
-        outcomes.wait(lambda rs: len(by_state(rs).get("RETRYING", [])) >= 10, 20)
+        outcomes.wait(lambda rs: len(by_state(rs).get("RETRYING", [])) >= len(bulk_jobs), 20)
         sim.faults.share_503 = 0.0
-        records = outcomes.wait(lambda rs: len(by_state(rs).get("SENT", [])) >= 10, 20)
-    retries.wait(lambda rs: len(rs) >= 10, 5)
+        records = outcomes.wait(lambda rs: len(by_state(rs).get("SENT", [])) >= len(bulk_jobs), 20)
+    retries.wait(lambda rs: len(rs) >= len(bulk_jobs), 5)
     retrying = by_state(records)["RETRYING"]
     assert all(r["status"] == 503 and r["reason"] == "ServiceUnavailable" for r in retrying)
     assert all(r["attempt"] == 0 for r in retrying)

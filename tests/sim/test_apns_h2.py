@@ -47,6 +47,26 @@ class Response:
     complete: bool = False
 
 
+def connect(sim: SimulatorThread, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    """A TLS socket to the simulator with a 10 s timeout, so a silent server fails the test."""
+    raw = socket.create_connection((sim.host, sim.port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname=sim.host)
+
+
+def push_headers(topic: str | None) -> list[tuple[str, str]]:
+    """The headers of one MDM push to TOKEN; no topic lets the simulator take the certificate's."""
+    hdrs = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "api.push.apple.com"),
+        (":path", f"/3/device/{TOKEN}"),
+        ("apns-push-type", "mdm"),
+    ]
+    if topic:
+        hdrs.append(("apns-topic", topic))
+    return hdrs
+
+
 class RawClient:
     """A blocking HTTP/2 client that records frames per stream (bounded reads, 10 s timeout)."""
 
@@ -56,8 +76,7 @@ class RawClient:
         ctx: ssl.SSLContext,
         receive_window: int | None = None,
     ) -> None:
-        raw = socket.create_connection((sim.host, sim.port), timeout=10)
-        self.sock = ctx.wrap_socket(raw, server_hostname=sim.host)
+        self.sock = connect(sim, ctx)
         self.conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
         self.conn.initiate_connection()
         if receive_window is not None:
@@ -75,15 +94,7 @@ class RawClient:
 
     def request(self, body: bytes = BODY, topic: str | None = None, **headers: str) -> int:
         sid = self.conn.get_next_available_stream_id()
-        hdrs = [
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":authority", "api.push.apple.com"),
-            (":path", f"/3/device/{TOKEN}"),
-            ("apns-push-type", "mdm"),
-        ]
-        if topic:
-            hdrs.append(("apns-topic", topic))
+        hdrs = push_headers(topic)
         hdrs.extend((k.replace("_", "-"), v) for k, v in headers.items())
         self.conn.send_headers(sid, hdrs)
         while self.conn.local_flow_control_window(sid) < len(body):
@@ -128,6 +139,11 @@ class RawClient:
             except ConnectionError:
                 return
 
+    def answer(self, sid: int) -> Response:
+        """Stream ``sid``'s response once it ended (or as far as it got within the timeout)."""
+        self.wait(lambda: self.responses[sid].complete)
+        return self.responses[sid]
+
     def close(self) -> None:
         self.sock.close()
 
@@ -149,38 +165,33 @@ def sim(pki: SimPki) -> Iterator[SimulatorThread]:
         yield handle
 
 
+@pytest.fixture
+def client(pki: SimPki, cert: PushCertFiles, sim: SimulatorThread) -> Iterator[RawClient]:
+    """A client with the push certificate and ALPN h2, closed even when the test fails."""
+    raw = RawClient(sim, pki.client_context(cert))
+    yield raw
+    raw.close()
+
+
 def test_200_is_headers_with_end_stream_and_no_data_frame(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+    cert: PushCertFiles, client: RawClient
 ) -> None:
-    client = RawClient(sim, pki.client_context(cert))
     sid = client.request(topic=cert.topic, apns_id="0a0b0c0d-0000-4000-8000-000000000001")
-    client.wait(lambda: client.responses[sid].complete)
-    r = client.responses[sid]
+    r = client.answer(sid)
     assert r.headers[b":status"] == b"200"
     assert r.headers[b"apns-id"] == b"0a0b0c0d-0000-4000-8000-000000000001"
     assert r.headers_ended_stream and r.data_frames == 0
-    client.close()
 
 
-def test_error_is_headers_then_json_data(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
-) -> None:
-    client = RawClient(sim, pki.client_context(cert))
-    sid = client.request(topic=cert.topic, apns_priority="2")
-    client.wait(lambda: client.responses[sid].complete)
-    r = client.responses[sid]
+def test_error_is_headers_then_json_data(cert: PushCertFiles, client: RawClient) -> None:
+    r = client.answer(client.request(topic=cert.topic, apns_priority="2"))
     assert r.headers[b":status"] == b"400"
     assert json.loads(r.body) == {"reason": "BadPriority"}
-    client.close()
 
 
-def test_advertises_max_concurrent_streams(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
-) -> None:
-    client = RawClient(sim, pki.client_context(cert))
+def test_advertises_max_concurrent_streams(client: RawClient) -> None:
     client.wait(lambda: SettingCodes.MAX_CONCURRENT_STREAMS in client.settings)
     assert client.settings[SettingCodes.MAX_CONCURRENT_STREAMS] == 123
-    client.close()
 
 
 def test_default_max_concurrent_streams_is_apples_1000(pki: SimPki, cert: PushCertFiles) -> None:
@@ -198,17 +209,14 @@ def test_client_without_alpn_is_served_http2(
     ctx.load_cert_chain(str(cert.cert_path), str(cert.key_path))  # and no ALPN, like aioapns
     client = RawClient(sim, ctx)
     assert client.sock.selected_alpn_protocol() is None
-    sid = client.request(topic=cert.topic)
-    client.wait(lambda: client.responses[sid].complete)
-    assert client.responses[sid].headers[b":status"] == b"200"
+    assert client.answer(client.request(topic=cert.topic)).headers[b":status"] == b"200"
     client.close()
 
 
 def test_goaway_after_n_streams_names_the_last_processed_stream(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+    cert: PushCertFiles, sim: SimulatorThread, client: RawClient
 ) -> None:
     sim.faults.goaway_after_streams = 3
-    client = RawClient(sim, pki.client_context(cert))
     sids = [client.request(topic=cert.topic) for _ in range(5)]
     client.wait(lambda: client.terminated is not None)
     assert client.terminated is not None
@@ -217,7 +225,6 @@ def test_goaway_after_n_streams_names_the_last_processed_stream(
     assert [client.responses[s].headers.get(b":status") for s in sids[:3]] == [b"200"] * 3
     assert all(not client.responses[s].headers for s in sids[3:])  # not processed: retry them
     assert sim.snapshot().accepted == 3
-    client.close()
 
 
 def test_error_bodies_wait_for_the_clients_flow_control_window(
@@ -232,16 +239,14 @@ def test_error_bodies_wait_for_the_clients_flow_control_window(
     client.conn.increment_flow_control_window(1000, stream_id=sid)
     client.conn.increment_flow_control_window(1000)
     client._flush()
-    client.wait(lambda: client.responses[sid].complete)
-    assert json.loads(r.body) == {"reason": "BadPriority"}
+    assert json.loads(client.answer(sid).body) == {"reason": "BadPriority"}
     client.close()
 
 
 def test_burst_larger_than_the_receive_window(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+    cert: PushCertFiles, sim: SimulatorThread, client: RawClient
 ) -> None:
     """~20 MB of 4 KB payloads on one connection: WINDOW_UPDATEs keep it flowing."""
-    client = RawClient(sim, pki.client_context(cert))
     body = json.dumps({"mdm": "m" * 4000}).encode()
     sids: list[int] = []
     for _ in range(5000):
@@ -251,20 +256,17 @@ def test_burst_larger_than_the_receive_window(
     client.wait(lambda: all(client.responses[s].complete for s in sids), timeout=60)
     assert all(client.responses[s].headers[b":status"] == b"200" for s in sids)
     assert sim.snapshot().accepted == 5000
-    client.close()
 
 
 def test_goaway_waits_for_delayed_answers(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+    cert: PushCertFiles, sim: SimulatorThread, client: RawClient
 ) -> None:
     sim.faults.goaway_after_streams = 2
     sim.faults.latency_ms = 100
-    client = RawClient(sim, pki.client_context(cert))
     sids = [client.request(topic=cert.topic) for _ in range(4)]
     client.wait(lambda: client.terminated is not None)
     assert client.terminated is not None and client.terminated.last_stream_id == sids[1]
     assert [client.responses[s].complete for s in sids] == [True, True, False, False]
-    client.close()
 
 
 def test_streams_over_the_limit_are_refused_and_the_connection_lives(pki: SimPki) -> None:
@@ -275,14 +277,7 @@ def test_streams_over_the_limit_are_refused_and_the_connection_lives(pki: SimPki
     with ApnsSimulator.run_in_thread(config) as sim:
         client = RawClient(sim, pki.client_context(cert))
         conn = client.conn
-        hdrs = [
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":authority", "api.push.apple.com"),
-            (":path", f"/3/device/{TOKEN}"),
-            ("apns-push-type", "mdm"),
-            ("apns-topic", cert.topic),
-        ]
+        hdrs = push_headers(cert.topic)
         # Every HEADERS first (no END_STREAM: all five are open at once whatever the TCP
         # segmentation), then the bodies, all before reading anything from the server.
         sids = [conn.get_next_available_stream_id() + 2 * i for i in range(5)]
@@ -307,19 +302,14 @@ def test_streams_over_the_limit_are_refused_and_the_connection_lives(pki: SimPki
         assert client.terminated is None
 
         # The connection is still usable, now within the limit.
-        again = client.request(topic=cert.topic)
-        client.wait(lambda: client.responses[again].complete)
-        assert client.responses[again].headers[b":status"] == b"200"
+        assert client.answer(client.request(topic=cert.topic)).headers[b":status"] == b"200"
         assert client.terminated is None
         snap = sim.snapshot()
         assert snap.accepted == 4 and snap.refused_streams == 2
         client.close()
 
 
-def test_ping_is_acknowledged_with_its_payload(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
-) -> None:
-    client = RawClient(sim, pki.client_context(cert))
+def test_ping_is_acknowledged_with_its_payload(client: RawClient) -> None:
     client.conn.ping(b"12345678")
     client._flush()
     acks: list[bytes] = []
@@ -327,47 +317,33 @@ def test_ping_is_acknowledged_with_its_payload(
     while not acks and time.monotonic() < deadline:
         acks += [ev.ping_data for ev in client.pump() if isinstance(ev, PingAckReceived)]
     assert acks == [b"12345678"]
-    client.close()
 
 
 def test_header_block_over_continuation_frames_padding_and_priority(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+    cert: PushCertFiles, client: RawClient
 ) -> None:
     """A 20 kB header block (HEADERS + CONTINUATION), a PRIORITY flag, a padded DATA frame."""
-    client = RawClient(sim, pki.client_context(cert))
     conn = client.conn
     sid = conn.get_next_available_stream_id()
-    hdrs = [
-        (":method", "POST"),
-        (":scheme", "https"),
-        (":authority", "api.push.apple.com"),
-        (":path", f"/3/device/{TOKEN}"),
-        ("apns-push-type", "mdm"),
-        ("apns-topic", cert.topic),
-        ("x-filler", "f" * 20000),
-    ]
+    hdrs = [*push_headers(cert.topic), ("x-filler", "f" * 20000)]
     conn.send_headers(sid, hdrs, priority_weight=200)
     conn.send_data(sid, BODY, end_stream=True, pad_length=17)
     client.responses[sid] = Response()
     client._flush()
-    client.wait(lambda: client.responses[sid].complete)
-    assert client.responses[sid].headers[b":status"] == b"200"
-    client.close()
+    assert client.answer(sid).headers[b":status"] == b"200"
 
 
 def test_answers_honour_the_clients_header_table_size(
-    pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
+    cert: PushCertFiles, client: RawClient
 ) -> None:
     """With HEADER_TABLE_SIZE 0 the next answer starts with a table size update, else the
     client's HPACK decoder (h2's) refuses it."""
-    client = RawClient(sim, pki.client_context(cert))
     client.conn.update_settings({SettingCodes.HEADER_TABLE_SIZE: 0})
     client._flush()
     sids = [client.request(topic=cert.topic) for _ in range(2)]
     client.wait(lambda: all(client.responses[s].complete for s in sids))
     assert [client.responses[s].headers[b":status"] for s in sids] == [b"200", b"200"]
     assert client.terminated is None
-    client.close()
 
 
 def read_goaway(sock: ssl.SSLSocket) -> ConnectionTerminated | None:
@@ -386,8 +362,7 @@ def read_goaway(sock: ssl.SSLSocket) -> ConnectionTerminated | None:
 def test_bad_preface_gets_goaway_protocol_error(
     pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
 ) -> None:
-    raw = socket.create_connection((sim.host, sim.port), timeout=10)
-    sock = pki.client_context(cert).wrap_socket(raw, server_hostname=sim.host)
+    sock = connect(sim, pki.client_context(cert))
     sock.sendall(b"POST /3/device/x HTTP/1.1\r\nHost: x\r\n\r\n")
     ev = read_goaway(sock)
     assert ev is not None and ev.error_code == ErrorCodes.PROTOCOL_ERROR
@@ -397,8 +372,7 @@ def test_bad_preface_gets_goaway_protocol_error(
 def test_undecodable_header_block_gets_goaway_compression_error(
     pki: SimPki, cert: PushCertFiles, sim: SimulatorThread
 ) -> None:
-    raw = socket.create_connection((sim.host, sim.port), timeout=10)
-    sock = pki.client_context(cert).wrap_socket(raw, server_hostname=sim.host)
+    sock = connect(sim, pki.client_context(cert))
     conn = H2Connection(H2Configuration(client_side=True))
     conn.initiate_connection()
     block = b"\xff\xff\xff\x7f"  # indexed field far beyond any table
