@@ -12,10 +12,8 @@ The simulator runs in its own process. Bar: p99 <= 500 ms.
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,16 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from confluent_kafka import Producer
 
-from tests.bench.bench_sender import fresh_kafka, start_sim_process
-from tests.support.sender_harness import (
-    SERDE,
-    Reader,
-    job,
-    make_certs,
-    produce_jobs,
-    sender_settings,
-    spawn_sender,
-)
+from tests.support.bench_env import bench_workspace, fresh_kafka, sender_process, sim_process
+from tests.support.sender_harness import SERDE, Reader, job, produce_jobs, sender_settings
 
 
 def main() -> None:
@@ -42,44 +32,35 @@ def main() -> None:
     parser.add_argument("--priority", type=int, default=200)
     parser.add_argument("--bulk-per-minute", type=float, default=0.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-priority-") as tmp:
-        directory = Path(tmp)
-        pki = make_certs(directory, 1)
+    with bench_workspace("priority", certificates=1) as (directory, pki):
         topic = pki.topics[0]
         kafka, topics = fresh_kafka()
         produce_jobs(kafka, topics.jobs_bulk, (job(topic, i) for i in range(args.backlog)))
-        sim, port = start_sim_process(pki, directory)
-        outcomes = Reader(kafka, topics.outcomes)
-        proc = spawn_sender(
-            sender_settings(pki, f"https://127.0.0.1:{port}",
-                            default_bulk_per_minute=args.bulk_per_minute),
-            kafka, directory / "sender.log")
-        try:
-            while not outcomes.records:  # the sender is draining the backlog
-                outcomes.poll(0.2)
-            producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
-            # Connect and get a producer id first, as the fan-out's long-lived producer has:
-            # otherwise the first priority jobs wait ~0.5 s for it, and that was the whole p99.
-            producer.produce(topics.dlq, b"warm-up")
-            producer.flush(10)
-            for n in range(args.priority):
-                record = job(topic, 1_000_000 + n, lane="PRIORITY", request="prio")
-                producer.produce(topics.jobs_priority, SERDE.encode("PushJob", record),
-                                 key=topic)
-                producer.poll(0)
-                time.sleep(0.05)
-            producer.flush(10)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                outcomes.poll(0.2)
-                if sum(r["request_id"] == "prio" for r in outcomes.records) >= args.priority:
-                    break
-            bulk_done = sum(r["request_id"] == "req" for r in outcomes.records)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-            sim.send_signal(signal.SIGTERM)
-            sim.wait(10)
+        with sim_process(pki, directory) as port:
+            outcomes = Reader(kafka, topics.outcomes)
+            settings = sender_settings(pki, f"https://127.0.0.1:{port}",
+                                       default_bulk_per_minute=args.bulk_per_minute)
+            with sender_process(settings, kafka, directory / "sender.log"):
+                while not outcomes.records:  # the sender is draining the backlog
+                    outcomes.poll(0.2)
+                producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
+                # Connect and get a producer id first, as the fan-out's long-lived producer has:
+                # otherwise the first priority jobs wait ~0.5 s for it, and that was the whole p99.
+                producer.produce(topics.dlq, b"warm-up")
+                producer.flush(10)
+                for n in range(args.priority):
+                    record = job(topic, 1_000_000 + n, lane="PRIORITY", request="prio")
+                    producer.produce(topics.jobs_priority, SERDE.encode("PushJob", record),
+                                     key=topic)
+                    producer.poll(0)
+                    time.sleep(0.05)
+                producer.flush(10)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    outcomes.poll(0.2)
+                    if sum(r["request_id"] == "prio" for r in outcomes.records) >= args.priority:
+                        break
+                bulk_done = sum(r["request_id"] == "req" for r in outcomes.records)
         outcomes.close()
     prio = [r for r in outcomes.records if r["request_id"] == "prio" and r["state"] == "SENT"]
     if not prio:

@@ -13,28 +13,23 @@ Prints p50 / p99 / max lateness and the earliest (never early: >= 0). Bar: p99 <
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.common.catalogue import Topics
 from services.sim.apns.faults import Faults
-from tests.bench.bench_sender import fresh_kafka
+from tests.support.bench_env import bench_workspace, fresh_kafka, sender_process
 from tests.support.sender_harness import (
     Reader,
     create_retry_topics,
     job,
-    make_certs,
     not_before_of,
     produce_jobs,
     sender_settings,
-    spawn_sender,
     start_sim,
 )
 
@@ -47,18 +42,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="jobs per second")
     parser.add_argument("--share-503", type=float, default=0.5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-retry-") as tmp:
-        directory = Path(tmp)
-        pki = make_certs(directory, 1)
+    with bench_workspace("retry", certificates=1) as (directory, pki):
         kafka, topics = fresh_kafka()
         create_retry_topics(kafka, DELAYS_MS)
         with start_sim(pki, faults=Faults(share_503=args.share_503, seed=3)) as sim:
             settings = sender_settings(pki, sim.url, retry_delays_ms=DELAYS_MS,
                                        default_max_attempts=20)
-            proc = spawn_sender(settings, kafka, directory / "sender.log")
-            outcomes = Reader(kafka, topics.outcomes)
-            limit = time.monotonic() + args.jobs / args.rate + 60
-            try:
+            with sender_process(settings, kafka, directory / "sender.log"):
+                outcomes = Reader(kafka, topics.outcomes)
+                limit = time.monotonic() + args.jobs / args.rate + 60
                 step = max(1, int(args.rate / 10))
                 for first in range(0, args.jobs, step):
                     batch = range(first, min(args.jobs, first + step))
@@ -69,13 +61,10 @@ def main() -> None:
                     done = {r["job_id"] for r in outcomes.records if r["state"] == "SENT"}
                     if len(done) >= args.jobs:
                         break
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
         outcomes.drain()
         due: dict[tuple[str, int], int] = {}
         for delay in DELAYS_MS:
-            reader = Reader(kafka, Topics(kafka.topic_prefix).retry(delay))
+            reader = Reader(kafka, topics.retry(delay))
             for record in reader.drain():
                 due[(record["job_id"], record["attempt"])] = not_before_of(record)
             reader.close()

@@ -19,61 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
+from contextlib import closing
 from pathlib import Path
 
 # Run as a script (python tests/bench/bench_sender.py): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.common.admin import create_topics
-from services.common.catalogue import Topics, all_topics
-from services.common.settings import KafkaSettings
 from services.sender.apns.pool import DEFAULT_TRANSPORT
 from tests.bench.bench_transports import start_h2o
-from tests.support.sender_harness import (
-    TEST_DELAYS_MS,
-    Pki,
-    Reader,
-    create_retry_topics,
-    job,
-    make_certs,
-    produce_jobs,
-    sender_settings,
-    spawn_sender,
-)
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def fresh_kafka() -> tuple[KafkaSettings, Topics]:
-    kafka = KafkaSettings(
-        bootstrap_servers=os.environ.get("MDMPUSH_TEST_BOOTSTRAP", "127.0.0.1:9092"),
-        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
-    )
-    create_topics(kafka, all_topics(), partitions_override=2)
-    create_retry_topics(kafka, TEST_DELAYS_MS)
-    return kafka, Topics(kafka.topic_prefix)
-
-
-def start_sim_process(pki: Pki, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    ready = directory / "sim.ready"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.sim.apns", "--port", "0", "--certs",
-         str(pki.pki.directory), "--ready-file", str(ready)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=(directory / "sim.log").open("wb"),
-    )
-    for _ in range(200):  # bounded: 10 s
-        if ready.exists() and ready.read_text().endswith("\n"):
-            return process, int(ready.read_text().split()[2])
-        time.sleep(0.05)
-    process.kill()
-    sys.exit("the simulator did not start")
+from tests.support.bench_env import bench_workspace, fresh_kafka, sender_process, sim_process
+from tests.support.sender_harness import Pki, Reader, job, produce_jobs, sender_settings
 
 
 def sender_rate(pki: Pki, url: str, count: int, directory: Path, limit_s: float,
@@ -82,26 +40,21 @@ def sender_rate(pki: Pki, url: str, count: int, directory: Path, limit_s: float,
     kafka, topics = fresh_kafka()
     produce_jobs(kafka, topics.jobs_bulk, (job(pki.topics[0], i) for i in range(count)))
     settings = sender_settings(pki, url, **overrides)
-    reader = Reader(kafka, topics.outcomes, decode=False)
-    process = spawn_sender(settings, kafka, directory / "sender.log")
-    cpu_start = None
-    try:
-        deadline = time.monotonic() + limit_s
-        while len(reader.records) < count and time.monotonic() < deadline:
-            reader.poll(0.2)
-            if cpu_start is None and reader.records:
-                cpu_start, counted_from = cpu_seconds(process.pid), len(reader.records)
-        if cpu_start is not None and len(reader.records) > counted_from:
-            # CPU per push does not depend on what else the machine runs: 1 s / it is the
-            # rate one free core would give.
-            used = cpu_seconds(process.pid) - cpu_start
-            per_push = used / (len(reader.records) - counted_from) * 1e6
-            print(f"    sender CPU {per_push:.0f} us/push (one free core: "
-                  f"{1e6 / per_push:,.0f} pushes/s)")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
-        reader.close()
+    with closing(Reader(kafka, topics.outcomes, decode=False)) as reader:
+        cpu_start = None
+        with sender_process(settings, kafka, directory / "sender.log") as process:
+            deadline = time.monotonic() + limit_s
+            while len(reader.records) < count and time.monotonic() < deadline:
+                reader.poll(0.2)
+                if cpu_start is None and reader.records:
+                    cpu_start, counted_from = cpu_seconds(process.pid), len(reader.records)
+            if cpu_start is not None and len(reader.records) > counted_from:
+                # CPU per push does not depend on what else the machine runs: 1 s / it is the
+                # rate one free core would give.
+                used = cpu_seconds(process.pid) - cpu_start
+                per_push = used / (len(reader.records) - counted_from) * 1e6
+                print(f"    sender CPU {per_push:.0f} us/push (one free core: "
+                      f"{1e6 / per_push:,.0f} pushes/s)")
     stamps = sorted(m.timestamp()[1] for m in reader.records)
     if len(stamps) < count:
         print(f"    only {len(stamps)}/{count} outcomes within {limit_s}s")
@@ -167,18 +120,12 @@ def main() -> None:
     parser.add_argument("--transports", default="pycurl,httpx", help="for (b)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; jobs per sender run: {args.jobs:,}")
-    with tempfile.TemporaryDirectory(prefix="bench-sender-") as tmp:
-        directory = Path(tmp)
-        pki = make_certs(directory, 1)
+    with bench_workspace("sender", certificates=1) as (directory, pki):
         if not args.no_sim:
-            sim, port = start_sim_process(pki, directory)
-            try:
+            with sim_process(pki, directory) as port:
                 url = f"https://127.0.0.1:{port}"
                 sender = sender_rate(pki, url, args.jobs, directory, args.limit_s)
                 baseline = aioapns_rate(pki, port, args.aioapns)
-            finally:
-                sim.send_signal(signal.SIGTERM)
-                sim.wait(10)
             ratio = sender / baseline if baseline else float("inf")
             print(f"(a) simulator: sender {sender:,.0f} pushes/s | aioapns {baseline:,.0f} "
                   f"pushes/s | ratio {ratio:.1f}x (bar >= 2x: {'met' if ratio >= 2 else 'MISSED'})")

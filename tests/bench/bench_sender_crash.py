@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,16 +24,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.common.settings import KafkaSettings
 from services.sender.commit_marks import decode_marks
-from tests.bench.bench_sender import fresh_kafka
-from tests.support.sender_harness import (
-    Reader,
-    job,
-    make_certs,
-    produce_jobs,
-    sender_settings,
-    spawn_sender,
-    start_sim,
-)
+from tests.support.bench_env import bench_workspace, fresh_kafka, sender_process
+from tests.support.sender_harness import Reader, job, produce_jobs, sender_settings, start_sim
 
 TERMINAL = {"SENT", "FAILED", "DEAD_LETTERED"}
 
@@ -45,9 +36,7 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=0.5)
     parser.add_argument("--limit-s", type=float, default=120.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-crash-") as tmp:
-        directory = Path(tmp)
-        pki = make_certs(directory, 2)
+    with bench_workspace("crash", certificates=2) as (directory, pki):
         kafka, topics = fresh_kafka()
         jobs = [job(pki.topics[i % 2], i) for i in range(args.jobs)]
         produce_jobs(kafka, topics.jobs_bulk, jobs, partition=0)
@@ -55,28 +44,20 @@ def main() -> None:
         with start_sim(pki) as sim:
             settings = sender_settings(pki, sim.url)
             log = directory / "sender.log"
-            first = spawn_sender(settings, kafka, log)
-            try:
+            with sender_process(settings, kafka, log, sig=signal.SIGKILL, timeout_s=10):
                 deadline = time.monotonic() + args.limit_s
                 while (len(outcomes.records) < args.jobs * args.kill_at
                        and time.monotonic() < deadline):
                     outcomes.poll(0.1)
-            finally:
-                first.send_signal(signal.SIGKILL)
-                first.wait(10)
             killed_at = len(outcomes.records)
             tail = uncommitted_tail(kafka, settings.group_id, topics.jobs_bulk, outcomes)
-            second = spawn_sender(settings, kafka, log)
-            try:
+            with sender_process(settings, kafka, log):
                 deadline = time.monotonic() + args.limit_s
                 while time.monotonic() < deadline:
                     outcomes.poll(0.2)
                     done = {r["job_id"] for r in outcomes.records if r["state"] in TERMINAL}
                     if len(done) >= args.jobs:
                         break
-            finally:
-                second.send_signal(signal.SIGTERM)
-                second.wait(30)
             accepted = sim.snapshot().by_token
         outcomes.close()
     finished = Counter(r["job_id"] for r in outcomes.records if r["state"] in TERMINAL)

@@ -12,9 +12,7 @@ long-run rate, not the first burst. Windows default to 120 s (50/min: 100 interv
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,11 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.sdk.policy import PolicyPublisher, PushPolicy
-from tests.bench.bench_sender import fresh_kafka
+from tests.support.bench_env import bench_workspace, fresh_kafka, stopping
 from tests.support.sender_harness import (
     Reader,
     job,
-    make_certs,
     produce_jobs,
     sender_settings,
     spawn_sender,
@@ -42,9 +39,7 @@ def main() -> None:
     parser.add_argument("--window-6000", type=float, default=30.0)
     args = parser.parse_args()
     scenarios = [(50.0, 1), (50.0, 3), (6000.0, 1), (6000.0, 3)]
-    with tempfile.TemporaryDirectory(prefix="bench-throttle-") as tmp:
-        directory = Path(tmp)
-        pki = make_certs(directory, 1)
+    with bench_workspace("throttle", certificates=1) as (directory, pki):
         topic = pki.topics[0]
         with start_sim(pki) as sim:
             runs = []
@@ -60,16 +55,9 @@ def main() -> None:
                 runs.append((per_minute, senders, window, kafka, topics, procs))
             started = time.monotonic()
             longest = max(r[2] for r in runs) + WARM_UP_S + 15
-            try:
+            with stopping(*(proc for run in runs for proc in run[5])):
                 while time.monotonic() - started < longest:
                     time.sleep(1)
-            finally:
-                for run in runs:
-                    for proc in run[5]:
-                        proc.send_signal(signal.SIGTERM)
-                for run in runs:
-                    for proc in run[5]:
-                        proc.wait(30)
             print(f"bucket per (certificate, lane); farm scope; warm-up {WARM_UP_S:.0f} s excluded")
             for per_minute, senders, window, kafka, topics, _ in runs:
                 reader = Reader(kafka, topics.outcomes)
