@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -54,4 +55,7 @@ def provide_broker() -> Iterator[Broker]:
         yield Broker(status.bootstrap, "local")
     finally:
         if not was_running:
+            # Clients the tests dropped but a reference cycle keeps alive would otherwise log
+            # "Connection refused" once the broker is gone: free them while it still answers.
+            gc.collect()
             kafka.down()
