@@ -59,9 +59,13 @@ BREAKER_OPEN = "BreakerOpen"
 BUSY_WAIT_S = 0.005
 IDLE_WAIT_S = 0.05
 #: The loop commits each partition's position (offset and the jobs finished past it, see
-#: commit_marks.py) this often when it changed. A SIGKILL repeats what was in flight plus up to
-#: this long of finished work. 50 small OffsetCommits a second are nothing for a broker.
-COMMIT_INTERVAL_S = 0.02
+#: commit_marks.py) as soon as it changed and the previous commit was answered, at most this
+#: often. A SIGKILL repeats what was in flight plus what finished since the last commit: a wave
+#: of answers acknowledged just before the kill (bench_sender_crash kills right then) is repeated
+#: whole if its commit waits for a timer, so commits follow acknowledgements, not a clock.
+COMMIT_INTERVAL_S = 0.005
+#: An async commit not answered in this long no longer holds the next one back.
+COMMIT_ANSWER_S = 1.0
 
 
 class InFlight:
@@ -148,6 +152,8 @@ class Sender:
         self._fatal: KafkaError | None = None
         self._timer_s: float | None = None
         self._next_commit = 0.0
+        #: When the async commit still unanswered was sent (None: none is).
+        self._commit_sent: float | None = None
         self._feed: PolicyFeed | None = None
         self._live: LiveSenders | None = None
         #: True once the group has assigned partitions (tests wait for it).
@@ -197,9 +203,11 @@ class Sender:
             self._complete(answers)
         self.producer.poll(0)
         now = time.monotonic()
-        if now >= self._next_commit:
+        answered = self._commit_sent is None or now - self._commit_sent > COMMIT_ANSWER_S
+        if answered and now >= self._next_commit:
             self._next_commit = now + COMMIT_INTERVAL_S
-            self._commit(asynchronous=True)
+            if self._commit(asynchronous=True):
+                self._commit_sent = now
 
     def _wait_bound(self) -> float:
         """How long the loop may block: until the next throttle or retry-tier due time."""
@@ -573,17 +581,19 @@ class Sender:
 
     def _committed(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """A failed commit is made again at the next interval (unless the partition is gone)."""
+        self._commit_sent = None
         failed = partitions if err is not None else [tp for tp in partitions if tp.error]
         if failed:
             log.warning("offset commit failed (%s): %s", err, failed)
             for tp in failed:
                 self.offsets.recommit(tp.topic, tp.partition)
 
-    def _commit(self, *, asynchronous: bool) -> None:
-        """Commit the position of every partition that moved (see commit_marks.py)."""
+    def _commit(self, *, asynchronous: bool) -> bool:
+        """Commit the position of every partition that moved (see commit_marks.py); False if
+        none had."""
         commits = self.offsets.commits()
         if not commits:
-            return
+            return False
         offsets = [TopicPartition(c.topic, c.partition, c.offset, metadata=c.metadata)
                    for c in commits]
         try:
@@ -593,6 +603,7 @@ class Sender:
                 self._committed(None, self.consumer.commit(offsets=offsets, asynchronous=False))
         except KafkaException as exc:  # e.g. the partition was just revoked: sent again
             log.warning("offset commit failed: %s", exc)
+        return True
 
     @property
     def in_flight(self) -> int:
