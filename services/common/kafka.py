@@ -11,7 +11,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from services.common.settings import KafkaSettings
 
@@ -30,6 +37,21 @@ TOKEN_DEAD_HEADER = "mdmpush.token_dead"
 def make_producer(settings: KafkaSettings, **overrides: Any) -> Producer:
     """An idempotent producer configured from settings."""
     return Producer(settings.producer_config(**overrides))
+
+
+def assign_from_beginning(consumer: Consumer, topic: str, timeout_s: float) -> dict[int, int]:
+    """Assign every partition of `topic` from its beginning (none if the topic does not exist);
+    returns partition -> end offset of the non-empty ones: once each is read up to its end,
+    everything the topic held at the call has been read (the config readers' "loaded")."""
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    partitions = list(metadata.partitions) if metadata is not None else []
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    ends: dict[int, int] = {}
+    for p in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        if high > low:
+            ends[p] = high
+    return ends
 
 
 class DeliveryError(RuntimeError):

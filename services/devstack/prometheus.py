@@ -1,4 +1,4 @@
-"""A real Prometheus on loopback, scraping given targets: for the monitoring tests and the demo.
+"""A real Prometheus on loopback, scraping given targets: for the monitoring test.
 
 Debian's `prometheus` package (scripts/setup-debian.sh) provides the binary; this module writes a
 scrape configuration (1 s interval, so a test sees its traffic within seconds), starts it with
@@ -66,13 +66,13 @@ class LocalPrometheus:
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()
-        log = (self.workdir / "prometheus.log").open("ab")
-        self._proc = subprocess.Popen(
-            [binary, f"--config.file={config_path}",
-             f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
+        with (self.workdir / "prometheus.log").open("ab") as log:  # the child keeps its copy
+            self._proc = subprocess.Popen(
+                [binary, f"--config.file={config_path}",
+                 f"--storage.tsdb.path={self.workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
         if not wait_for(self._ready, timeout_s, interval_s=0.2):
             self.stop()
             raise PrometheusError(f"prometheus did not get ready in {timeout_s:.0f}s: "
@@ -87,12 +87,6 @@ class LocalPrometheus:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query's result vector; PrometheusError with its reason if refused."""

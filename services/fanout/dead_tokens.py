@@ -71,7 +71,6 @@ class DeadTokenFeed:
         self._serde = serde
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fanout-dead-tokens", daemon=True)
-        self.forwarded = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -119,7 +118,6 @@ class DeadTokenFeed:
         while not self._stop.is_set():
             try:
                 produce_sync(producer, self._updates, value, key=key, partition=partition)
-                self.forwarded += 1
                 metrics.REGISTRY_INPUTS.labels("forwarded").inc()
                 return True
             except (DeliveryError, KafkaException, BufferError) as exc:

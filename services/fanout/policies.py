@@ -15,9 +15,10 @@ import logging
 import threading
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from services.common.errors import DecodeError
+from services.common.kafka import assign_from_beginning
 from services.common.policy import DEFAULT_CERTIFICATE, PushPolicy
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
@@ -79,7 +80,7 @@ class ShardBook:
             )
         )
         try:
-            targets = self._assign(consumer)
+            targets = assign_from_beginning(consumer, self._topic, timeout_s=30)
             while not self._stop.is_set():
                 for msg in consumer.consume(num_messages=500, timeout=0.2):
                     if msg.error() is None:
@@ -94,15 +95,3 @@ class ShardBook:
             raise
         finally:
             consumer.close()
-
-    def _assign(self, consumer: Consumer) -> dict[int, int]:
-        """Assign every partition from the start; returns partition -> end offset to reach."""
-        metadata = consumer.list_topics(self._topic, timeout=30)
-        partitions = list(metadata.topics[self._topic].partitions)
-        consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
-        targets: dict[int, int] = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=30)
-            if high > low:
-                targets[p] = high
-        return targets

@@ -20,10 +20,11 @@ import uuid
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from services.common.errors import DecodeError
+from services.common.kafka import assign_from_beginning
 from services.common.policy import DEFAULT_CERTIFICATE, PushPolicy
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
@@ -74,13 +75,8 @@ class PolicyFeed:
                 **{"enable.auto.commit": False, "enable.partition.eof": False},
             )
         )
-        metadata = self._consumer.list_topics(topic, timeout=10)
-        partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
-        self._topic = topic
-        self._partitions = list(partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        #: Next offset to read per partition (as far as applied).
-        self._next: dict[int, int] = {}
+        #: Partition -> end offset at start still to be read up to (see `load`).
+        self._unread = assign_from_beginning(self._consumer, topic, timeout_s=10)
         self.bad_records = 0
 
     def load(self, timeout_s: float = 10.0) -> bool:
@@ -91,14 +87,8 @@ class PolicyFeed:
         reached. False if `timeout_s` passed first (then the main loop catches up).
         """
         deadline = time.monotonic() + timeout_s
-        ends = {}
-        for p in self._partitions:
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, p), timeout=max(0.1, deadline - time.monotonic()))
-            if high > 0:
-                ends[p] = high
         while time.monotonic() < deadline:
-            if all(self._next.get(p, 0) >= end for p, end in ends.items()):
+            if not self._unread:
                 return True
             self.poll(0.1)
         log.warning("policies not fully read within %.0fs: defaults apply until they are",
@@ -111,7 +101,9 @@ class PolicyFeed:
         for msg in messages:
             if msg.error():
                 continue
-            self._next[msg.partition() or 0] = (msg.offset() or 0) + 1
+            partition = msg.partition() or 0
+            if (msg.offset() or 0) + 1 >= self._unread.get(partition, 0):
+                self._unread.pop(partition, None)
             key = (msg.key() or b"").decode("utf-8", "replace")
             if msg.value() is None:
                 self._book.apply(key, None)
