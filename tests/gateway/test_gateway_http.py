@@ -25,7 +25,7 @@ from services.gateway.producer import AsyncProducer
 from services.gateway.settings import GatewaySettings
 from services.gateway.webhook import sign
 
-INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "nanomdm"
+INTEROP = Path(__file__).resolve().parents[1] / "interop" / "nanomdm"
 SECRET = "webhook-secret"
 
 Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]

@@ -1,4 +1,4 @@
-"""Every file of NanoMDM's interop corpus (../shared/interop) is ingested correctly."""
+"""Every file of NanoMDM's interop corpus (tests/interop, vendored) is ingested correctly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from services.gateway.checkin_parse import BadCheckin, checkin_event, parse_plist
 from services.gateway.webhook import event_to_checkin, sign, verify_signature
 
-INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "nanomdm"
+INTEROP = Path(__file__).resolve().parents[1] / "interop" / "nanomdm"
 TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"
 
 PLISTS = {
