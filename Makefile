@@ -1,10 +1,13 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Everything else is theirs.
+# `demo` needs no root: Python packages go into .venv, Kafka into the user's cache. Only the
+# tests and benchmarks need the Debian tools (h2load/nghttpd, h2o, prometheus), installed with
+# apt by `test-tools` (root, as on CI).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint unit bench clean
+.PHONY: setup test-tools demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,9 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# What the demo needs: the virtualenv and Kafka 2.3.0 (no root, no apt install).
 setup: $(STAMP)
-	bash scripts/setup-debian.sh
 	$(BIN)/mdmpush kafka install
+
+# What only the tests and benchmarks need (root).
+test-tools:
+	bash scripts/setup-debian.sh
 
 demo: setup
 	$(BIN)/mdmpush demo
@@ -23,8 +30,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check services tests
 	$(BIN)/mypy
 
-test: setup lint
+test: setup test-tools lint
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+
+bench: setup test-tools
+	bash scripts/bench-all.sh
 
 clean:
 	-$(BIN)/mdmpush kafka down

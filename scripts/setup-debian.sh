@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian tools the tests and benchmarks use: h2load/nghttpd (nghttp2), h2o, Prometheus.
+# Debian tools only the tests and benchmarks use (`make test-tools`, run by `make test` and
+# `make bench`; `make demo` does not need them): h2load/nghttpd (nghttp2), h2o, Prometheus.
 # Installs only what is missing; needs root (CI and the dev machines run as root).
 set -euo pipefail
 want=(nghttp2-client nghttp2-server h2o prometheus)
