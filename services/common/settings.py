@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Kafka requires group.min.session.timeout.ms (6 s by default) <= session timeout.
@@ -39,6 +39,18 @@ class KafkaSettings(BaseSettings):
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     session_timeout_ms: int = 10000
     max_poll_interval_ms: int = 300000
+    #: librdkafka keys applied last, over every service's own defaults, to every producer /
+    #: consumer: `MDMPUSH_KAFKA_PRODUCER_OVERRIDES='{"linger.ms": 20}'`.
+    producer_overrides: dict[str, str | int | float | bool] = {}
+    consumer_overrides: dict[str, str | int | float | bool] = {}
+    #: Internal and changelog topics (correlator state, faust changelogs): production 3/2. A
+    #: cluster with fewer brokers gets the broker count, with one warning naming this setting.
+    replication_factor: int = Field(default=3, ge=1)
+    min_insync_replicas: int = Field(default=2, ge=1)
+    #: A consumer that dead-letters more than this share of what it consumed stops (judged once
+    #: `dlq_min_records` were consumed): a wrong schema must not empty a topic into the DLQ.
+    dlq_max_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    dlq_min_records: int = Field(default=100, ge=1)
 
     def common_config(self) -> dict[str, Any]:
         """librdkafka keys every client shares (connection and security)."""
@@ -71,6 +83,7 @@ class KafkaSettings(BaseSettings):
             }
         )
         conf.update(overrides)
+        conf.update(self.producer_overrides)
         return conf
 
     def consumer_config(self, group_id: str, **overrides: Any) -> dict[str, Any]:
@@ -87,6 +100,7 @@ class KafkaSettings(BaseSettings):
             }
         )
         conf.update(overrides)
+        conf.update(self.consumer_overrides)
         return conf
 
     def admin_config(self) -> dict[str, Any]:

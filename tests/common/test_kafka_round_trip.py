@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.common.catalogue import Topics
-from services.common.kafka import make_producer, produce_sync
+from services.common.kafka.producer import ReliableProducer
 from services.common.schemas import SCHEMA_NAMES
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
@@ -38,13 +38,13 @@ def _consume_all(settings: KafkaSettings, topic: str, expected: int) -> list[byt
 def test_every_schema_through_the_broker(
     wire: str, kafka_settings: KafkaSettings, topics: Topics
 ) -> None:
-    producer = make_producer(kafka_settings)
+    producer = ReliableProducer(kafka_settings, name="test")
     with registry_server() as url:
         registry = SchemaRegistryClient({"url": url}) if wire == "confluent" else None
         writer = AvroSerde(registry=registry)
         topic = topics.requests  # any catalogue topic works: records carry their schema
         for name in SCHEMA_NAMES:
-            produce_sync(producer, topic, writer.encode(name, SAMPLES[name], topic), key=name)
+            producer.produce_sync(topic, writer.encode(name, SAMPLES[name], topic), key=name)
         reader = AvroSerde(registry=SchemaRegistryClient({"url": url}) if registry else None)
         values = _consume_all(kafka_settings, topic, len(SCHEMA_NAMES))
         decoded = dict(reader.decode(v) for v in values)

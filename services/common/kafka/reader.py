@@ -1,0 +1,120 @@
+"""Read a topic from its beginning up to the end offsets it had when asked: no group, no commit.
+
+Config topics (policies, registry snapshots) and the diagnostics need "everything the topic held
+at the call", not a consumer group's position: the partitions are assigned directly, nothing is
+committed, and the read stops once each partition reached the end offset it had at the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from services.common.errors import TopicReadError
+from services.common.kafka.logs import client_logger
+from services.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+#: Records asked for per consume() call.
+BATCH = 1000
+
+
+def assign_from_beginning(consumer: Consumer, topic: str, timeout_s: float) -> dict[int, int]:
+    """Assign every partition of `topic` from its beginning (none if the topic does not exist);
+    returns partition -> end offset of the non-empty ones: once each is read up to its end,
+    everything the topic held at the call has been read (the config readers' "loaded")."""
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    partitions = list(metadata.partitions) if metadata is not None else []
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    ends: dict[int, int] = {}
+    for p in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        if high > low:
+            ends[p] = high
+    return ends
+
+
+def reader_consumer(kafka: KafkaSettings, name: str) -> Consumer:
+    """A consumer for direct assignment: never commits, its group id is unique and unused."""
+    return Consumer(
+        kafka.consumer_config(
+            f"mdmpush-{name}-{uuid.uuid4().hex[:8]}", **{"enable.auto.commit": False}),
+        logger=client_logger(name),
+    )
+
+
+def read_to_end(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    partitions: Iterable[int] | None = None,
+    timeout_s: float = 30.0,
+    name: str = "reader",
+) -> Iterator[Message]:
+    """Every record `topic` held when called (in `partitions`, default all), in per-partition
+    offset order, then stop. Raises TopicReadError when the topic does not exist, Kafka does not
+    answer, or the read does not finish within `timeout_s`."""
+    consumer = reader_consumer(kafka, name)
+    try:
+        ends = _ends(consumer, topic, partitions, timeout_s)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise TopicReadError(f"reading {topic} did not finish within {timeout_s:.0f}s "
+                                     f"(partitions left: {sorted(ends)})")
+            batch = consumer.consume(BATCH, timeout=0.2)
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    log.warning("reading %s: %s", topic, err)
+                    continue
+                partition, offset = msg.partition() or 0, msg.offset() or 0
+                end = ends.get(partition)
+                if end is None or offset >= end:
+                    continue  # written after the call: not part of this read
+                yield msg
+                if offset + 1 >= end:
+                    del ends[partition]
+            if not batch:
+                _drop_finished(consumer, topic, ends)
+    except KafkaException as exc:
+        raise TopicReadError(f"reading {topic}: {exc.args[0]}") from exc
+    finally:
+        consumer.close()
+
+
+def _ends(
+    consumer: Consumer, topic: str, partitions: Iterable[int] | None, timeout_s: float
+) -> dict[int, int]:
+    """partition -> end offset of the non-empty partitions to read."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except KafkaException as exc:
+        raise TopicReadError(f"Kafka did not answer for {topic}: {exc.args[0]}") from exc
+    if metadata is None or metadata.error is not None:
+        reason = metadata.error if metadata is not None else "no metadata"
+        raise TopicReadError(f"topic {topic} cannot be read: {reason}")
+    wanted = list(metadata.partitions) if partitions is None else list(partitions)
+    unknown = set(wanted) - set(metadata.partitions)
+    if unknown:
+        raise TopicReadError(f"topic {topic} has no partition(s) {sorted(unknown)}")
+    ends: dict[int, int] = {}
+    for p in wanted:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        if high > low:
+            ends[p] = high
+    return ends
+
+
+def _drop_finished(consumer: Consumer, topic: str, ends: dict[int, int]) -> None:
+    """A partition whose last offsets hold no record (compacted away, transaction markers) is
+    finished once the consumer's position reached its end."""
+    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+        if tp.offset >= 0 and tp.offset >= ends[tp.partition]:
+            del ends[tp.partition]

@@ -1,0 +1,48 @@
+"""read_to_end: everything the topic held at the call, in offset order, then stop."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.errors import TopicReadError
+from services.common.kafka.producer import ReliableProducer
+from services.common.kafka.reader import read_to_end
+from services.common.settings import KafkaSettings
+from tests.common.kafka_topics import make_topic
+
+pytestmark = pytest.mark.kafka
+
+
+def test_reads_what_was_there_and_stops(kafka_settings: KafkaSettings) -> None:
+    topic = make_topic(kafka_settings, "r", partitions=3)
+    producer = ReliableProducer(kafka_settings, name="test")
+    for i in range(30):
+        producer.produce(topic, str(i).encode(), partition=i % 3)
+    producer.flush(30)
+    reading = read_to_end(kafka_settings, topic)
+    first = next(reading)
+    for i in range(30, 40):  # produced after the read began: not part of it
+        producer.produce(topic, str(i).encode(), partition=i % 3)
+    producer.flush(30)
+    records = [first, *reading]
+    assert sorted(int(r.value() or b"") for r in records) == list(range(30))
+    for p in range(3):
+        offsets = [r.offset() for r in records if r.partition() == p]
+        assert offsets == list(range(10))
+
+
+def test_reads_chosen_partitions_and_empty_topics(kafka_settings: KafkaSettings) -> None:
+    topic = make_topic(kafka_settings, "r", partitions=2)
+    assert list(read_to_end(kafka_settings, topic)) == []
+    producer = ReliableProducer(kafka_settings, name="test")
+    producer.produce(topic, b"p0", partition=0)
+    producer.produce(topic, b"p1", partition=1)
+    producer.flush(30)
+    assert [r.value() for r in read_to_end(kafka_settings, topic, partitions=[1])] == [b"p1"]
+    with pytest.raises(TopicReadError, match="no partition"):
+        list(read_to_end(kafka_settings, topic, partitions=[5]))
+
+
+def test_missing_topic_is_a_clear_error(kafka_settings: KafkaSettings) -> None:
+    with pytest.raises(TopicReadError, match="cannot be read"):
+        list(read_to_end(kafka_settings, f"{kafka_settings.topic_prefix}absent", timeout_s=5))
