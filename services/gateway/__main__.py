@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-
-from aiohttp import web
+import signal
+import sys
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.kafka import make_producer
+from services.common.logging_setup import configure_logging
+from services.common.principals import PrincipalConfigError
 from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
-from services.gateway.app import create_app
 from services.gateway.producer import AsyncProducer
+from services.gateway.server import Gateway
 from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger("services.gateway")
+
+
+async def _serve(gateway: Gateway) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
+    configure_logging("gateway")
     settings, kafka = GatewaySettings(), KafkaSettings()
     producer = AsyncProducer(make_producer(kafka))
-    app = create_app(settings, producer, Topics(kafka.topic_prefix),
-                     serde_for(kafka),
-                     Clock.from_settings())
+    gateway = Gateway(settings, producer, Topics(kafka.topic_prefix), serde_for(kafka),
+                      Clock.from_settings())
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=None)
+        asyncio.run(_serve(gateway))
+    except PrincipalConfigError as exc:
+        log.critical("gateway not started: %s", exc)
+        sys.exit(2)
     finally:
         producer.close()
 

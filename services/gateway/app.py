@@ -1,27 +1,38 @@
-"""The gateway's HTTP surface: NanoMDM-compatible push API, webhook and raw check-in ingestion.
+"""The gateway's HTTP surface: NanoMDM/MicroMDM-compatible push API, webhook and raw check-ins.
 
-Every endpoint answers 4xx with a JSON `{"error": reason}` for bad input, and 200/202 only after
-Kafka acknowledged what it produced, so a success means nothing can be lost.
+Every request but the health checks and the API description is authenticated, and the
+credential decides the tenant (services/common/principals.py). Every answer is JSON: 4xx with
+`{"error": reason}` for bad input, 200/202 only after Kafka acknowledged what was produced (so a
+success means nothing can be lost), 500 without internals for a bug (logged).
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 import uuid
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import Counter
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
+from services.common.kafka import DeliveryError
+from services.common.limits import (
+    InvalidInput,
+    check_checkin_event,
+    check_command_type,
+    check_json_depth,
+    check_targets,
+)
+from services.common.principals import NotAllowed, Principal
 from services.common.serde import AvroSerde
+from services.gateway.auth import Authenticator, RateLimiter, Unauthenticated
 from services.gateway.checkin_parse import BadCheckin, checkin_event, parse_plist
+from services.gateway.openapi import openapi_description
 from services.gateway.producer import AsyncProducer
 from services.gateway.settings import GatewaySettings
-from services.gateway.webhook import event_to_checkin, verify_signature
+from services.gateway.webhook import event_to_checkin
 from services.sdk.publisher import PushRequest
 
 log = logging.getLogger(__name__)
@@ -29,140 +40,192 @@ log = logging.getLogger(__name__)
 REQUESTS = Counter("mdmpush_gateway_requests_total", "HTTP requests by route and status",
                    ["route", "status"])
 
+#: NanoCMD's FossMDM sends 30 ids per call; MicroMDM's /push takes one.
+MAX_PUSH_IDS = 10_000
+
 SETTINGS: web.AppKey[GatewaySettings] = web.AppKey("settings", GatewaySettings)
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
+LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
 PRODUCER: web.AppKey[AsyncProducer] = web.AppKey("producer", AsyncProducer)
 SERDE: web.AppKey[AvroSerde] = web.AppKey("serde", AvroSerde)
 TOPICS: web.AppKey[Topics] = web.AppKey("topics", Topics)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)
 
 
-def _error(route: str, status: int, reason: str) -> web.Response:
-    REQUESTS.labels(route, str(status)).inc()
-    return web.json_response({"error": reason}, status=status)
+class Refused(Exception):
+    """Answer `status` with `{"error": reason}` (raised by handlers, answered by middleware)."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers or {}
 
 
-def _ok(route: str, body: dict[str, Any], status: int = 200) -> web.Response:
-    REQUESTS.labels(route, str(status)).inc()
-    return web.json_response(body, status=status)
+def _admit(request: web.Request, principal: Principal) -> str:
+    """Rate-limit the principal, then the tenant it acts for (?tenant=, operators only)."""
+    wait = request.app[LIMITER].retry_after(principal.name)
+    if wait:
+        raise Refused(429, f"rate limit of principal {principal.name} exceeded",
+                      {"Retry-After": str(wait)})
+    try:
+        return request.app[AUTH].tenant(principal, request.query.get("tenant"))
+    except NotAllowed as exc:
+        raise Refused(403, str(exc)) from None
+    except InvalidInput as exc:
+        raise Refused(400, str(exc)) from None
 
 
-async def _publish_checkin(app: web.Application, record: dict[str, Any]) -> None:
+def _api_principal(request: web.Request) -> Principal:
+    try:
+        return request.app[AUTH].api_key(request.headers.get("Authorization"))
+    except Unauthenticated as exc:
+        raise Refused(401, str(exc), {"WWW-Authenticate": 'Basic realm="mdmpush"'}) from None
+
+
+async def _publish_checkin(app: web.Application, record: dict[str, Any]) -> web.Response:
+    try:
+        check_checkin_event(record)
+    except InvalidInput as exc:
+        raise Refused(400, str(exc)) from None
     topic = app[TOPICS].checkins
     value = app[SERDE].encode("CheckinEvent", record, topic)
     await app[PRODUCER].send(topic, value, record["enrollment_id"])
+    return web.json_response({"event_id": record["event_id"], "enrollment_id":
+                              record["enrollment_id"], "message_type": record["message_type"]})
 
 
 async def webhook(request: web.Request) -> web.Response:
     """POST /webhook: a NanoMDM/MicroMDM webhook event -> mdm.checkin.events.v1."""
-    app, settings = request.app, request.app[SETTINGS]
+    app = request.app
     body = await request.read()
-    if settings.webhook_secret is not None and not verify_signature(
-        body, request.headers.get("X-Hmac-Signature"),
-        settings.webhook_secret.get_secret_value().encode(),
-    ):
-        return _error("webhook", 401, "missing or invalid X-Hmac-Signature")
-    tenant = request.query.get("tenant", settings.default_tenant)
     try:
+        principal = app[AUTH].webhook(body, request.headers.get("X-Hmac-Signature"))
+    except Unauthenticated as exc:
+        raise Refused(401, str(exc)) from None
+    tenant = _admit(request, principal)
+    try:
+        check_json_depth(body)
         record = event_to_checkin(body, app[CLOCK].now_ms(), tenant)
-    except BadCheckin as exc:
-        return _error("webhook", 400, str(exc))
-    await _publish_checkin(app, record)
-    return _ok("webhook", {"event_id": record["event_id"], "enrollment_id":
-                           record["enrollment_id"], "message_type": record["message_type"]})
+    except (BadCheckin, InvalidInput) as exc:
+        raise Refused(400, str(exc)) from None
+    record["principal"] = principal.name
+    return await _publish_checkin(app, record)
 
 
 async def checkin(request: web.Request) -> web.Response:
     """PUT/POST /checkin: a raw check-in or command-report plist, as a device sends it."""
-    app, settings = request.app, request.app[SETTINGS]
+    principal = _api_principal(request)
+    tenant = _admit(request, principal)
+    app = request.app
     try:
-        message = parse_plist(await request.read())
-        record = checkin_event(message, app[CLOCK].now_ms(),
-                               request.query.get("tenant", settings.default_tenant),
+        record = checkin_event(parse_plist(await request.read()), app[CLOCK].now_ms(), tenant,
                                source="checkin")
     except BadCheckin as exc:
-        return _error("checkin", 400, str(exc))
-    await _publish_checkin(app, record)
-    return _ok("checkin", {"event_id": record["event_id"], "enrollment_id":
-                           record["enrollment_id"], "message_type": record["message_type"]})
+        raise Refused(400, str(exc)) from None
+    record["principal"] = principal.name
+    return await _publish_checkin(app, record)
+
+
+async def _queue_push(request: web.Request, ids: list[str]) -> tuple[PushRequest, int]:
+    """Authenticate, validate and publish one NotificationRequest for `ids`; returns it and
+    its requested_at (epoch ms), from which `mdmpush follow` reads the outcomes."""
+    principal = _api_principal(request)
+    tenant = _admit(request, principal)
+    if len(ids) > MAX_PUSH_IDS:
+        raise Refused(413, f"at most {MAX_PUSH_IDS} ids per call; use the SDK for more")
+    initiator = request.query.get("initiator", "user")
+    if initiator not in ("user", "admin"):
+        raise Refused(400, f"initiator must be user or admin, not {initiator!r}")
+    try:
+        command_type = check_command_type(request.query.get("command_type", ""))
+        targets = check_targets(ids, MAX_PUSH_IDS)
+    except InvalidInput as exc:
+        raise Refused(400, str(exc)) from None
+    push_request = PushRequest(
+        tenant=tenant, enrollment_ids=targets,
+        initiator="user" if initiator == "user" else "admin",
+        command_type=command_type, source="push-api", request_id=str(uuid.uuid4()),
+    )
+    app = request.app
+    topic = app[TOPICS].requests
+    record = push_request.to_record(app[CLOCK].now_ms())
+    record["principal"] = principal.name
+    value = app[SERDE].encode("NotificationRequest", record, topic)
+    await app[PRODUCER].send(topic, value, push_request.tenant)
+    return push_request, record["requested_at"]
 
 
 async def push(request: web.Request) -> web.Response:
     """GET/POST/PUT /v1/push/{id,id,...}: NanoMDM's push API, queued as one NotificationRequest.
 
     NanoMDM answers with per-id push results; we queue, so each id's result is the request id
-    (follow it with `mdmpush device`). Query: tenant, initiator (user|admin, default user: the
-    push API is what a person's action calls), command_type.
+    (follow it with `mdmpush device`). Query: tenant (operators), initiator (user|admin, default
+    user: the push API is what a person's action calls), command_type.
     """
-    app, settings = request.app, request.app[SETTINGS]
-    if settings.api_key is not None and not _authorised(request, settings):
-        return _error("push", 401, "HTTP basic auth with the API key required")
-    ids = [i for i in request.match_info["ids"].split(",") if i]
-    if not ids:
-        return _error("push", 400, "no enrollment ids in the path")
-    if len(ids) > 10_000:
-        return _error("push", 413, "at most 10000 ids per call; use the SDK for more")
-    initiator = request.query.get("initiator", "user")
-    if initiator not in ("user", "admin"):
-        return _error("push", 400, f"initiator must be user or admin, not {initiator!r}")
-    push_request = PushRequest(
-        tenant=request.query.get("tenant", settings.default_tenant), enrollment_ids=ids,
-        initiator="user" if initiator == "user" else "admin",
-        command_type=request.query.get("command_type", ""), source="push-api",
-        request_id=str(uuid.uuid4()),
-    )
-    topic = app[TOPICS].requests
-    value = app[SERDE].encode("NotificationRequest",
-                              push_request.to_record(app[CLOCK].now_ms()), topic)
-    await app[PRODUCER].send(topic, value, push_request.tenant)
-    status = {i: {"push_result": push_request.request_id} for i in ids}
-    return _ok("push", {"status": status, "request_id": push_request.request_id}, 202)
+    queued, requested_at = await _queue_push(request, request.match_info["ids"].split(","))
+    status = {i: {"push_result": queued.request_id} for i in queued.enrollment_ids}
+    follow = f"mdmpush follow {queued.request_id} --since {requested_at}"
+    return web.json_response(
+        {"status": status, "request_id": queued.request_id, "requested_at": requested_at,
+         "follow": follow}, status=202, headers={"X-Mdmpush-Follow": follow})
 
 
-def _authorised(request: web.Request, settings: GatewaySettings) -> bool:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic ") or settings.api_key is None:
-        return False
-    try:
-        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return user == "nanomdm" and hmac.compare_digest(
-        password, settings.api_key.get_secret_value())
+async def micromdm_push(request: web.Request) -> web.Response:
+    """GET /push/{udid}: MicroMDM's push API (one id), as NanoCMD calls it with user micromdm."""
+    queued, _ = await _queue_push(request, [request.match_info["udid"]])
+    return web.json_response({"status": "queued", "id": queued.request_id}, status=202)
 
 
 async def health(_request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def metrics(_request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+async def openapi(_request: web.Request) -> web.Response:
+    return web.json_response(openapi_description())
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Unknown routes, wrong methods and oversized bodies answer JSON with a reason too."""
+    """Every answer is JSON, every status is counted; no plain-text error page ever leaks."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
     try:
-        return await handler(request)
+        response = await handler(request)
+    except Refused as exc:
+        response = web.json_response({"error": exc.reason}, status=exc.status,
+                                     headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return web.json_response({"error": exc.reason}, status=exc.status)
+        reason = exc.reason
+        if exc.status == 413:
+            reason = f"body over {request.app[SETTINGS].max_body_bytes} bytes"
+        response = web.json_response({"error": reason}, status=exc.status)
+    except DeliveryError:
+        log.exception("Kafka did not acknowledge a record (route %s)", route)
+        response = web.json_response({"error": "not stored: Kafka did not acknowledge; retry"},
+                                     status=503, headers={"Retry-After": "1"})
+    except Exception:
+        log.exception("unexpected error on route %s", route)
+        response = web.json_response({"error": "internal error"}, status=500)
+    REQUESTS.labels(route, str(response.status)).inc()
+    return response
 
 
 def create_app(
     settings: GatewaySettings, producer: AsyncProducer, topics: Topics, serde: AvroSerde,
-    clock: Clock,
+    clock: Clock, auth: Authenticator,
 ) -> web.Application:
+    """The public application (the ops port is `ops.create_ops_app`)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
-    app[SETTINGS], app[PRODUCER], app[TOPICS], app[SERDE], app[CLOCK] = (
-        settings, producer, topics, serde, clock)
-    app.router.add_post("/webhook", webhook)
-    app.router.add_route("POST", "/checkin", checkin)
-    app.router.add_route("PUT", "/checkin", checkin)
+    app[SETTINGS], app[PRODUCER], app[TOPICS], app[SERDE], app[CLOCK], app[AUTH] = (
+        settings, producer, topics, serde, clock, auth)
+    app[LIMITER] = RateLimiter(settings.rate_per_s, settings.rate_burst)
+    app.router.add_post("/webhook", webhook, name="webhook")
+    app.router.add_route("POST", "/checkin", checkin, name="checkin")
+    app.router.add_route("PUT", "/checkin", checkin, name="checkin-put")
     for method in ("GET", "POST", "PUT"):
-        app.router.add_route(method, "/v1/push/{ids}", push)
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/metrics", metrics)
+        app.router.add_route(method, "/v1/push/{ids}", push, name=f"push-{method.lower()}")
+    app.router.add_get("/push/{udid}", micromdm_push, name="micromdm-push")
+    app.router.add_get("/healthz", health, name="healthz")
+    app.router.add_get("/openapi.json", openapi, name="openapi")
     return app
-
-

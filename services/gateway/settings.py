@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.principals import (
+    PrincipalConfigError,
+    Principals,
+    load_principals,
+    parse_principals,
+)
 
 
 class GatewaySettings(BaseSettings):
@@ -11,10 +20,43 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 9400
-    #: Tenant given to webhook events and push-API requests that name none (`?tenant=`).
-    default_tenant: str = "default"
-    #: Shared secret of the webhook's X-Hmac-Signature; unset accepts unsigned events.
-    webhook_secret: SecretStr | None = None
-    #: NanoMDM-style API key for /v1/push (HTTP basic auth, user `nanomdm`); unset = no auth.
+    #: Metrics, liveness and readiness: a port the ingress does not expose.
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9100
+    #: YAML/JSON credentials file (see services/common/principals.py), e.g. a mounted Secret.
+    principals_file: Path | None = None
+    #: The same configuration as text, for deployments that pass it in the environment.
+    principals: SecretStr | None = None
+    #: One principal for `default_tenant` from two plain variables (single-tenant deployments).
     api_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    default_tenant: str = "default"
+    #: Accept unauthenticated requests (local development only; logged loudly at start).
+    insecure_dev: bool = False
+    #: Per principal: requests per second, and how many may come at once.
+    rate_per_s: float = Field(default=50.0, gt=0)
+    rate_burst: int = Field(default=100, ge=1)
     max_body_bytes: int = 1 << 20
+    #: TLS on the public listener, for deployments without an ingress that terminates it.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def load_principals(self) -> Principals:
+        """Every configured credential; PrincipalConfigError when unusable."""
+        if self.principals_file is not None and self.principals is not None:
+            raise PrincipalConfigError("set MDMPUSH_GATEWAY_PRINCIPALS_FILE or "
+                                       "MDMPUSH_GATEWAY_PRINCIPALS, not both")
+        inline = self.principals.get_secret_value() if self.principals else None
+        configured = load_principals(self.principals_file, inline)
+        if self.api_key is None and self.webhook_secret is None:
+            return configured
+        if len(configured):
+            raise PrincipalConfigError("MDMPUSH_GATEWAY_API_KEY/WEBHOOK_SECRET and a principals "
+                                       "config are exclusive")
+        single: dict[str, object] = {"name": self.default_tenant,
+                                     "tenants": [self.default_tenant]}
+        if self.api_key is not None:
+            single["api_keys"] = [self.api_key.get_secret_value()]
+        if self.webhook_secret is not None:
+            single["webhook_secrets"] = [self.webhook_secret.get_secret_value()]
+        return parse_principals({"principals": [single]})

@@ -1,5 +1,6 @@
 """The NanoMDM / MicroMDM webhook: verify its signature and turn each event into a CheckinEvent.
 
+Its signature is checked by services/common/principals.py (the secret decides the tenant).
 The event JSON (NanoMDM's `service/webhook/event.json`) carries the device's raw plist body in
 `checkin_event.raw_payload` or `acknowledge_event.raw_payload` (base64), and NanoMDM's enrollment
 id in `ids.id`; we parse the plist ourselves so every field the device sent is available.
@@ -9,25 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 from typing import Any
 
 from services.gateway.checkin_parse import BadCheckin, checkin_event, parse_plist
-
-
-def verify_signature(body: bytes, signature_b64: str | None, secret: bytes) -> bool:
-    """`X-Hmac-Signature`: base64 of HMAC-SHA256(secret, body), compared in constant time."""
-    if not signature_b64:
-        return False
-    expected = base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
-    return hmac.compare_digest(expected, signature_b64.strip())
-
-
-def sign(body: bytes, secret: bytes) -> str:
-    """The signature a webhook sender puts in `X-Hmac-Signature` (used by the device simulator)."""
-    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
 
 
 def event_to_checkin(body: bytes, received_at_ms: int, tenant: str) -> dict[str, Any]:

@@ -1,141 +1,117 @@
-"""The gateway over real HTTP on loopback, producing to the real broker."""
+"""The gateway over real HTTP on loopback, producing to the real broker: what is accepted."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
-
 import httpx
 import pytest
-from aiohttp import web
-from confluent_kafka import Consumer, TopicPartition
-from pydantic import SecretStr
 
 from services.common.catalogue import Topics
-from services.common.clock import Clock
-from services.common.kafka import make_producer
-from services.common.serde import AvroSerde
+from services.common.principals import hmac_signature
 from services.common.settings import KafkaSettings
-from services.gateway.app import create_app
-from services.gateway.producer import AsyncProducer
-from services.gateway.settings import GatewaySettings
-from services.gateway.webhook import sign
-
-INTEROP = Path(__file__).resolve().parents[1] / "interop" / "nanomdm"
-SECRET = "webhook-secret"
-
-Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
-
-
-def _run(kafka_settings: KafkaSettings, topics: Topics, scenario: Scenario) -> None:
-    settings = GatewaySettings(port=0, webhook_secret=SecretStr(SECRET),
-                               api_key=SecretStr("api-key"), default_tenant="acme")
-
-    async def main() -> None:
-        producer = AsyncProducer(make_producer(kafka_settings))
-        app = create_app(settings, producer, topics, AvroSerde(), Clock())
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                await scenario(client)
-        finally:
-            await runner.cleanup()
-            producer.close()
-
-    asyncio.run(main())
-
-
-def _read(settings: KafkaSettings, topic: str, n: int) -> list[dict[str, Any]]:
-    consumer = Consumer(settings.consumer_config(f"{topic}-check"))
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    serde = AvroSerde()
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 15
-    while len(out) < n and time.monotonic() < deadline:
-        msg = consumer.poll(0.2)
-        if msg is not None and not msg.error():
-            out.append(serde.decode(msg.value())[1])
-    consumer.close()
-    return out
+from tests.gateway.harness import (
+    ACME_KEY,
+    ACME_ROTATED_KEY,
+    ACME_SECRET,
+    DEVICE_PLISTS,
+    GLOBEX_KEY,
+    OPS_KEY,
+    WEBHOOK_EVENTS,
+    basic,
+    count_records,
+    read_records,
+    running_gateway,
+)
 
 
 @pytest.mark.kafka
-def test_webhook_and_raw_checkins_reach_the_topic(
+def test_webhook_and_raw_checkins_reach_the_topic_with_the_credentials_tenant(
     kafka_settings: KafkaSettings, topics: Topics
 ) -> None:
-    async def scenario(client: httpx.AsyncClient) -> None:
+    with running_gateway(kafka_settings, topics) as gw, gw.client() as client:
         for name in ("Authenticate.2.json", "DeviceInformation.1.json"):
-            body = (INTEROP / "service" / "webhook" / "testdata" / name).read_bytes()
-            r = await client.post("/webhook", content=body,
-                                  headers={"X-Hmac-Signature": sign(body, SECRET.encode())})
+            body = (WEBHOOK_EVENTS / name).read_bytes()
+            signature = hmac_signature(body, ACME_SECRET.encode())
+            r = client.post("/webhook", content=body, headers={"X-Hmac-Signature": signature})
             assert r.status_code == 200, r.text
-        for plist in sorted((INTEROP / "mdm" / "testdata").glob("*.plist")):
-            r = await client.put("/checkin", content=plist.read_bytes())
+        for plist in sorted(DEVICE_PLISTS.glob("*.plist")):
+            r = client.put("/checkin", content=plist.read_bytes(), headers=basic(ACME_KEY))
             assert r.status_code == 200, r.text
-
-    _run(kafka_settings, topics, scenario)
-    records = _read(kafka_settings, topics.checkins, 7)
+    records = read_records(kafka_settings, topics.checkins, 7)
     assert len(records) == 7
     types = sorted(r["message_type"] for r in records)
     assert types == ["AUTHENTICATE"] * 3 + ["COMMAND_REPORT"] * 2 + ["TOKEN_UPDATE"] * 2
-    assert {r["tenant"] for r in records} == {"acme"}
+    assert {(r["tenant"], r["principal"]) for r in records} == {("acme", "acme-mdm")}
 
 
 @pytest.mark.kafka
-def test_bad_input_gets_4xx_with_reason(kafka_settings: KafkaSettings, topics: Topics) -> None:
-    async def scenario(client: httpx.AsyncClient) -> None:
-        body = b'{"checkin_event": {"raw_payload": "bm90IGEgcGxpc3Q="}}'
-        unsigned = await client.post("/webhook", content=body)
-        assert unsigned.status_code == 401 and "X-Hmac-Signature" in unsigned.json()["error"]
-        bad = await client.post("/webhook", content=body,
-                                headers={"X-Hmac-Signature": sign(body, SECRET.encode())})
-        assert bad.status_code == 400 and "property list" in bad.json()["error"]
-        raw = await client.put("/checkin", content=b"<plist><dict>")
-        assert raw.status_code == 400 and raw.json()["error"]
-        noauth = await client.get("/v1/push/A,B")
-        assert noauth.status_code == 401
-        wrong = await client.get("/v1/push/A?initiator=robot",
-                                 auth=("nanomdm", "api-key"))
-        assert wrong.status_code == 400 and "initiator" in wrong.json()["error"]
-        missing = await client.get("/nope")
-        assert missing.status_code == 404 and missing.json()["error"]
-
-    _run(kafka_settings, topics, scenario)
-    assert _count(kafka_settings, topics.checkins) == 0
-
-
-def _count(settings: KafkaSettings, topic: str) -> int:
-    consumer = Consumer(settings.consumer_config(f"{topic}-count"))
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    total = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in parts)
-    consumer.close()
-    return total
-
-
-@pytest.mark.kafka
-def test_push_api_queues_a_notification_request(
+def test_push_api_queues_a_request_for_the_keys_tenant(
     kafka_settings: KafkaSettings, topics: Topics
 ) -> None:
-    async def scenario(client: httpx.AsyncClient) -> None:
-        auth = "Basic " + base64.b64encode(b"nanomdm:api-key").decode()
-        r = await client.put("/v1/push/UDID-1,UDID-2?command_type=install_app",
-                             headers={"Authorization": auth})
+    with running_gateway(kafka_settings, topics) as gw, gw.client() as client:
+        r = client.put("/v1/push/UDID-1,UDID-2?command_type=install_app", headers=basic(ACME_KEY))
         assert r.status_code == 202, r.text
-        body = r.json()
-        assert set(body["status"]) == {"UDID-1", "UDID-2"}
+        assert set(r.json()["status"]) == {"UDID-1", "UDID-2"}
+        rotated = client.get("/v1/push/UDID-3", headers=basic(ACME_ROTATED_KEY))
+        assert rotated.status_code == 202, rotated.text
+    first, second = read_records(kafka_settings, topics.requests, 2)
+    assert first["enrollment_ids"] == ["UDID-1", "UDID-2"]
+    assert (first["initiator"], first["tenant"], first["source"], first["principal"]) == (
+        "USER", "acme", "push-api", "acme-mdm")
+    assert (second["tenant"], second["principal"]) == ("acme", "acme-mdm")
 
-    _run(kafka_settings, topics, scenario)
-    [request] = _read(kafka_settings, topics.requests, 1)
-    assert request["enrollment_ids"] == ["UDID-1", "UDID-2"]
-    assert (request["initiator"], request["tenant"], request["source"]) == (
-        "USER", "acme", "push-api")
+
+@pytest.mark.kafka
+def test_nanocmd_fossmdm_and_micromdm_conventions(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    """NanoCMD's FossMDM: GET {base}/{30 ids} as nanomdm; with its MicroMDM option, GET
+    /push/{udid} as micromdm. Both with a tenant's key as the password."""
+    ids = [f"UDID-{i:02d}" for i in range(30)]
+    with running_gateway(kafka_settings, topics) as gw, gw.client() as client:
+        nano = client.get("/v1/push/" + ",".join(ids), headers=basic(GLOBEX_KEY, "nanomdm"))
+        assert nano.status_code == 202, nano.text
+        micro = client.get("/push/UDID-99", headers=basic(GLOBEX_KEY, "micromdm"))
+        assert micro.status_code == 202, micro.text
+        assert micro.json()["status"] == "queued"
+    nano_rec, micro_rec = read_records(kafka_settings, topics.requests, 2)
+    assert nano_rec["enrollment_ids"] == ids and micro_rec["enrollment_ids"] == ["UDID-99"]
+    assert micro_rec["request_id"] == micro.json()["id"]
+    assert {r["tenant"] for r in (nano_rec, micro_rec)} == {"globex"}
+
+
+@pytest.mark.kafka
+def test_an_operator_names_the_tenant_it_acts_for(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    with running_gateway(kafka_settings, topics) as gw, gw.client() as client:
+        unnamed = client.get("/v1/push/A", headers=basic(OPS_KEY))
+        assert unnamed.status_code == 403 and "name one" in unnamed.json()["error"]
+        foreign = client.get("/v1/push/A?tenant=initech", headers=basic(OPS_KEY))
+        assert foreign.status_code == 403
+        named = client.get("/v1/push/A?tenant=globex&initiator=admin", headers=basic(OPS_KEY))
+        assert named.status_code == 202, named.text
+    [record] = read_records(kafka_settings, topics.requests, 1)
+    assert (record["tenant"], record["principal"], record["initiator"]) == (
+        "globex", "ops", "ADMIN")
+    assert count_records(kafka_settings, topics.requests) == 1
+
+
+@pytest.mark.kafka
+def test_health_description_and_ops_port(kafka_settings: KafkaSettings, topics: Topics) -> None:
+    with running_gateway(kafka_settings, topics) as gw, gw.client() as client:
+        assert client.get("/healthz").json() == {"ok": True}
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/openapi.json").json()["openapi"] == "3.1.0"
+        public_metrics = client.get("/metrics")
+        assert public_metrics.status_code == 404 and public_metrics.json()["error"]
+        client.get("/v1/push/A")  # one refusal, counted
+        ops = httpx_get(gw.ops_url + "/metrics")
+        assert 'mdmpush_gateway_requests_total{route="/v1/push/{ids}",status="401"}' in ops
+        assert httpx_get(gw.ops_url + "/livez") == '{"ok": true}'
+        assert httpx_get(gw.ops_url + "/readyz") == '{"ok": true}'
+
+
+def httpx_get(url: str) -> str:
+    r = httpx.get(url, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.text
