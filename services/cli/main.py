@@ -12,9 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from services.cli import (
+    config_cmd,
     demo_cmd,
     deploy_cmd,
+    dlq_cmd,
     doctor_cmd,
+    follow_cmd,
     kafka_cmd,
     policy_cmd,
     publish_cmd,
@@ -28,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (kafka_cmd, topics_cmd, publish_cmd, policy_cmd, demo_cmd, deploy_cmd,
-                   doctor_cmd):
+                   doctor_cmd, config_cmd, dlq_cmd, follow_cmd):
         module.register(sub)
     return parser
 

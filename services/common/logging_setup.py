@@ -64,7 +64,10 @@ class ServiceLogLevel(BaseSettings):
     variable sits beside the service's other settings and one environment can tune one service.
     """
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    #: The placeholder prefix names the variable in docs/configuration.md; every use passes the
+    #: service's real one.
+    model_config = SettingsConfigDict(env_prefix="MDMPUSH_<SERVICE>_", frozen=True,
+                                      extra="ignore")
 
     #: Level of this service's process; unset = `MDMPUSH_LOG_LEVEL`.
     log_level: LogLevel | None = None

@@ -1,0 +1,101 @@
+"""docs/configuration.md is the settings models, rendered: complete, current, no secret shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.cli.main import main as cli
+from services.common import config_reference
+from services.common.config_reference import UNDOCUMENTED, describe
+
+#: Settings without a description, `#:` comment or docstring when this test was written; their
+#: owners were asked to document them (/tmp coordination requests). A NEW undocumented setting
+#: fails the test below; document it instead of adding it here.
+KNOWN_UNDOCUMENTED = frozenset({
+    "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS", "MDMPUSH_KAFKA_CLIENT_ID",
+    "MDMPUSH_KAFKA_SECURITY_PROTOCOL", "MDMPUSH_KAFKA_SASL_MECHANISM",
+    "MDMPUSH_KAFKA_SASL_USERNAME", "MDMPUSH_KAFKA_SASL_PASSWORD",
+    "MDMPUSH_KAFKA_SSL_CA_LOCATION", "MDMPUSH_KAFKA_SSL_CERTIFICATE_LOCATION",
+    "MDMPUSH_KAFKA_SSL_KEY_LOCATION", "MDMPUSH_KAFKA_SSL_KEY_PASSWORD",
+    "MDMPUSH_KAFKA_SCHEMA_REGISTRY_BASIC_AUTH", "MDMPUSH_KAFKA_LINGER_MS",
+    "MDMPUSH_KAFKA_COMPRESSION_TYPE", "MDMPUSH_KAFKA_SESSION_TIMEOUT_MS",
+    "MDMPUSH_KAFKA_MAX_POLL_INTERVAL_MS", "MDMPUSH_KAFKA_CONSUMER_OVERRIDES",
+    "MDMPUSH_KAFKA_MIN_INSYNC_REPLICAS", "MDMPUSH_KAFKA_DLQ_MIN_RECORDS",
+    "MDMPUSH_CORRELATOR_GROUP_ID", "MDMPUSH_CORRELATOR_CONSUME_BATCH",
+    "MDMPUSH_FANOUT_LOG_LEVEL",
+    "MDMPUSH_GATEWAY_HOST", "MDMPUSH_GATEWAY_PORT", "MDMPUSH_GATEWAY_OPS_PORT",
+    "MDMPUSH_GATEWAY_WEBHOOK_SECRET", "MDMPUSH_GATEWAY_DEFAULT_TENANT",
+    "MDMPUSH_GATEWAY_RATE_BURST", "MDMPUSH_GATEWAY_MAX_BODY_BYTES",
+    "MDMPUSH_GATEWAY_TLS_KEY_FILE",
+    "MDMPUSH_SENDER_ENVIRONMENT", "MDMPUSH_SENDER_TRANSPORT",
+    "MDMPUSH_SENDER_MAX_CONCURRENT_STREAMS", "MDMPUSH_SENDER_REQUEST_TIMEOUT_S",
+    "MDMPUSH_SENDER_DEFAULT_PRIORITY_PER_MINUTE", "MDMPUSH_SENDER_DEFAULT_BULK_PER_MINUTE",
+    "MDMPUSH_SENDER_GROUP_ID", "MDMPUSH_SENDER_INSTANCE_ID", "MDMPUSH_SENDER_PRIORITY_RESERVE",
+})
+
+
+def test_committed_page_is_the_generated_one() -> None:
+    committed = config_reference.DOC_PATH.read_text(encoding="utf-8")
+    assert committed == config_reference.render(), (
+        "docs/configuration.md is stale: run `mdmpush config reference`")
+
+
+def test_every_settings_model_and_field_is_on_the_page() -> None:
+    classes = {c.__name__: c for c in config_reference.settings_classes()}
+    assert {"KafkaSettings", "ClockSettings", "LogSettings", "GatewaySettings",
+            "FanoutSettings", "SenderSettings", "CorrelatorSettings"} <= classes.keys()
+    page = config_reference.render()
+    for cls in classes.values():
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for name in cls.model_fields:
+            assert f"`{(prefix + name).upper()}`" in page, (cls.__name__, name)
+
+
+def test_no_new_setting_is_left_undocumented() -> None:
+    new = sorted(set(config_reference.undocumented()) - KNOWN_UNDOCUMENTED)
+    assert not new, f"document these settings (a `#:` comment above the field): {new}"
+
+
+class _Example(BaseSettings):
+    """An example model."""
+
+    model_config = SettingsConfigDict(env_prefix="MDMPUSH_EXAMPLE_")
+
+    #: From a comment,
+    #: over two lines.
+    commented: int = 3
+    described: str = Field(default="x", description="From the description.")
+    docstringed: float = 1.5
+    """From the attribute docstring."""
+    bare: bool = False
+    password: SecretStr = SecretStr("hunter2-default")
+    maybe_key: SecretStr | None = None
+
+
+def test_meaning_comes_from_description_comment_or_docstring() -> None:
+    rows = {s.variable: s for s in describe(_Example).settings}
+    assert rows["MDMPUSH_EXAMPLE_COMMENTED"].meaning == "From a comment, over two lines."
+    assert rows["MDMPUSH_EXAMPLE_COMMENTED"].default == "`3`"
+    assert rows["MDMPUSH_EXAMPLE_DESCRIBED"].meaning == "From the description."
+    assert rows["MDMPUSH_EXAMPLE_DOCSTRINGED"].meaning == "From the attribute docstring."
+    assert rows["MDMPUSH_EXAMPLE_BARE"].meaning == UNDOCUMENTED
+    assert rows["MDMPUSH_EXAMPLE_BARE"].default == "`false`"
+
+
+def test_secrets_show_no_default() -> None:
+    rows = {s.variable: s for s in describe(_Example).settings}
+    for name in ("MDMPUSH_EXAMPLE_PASSWORD", "MDMPUSH_EXAMPLE_MAYBE_KEY"):
+        assert rows[name].type.startswith("secret")
+        assert "hunter2" not in rows[name].default and "secret" in rows[name].default
+
+
+def test_cli_check_reports_a_stale_page(tmp_path: Path) -> None:
+    page = tmp_path / "configuration.md"
+    assert cli(["config", "reference", "--output", str(page)]) == 0
+    assert cli(["config", "reference", "--check", "--output", str(page)]) == 0
+    page.write_text(page.read_text(encoding="utf-8").replace("MDMPUSH_KAFKA_", "X_"),
+                    encoding="utf-8")
+    assert cli(["config", "reference", "--check", "--output", str(page)]) == 1
