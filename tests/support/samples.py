@@ -13,13 +13,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "request_id": "req-1", "tenant": "acme", "kind": "MDM", "initiator": "ADMIN",
         "command_type": "apply_policies", "target_all": False,
         "enrollment_ids": ["UDID-1", "UDID-2"], "aps_payload": None, "expiration": NOW + 60_000,
-        "requested_at": NOW, "source": "sdk",
+        "requested_at": NOW, "source": "sdk", "principal": "acme-mdm",
     },
     "CheckinEvent": {
         "event_id": "ev-1", "enrollment_id": "UDID-1", "tenant": "acme",
         "message_type": "TOKEN_UPDATE", "raw_message_type": "TokenUpdate", "udid": "UDID-1",
         "topic": TOPIC, "token_hex": TOKEN, "push_magic": "magic-1", "command_uuid": None,
-        "status": None, "occurred_at": NOW, "source": "webhook",
+        "status": None, "occurred_at": NOW, "source": "webhook", "principal": "acme-mdm",
     },
     "DeviceRecord": {
         "enrollment_id": "UDID-1", "tenant": "acme", "udid": "UDID-1", "state": "ENROLLED",
