@@ -89,13 +89,11 @@ def select_record(
 
 def build_report(
     device: DeviceSide,
-    registry: dict[str, DeviceRecord] | None,
+    registry: dict[str, DeviceRecord],
     enrollment_id: str | None = None,
     udid: str | None = None,
 ) -> SysdiagnoseReport:
-    """Compare with the registry's record for the device; `registry=None` means offline."""
-    if registry is None:
-        return SysdiagnoseReport(device, None, notes=("offline: the device's own values only",))
+    """Compare with the registry's record for the device."""
     record, others = select_record(device, registry, enrollment_id, udid)
     ids = tuple(o["enrollment_id"] for o in others)
     if record is None:

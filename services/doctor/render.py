@@ -7,17 +7,18 @@ from collections.abc import Iterator
 from services.doctor.compare import SysdiagnoseReport
 from services.doctor.feedback import APPLE_CHECKLIST, FeedbackBundle
 from services.doctor.history import DeviceHistory
+from services.doctor.sysdiagnose import DeviceSide
 from services.doctor.times import iso
 
 MARK = {"ok": "ok      ", "mismatch": "MISMATCH", "missing": "MISSING "}
 
 
-def sysdiagnose_text(report: SysdiagnoseReport) -> str:
-    return "\n".join(_sysdiagnose_lines(report))
+def device_text(device: DeviceSide) -> str:
+    """What the archive says, shown before the registry is asked: it needs no Kafka."""
+    return "\n".join(_device_lines(device))
 
 
-def _sysdiagnose_lines(report: SysdiagnoseReport) -> Iterator[str]:
-    device = report.device
+def _device_lines(device: DeviceSide) -> Iterator[str]:
     yield f"sysdiagnose {device.source} ({device.stubs} profile stub(s))"
     yield "device says:"
     for found in device.topics:
@@ -26,6 +27,14 @@ def _sysdiagnose_lines(report: SysdiagnoseReport) -> Iterator[str]:
         yield "  push topic    (no Topic in any *.stub)"
     yield f"  push magic    {device.push_magic or '(none)'}"
     yield f"  token SHA-256 {device.token_hash.hex() if device.token_hash else '(none)'}"
+
+
+def comparison_text(report: SysdiagnoseReport) -> str:
+    """The registry record compared with, one verdict (and next step) per item."""
+    return "\n".join(_comparison_lines(report))
+
+
+def _comparison_lines(report: SysdiagnoseReport) -> Iterator[str]:
     yield from report.notes
     if report.record is not None:
         rec = report.record

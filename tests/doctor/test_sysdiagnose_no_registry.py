@@ -1,0 +1,78 @@
+"""`mdmpush doctor sysdiagnose` when the registry cannot be read: the device's values, one line
+saying why the comparison was skipped, exit code 3 — and none of librdkafka's raw lines.
+
+The Kafka-down case runs the CLI as a real process, because librdkafka writes its raw lines to
+the process's stderr from C, where an in-process capture would not see them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.cli.doctor_cmd import EXIT_SKIPPED
+from services.cli.main import main
+from services.common.catalogue import Topics
+from services.common.settings import KafkaSettings
+from services.devstack.procs import free_port
+from tests.doctor.sysdiag import MAGIC, build_tree, make_tar
+from tests.support.samples import TOPIC
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_kafka_down_shows_the_device_and_one_line(tmp_path: Path) -> None:
+    archive = make_tar(build_tree(tmp_path / "src"), tmp_path / "sysdiagnose.tar.gz")
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens: connections are refused at once
+    env = {**os.environ, "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": closed, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "doctor", "sysdiagnose", str(archive)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == EXIT_SKIPPED == 3, run.stdout + run.stderr
+    out = run.stdout
+    assert TOPIC in out and MAGIC in out and "token SHA-256 " in out
+    skipped = [line for line in out.splitlines() if "skipped" in line]
+    assert skipped == [f"comparison with the registry skipped: Kafka at {closed} is unreachable "
+                       f"(Connect to ipv4#{closed} failed: Connection refused) "
+                       "(--offline skips the attempt)"]
+    assert out.index(MAGIC) < out.index("skipped")  # the device first
+    assert run.stderr == ""  # no `%3|...|FAIL|` lines, no log lines, no traceback
+
+
+@pytest.mark.kafka
+def test_missing_registry_topic_is_named(kafka_settings: KafkaSettings, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Kafka answers, but this test's prefix has no topics (none were created)."""
+    monkeypatch.setenv("MDMPUSH_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
+    monkeypatch.setenv("MDMPUSH_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
+    registry = Topics(kafka_settings.topic_prefix).registry
+    assert main(["doctor", "sysdiagnose", str(build_tree(tmp_path))]) == EXIT_SKIPPED
+    out = capsys.readouterr().out
+    assert MAGIC in out
+    assert f"comparison with the registry skipped: the registry topic {registry} does not " \
+           "exist" in out
+    assert "registry: enrollment" not in out
+
+
+def test_silent_broker_is_waited_for_only_as_long_as_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A listener that never answers (a firewall, a wrong service): no refusal to stop at, so
+    the probe gives up after --kafka-timeout and says so."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("MDMPUSH_KAFKA_BOOTSTRAP_SERVERS", address)
+        code = main(["doctor", "sysdiagnose", str(build_tree(tmp_path)), "--kafka-timeout", "1"])
+    assert code == EXIT_SKIPPED
+    out = capsys.readouterr().out
+    assert MAGIC in out
+    assert f"comparison with the registry skipped: Kafka at {address} did not answer within 1 s" \
+        in out
