@@ -1,0 +1,125 @@
+"""`mdmpush dlq` on the real broker, over a DLQ holding what the services write to it: jobs the
+sender gave up on (its encoding and headers), and poison records set aside by the fan-out and
+the sender (the common dead-letter headers), some of them written two hours ago."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from services.cli.main import main
+from services.common.catalogue import Topics
+from services.common.kafka.dead_letter import dead_letter_headers
+from services.common.serde import AvroSerde
+from services.common.settings import KafkaSettings
+from services.dlq.ledger import LEDGER, exists, load_replayed
+from services.dlq.replay import REPLAY_OF
+from services.sender.scheduler import ATTEMPT_HEADER
+from tests.dlq.topics import end_offsets, read_all
+from tests.support.sender_harness import job
+
+SERDE = AvroSerde()
+CERT = "com.apple.mgmt.External.0a0b0c0d-1111-2222-3333-444455556666"
+POISON = b"\x00\x07payload-7f3e"
+HOUR_MS = 3_600_000
+
+
+def write_dlq(kafka: KafkaSettings, topics: Topics) -> None:
+    """3 jobs exhausted on 500 (one of them two hours ago), 2 on 503 (priority lane), a poison
+    request from the fan-out and a poison job from the sender."""
+    now = int(time.time() * 1000)
+    producer = Producer(kafka.producer_config())
+    jobs = [(0, "BULK", "500 InternalServerError", now - 2 * HOUR_MS),
+            (1, "BULK", "500 InternalServerError", now),
+            (2, "BULK", "500 InternalServerError", now),
+            (3, "PRIORITY", "503 ServiceUnavailable", now),
+            (4, "PRIORITY", "503 ServiceUnavailable", now)]
+    for n, lane, error, at in jobs:
+        record = job(CERT, n, lane=lane, attempt=3, last_error=error)
+        producer.produce(topics.dlq, SERDE.encode("PushJob", record), CERT, partition=0,
+                         timestamp=at,
+                         headers=[(ATTEMPT_HEADER, b"3"),
+                                  ("mdmpush.dlq.reason", f"attempts exhausted: {error}".encode())])
+    producer.produce(topics.dlq, POISON, "acme", partition=1, timestamp=now,
+                     headers=dead_letter_headers(topics.requests, 0, 17, "bad magic", "fanout"))
+    producer.produce(topics.dlq, b"\x01junk", CERT, partition=1, timestamp=now,
+                     headers=dead_letter_headers(topics.jobs_bulk, 1, 5, "truncated", "sender"))
+    assert producer.flush(30) == 0
+
+
+@pytest.mark.kafka
+def test_list_and_show_group_filter_and_mask(
+    kafka_settings: KafkaSettings, cli_env: Topics, capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_dlq(kafka_settings, cli_env)
+    assert main(["dlq", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {(line.split()[0], line.split()[2]) for line in lines[1:-1]}
+    assert len(lines) == 6 and lines[-1].split()[0] == "7"  # header, 4 groups, total
+    assert rows == {("3", "sender"), ("2", "sender"), ("1", "fanout"), ("1", "sender")}
+    assert any("attempts exhausted: 503" in line and cli_env.jobs_priority in line
+               for line in lines)
+
+    assert main(["dlq", "list", "--since", "1h"]) == 0  # the old one is not read at all
+    assert capsys.readouterr().out.splitlines()[-1].split()[0] == "6"
+
+    assert main(["dlq", "show", "--reason", "503"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count(f"{cli_env.dlq}/0/") == 2 and "req/E3" in shown and "req/E4" in shown
+    for n in (3, 4):  # tokens and PushMagic never in full
+        assert f"{n:064x}" not in shown and f"magic-{n}" not in shown
+
+    assert main(["dlq", "show", "--service", "fanout"]) == 0
+    poison = capsys.readouterr().out
+    assert "bad magic" in poison and f"{cli_env.requests}/0/17" in poison
+    assert "payload-7f3e" not in poison and f"{len(POISON)} bytes" in poison
+
+    assert main(["dlq", "show", "--since", "soon"]) == 2  # a clear error, not a traceback
+    assert "duration" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_replay_is_filtered_idempotent_and_dry_run_produces_nothing(
+    kafka_settings: KafkaSettings, cli_env: Topics, capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_dlq(kafka_settings, cli_env)
+    job_topics = [cli_env.jobs_bulk, cli_env.jobs_priority, cli_env.requests]
+    before = end_offsets(kafka_settings, job_topics)
+
+    assert main(["dlq", "replay", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would replay 5, already replayed 0, skipped 2" in out
+    assert end_offsets(kafka_settings, job_topics) == before
+    assert not exists(kafka_settings)  # not even the ledger topic
+
+    assert main(["dlq", "replay", "--reason", "503"]) == 0
+    assert "replayed 2, already replayed 0, skipped 0" in capsys.readouterr().out
+    replayed = read_all(kafka_settings, cli_env.jobs_priority)
+    assert sorted(SERDE.decode_as(m.value(), "PushJob")["job_id"] for m in replayed) == [
+        "req/E3", "req/E4"]
+    for msg in replayed:
+        headers = dict(msg.headers() or [])
+        assert headers[ATTEMPT_HEADER] == b"0"
+        assert headers[REPLAY_OF].decode().startswith(f"{cli_env.dlq}/0/")
+        assert SERDE.decode_as(msg.value(), "PushJob")["attempt"] == 0
+        assert msg.key() == CERT.encode()
+
+    assert main(["dlq", "replay"]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 3, already replayed 2, skipped 2" in out
+    assert out.count("undecodable") == 2 and "--raw" in out
+    assert len(read_all(kafka_settings, cli_env.jobs_bulk)) == 3
+
+    after = end_offsets(kafka_settings, job_topics)
+    assert main(["dlq", "replay"]) == 0  # every job is in the ledger now: nothing again
+    assert "replayed 0, already replayed 5, skipped 2" in capsys.readouterr().out
+    assert end_offsets(kafka_settings, job_topics) == after
+    assert len(load_replayed(kafka_settings)) == 5
+    assert LEDGER.cleanup.value == "compact"
+
+    assert main(["dlq", "replay", "--raw", "--service", "fanout"]) == 0
+    assert "replayed 1," in capsys.readouterr().out
+    back = read_all(kafka_settings, cli_env.requests)
+    assert [(m.key(), m.value()) for m in back] == [(b"acme", POISON)]
