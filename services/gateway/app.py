@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 REQUESTS = Counter("mdmpush_gateway_requests_total", "HTTP requests by route and status",
                    ["route", "status"])
 
-#: NanoCMD's FossMDM sends 30 ids per call; MicroMDM's /push takes one.
-MAX_PUSH_IDS = 10_000
+#: NanoCMD's FossMDM sends 30 ids per call; MicroMDM's /push takes one. More ids than this
+#: belong in the SDK (one request can target the whole tenant); the request line is bounded too.
+MAX_PUSH_IDS = 1_000
+MAX_REQUEST_LINE = 64 * 1024
 
 SETTINGS: web.AppKey[GatewaySettings] = web.AppKey("settings", GatewaySettings)
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)

@@ -16,7 +16,7 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.principals import PrincipalConfigError
 from services.common.serde import AvroSerde
-from services.gateway.app import create_app
+from services.gateway.app import MAX_REQUEST_LINE, create_app
 from services.gateway.auth import Authenticator
 from services.gateway.ops import Readiness, create_ops_app
 from services.gateway.producer import AsyncProducer
@@ -73,7 +73,8 @@ class Gateway:
         auth, tls = authenticator(settings), tls_context(settings)
         app = create_app(settings, self.producer, self.topics, self.serde, self.clock, auth)
         app.router.add_get("/readyz", self.readiness.handle, name="readyz")
-        public = web.AppRunner(app, access_log=None)
+        public = web.AppRunner(app, access_log=None, handler_args={
+            "max_line_size": MAX_REQUEST_LINE, "max_field_size": 16 * 1024})
         ops = web.AppRunner(create_ops_app(self.readiness), access_log=None)
         self._runners = [public, ops]
         await public.setup()

@@ -76,13 +76,14 @@ def gateway_settings(**overrides: Any) -> GatewaySettings:
 
 @contextmanager
 def running_gateway(kafka: KafkaSettings, topics: Topics,
-                    settings: GatewaySettings | None = None) -> Iterator[RunningGateway]:
+                    settings: GatewaySettings | None = None,
+                    producer: AsyncProducer | None = None) -> Iterator[RunningGateway]:
     """Start the gateway in a thread; yields its URLs; stops it and its producer afterwards."""
     settings = settings or gateway_settings()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True)
     thread.start()
-    producer = AsyncProducer(make_producer(kafka))
+    producer = producer or AsyncProducer(make_producer(kafka))
     gateway = Gateway(settings, producer, topics, AvroSerde(), Clock())
     try:
         public, ops = asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(30)
