@@ -5,7 +5,8 @@
     mdmpush dlq replay [filters] [--dry-run] [--raw] [--progress]
 
 Filters: --reason TEXT (substring), --since WHEN (30m, 2h, 3d, ISO 8601, epoch ms), --topic
-SOURCE_TOPIC, --service NAME, --job JOB_ID. Replay is idempotent by record (the replay ledger).
+SOURCE_TOPIC, --service NAME, --job JOB_ID, --lane priority|bulk. Replay is idempotent by
+record (the replay ledger).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def register(sub: Any) -> None:
         a.add_argument("--topic", help="source topic (with or without the topic prefix)")
         a.add_argument("--service", help="service that dead-lettered it (sender, fanout, ...)")
         a.add_argument("--job", help="one job id")
+        a.add_argument("--lane", choices=["priority", "bulk"], help="push jobs of that lane")
         if name == "show":
             a.add_argument("--limit", type=int, default=20, help="at most N records (0: all)")
         if name == "replay":
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         selection = Selection(
             reason=args.reason,
             since_ms=parse_since(args.since, int(time.time() * 1000)) if args.since else None,
-            topic=args.topic, service=args.service, job_id=args.job)
+            topic=args.topic, service=args.service, job_id=args.job,
+            lane=args.lane)
     except ValueError as exc:
         print(f"mdmpush dlq: {exc}", file=sys.stderr)
         return 2

@@ -48,6 +48,8 @@ class Selection:
     topic: str | None = None
     service: str | None = None
     job_id: str | None = None
+    #: PRIORITY or BULK: only push jobs of that lane.
+    lane: str | None = None
 
     def matches(self, dead: DeadLetter, topics: Topics) -> bool:
         if self.since_ms is not None and dead.timestamp_ms < self.since_ms:
@@ -60,6 +62,8 @@ class Selection:
         if self.service is not None and dead.service != self.service:
             return False
         job = dead.job
+        if self.lane is not None and (job is None or job["lane"] != self.lane.upper()):
+            return False
         return self.job_id is None or (job is not None and job["job_id"] == self.job_id)
 
 

@@ -43,9 +43,11 @@ def write_dlq(kafka: KafkaSettings, topics: Topics) -> None:
                          headers=[(ATTEMPT_HEADER, b"3"),
                                   ("mdmpush.dlq.reason", f"attempts exhausted: {error}".encode())])
     producer.produce(topics.dlq, POISON, "acme", partition=1, timestamp=now,
-                     headers=dead_letter_headers(topics.requests, 0, 17, "bad magic", "fanout"))
+                     headers=list[tuple[str, str | bytes | None]](
+                         dead_letter_headers(topics.requests, 0, 17, "bad magic", "fanout")))
     producer.produce(topics.dlq, b"\x01junk", CERT, partition=1, timestamp=now,
-                     headers=dead_letter_headers(topics.jobs_bulk, 1, 5, "truncated", "sender"))
+                     headers=list[tuple[str, str | bytes | None]](
+                         dead_letter_headers(topics.jobs_bulk, 1, 5, "truncated", "sender")))
     assert producer.flush(30) == 0
 
 
@@ -102,7 +104,7 @@ def test_replay_is_filtered_idempotent_and_dry_run_produces_nothing(
     for msg in replayed:
         headers = dict(msg.headers() or [])
         assert headers[ATTEMPT_HEADER] == b"0"
-        assert headers[REPLAY_OF].decode().startswith(f"{cli_env.dlq}/0/")
+        assert headers[REPLAY_OF] in {f"{cli_env.dlq}/0/{n}".encode() for n in (3, 4)}
         assert SERDE.decode_as(msg.value(), "PushJob")["attempt"] == 0
         assert msg.key() == CERT.encode()
 

@@ -71,6 +71,7 @@ def test_filters_and_groups() -> None:
     assert chosen(Selection(service="fanout")) == [5]
     assert chosen(Selection(since_ms=NOW - 3_600_000)) == [1, 2, 3, 5]
     assert chosen(Selection(job_id="req/E2")) == [2]
+    assert chosen(Selection(lane="priority")) == [4]
     assert chosen(Selection(reason="500", topic="mdm.push.jobs.bulk.v1")) == [1, 2]
 
 
@@ -122,7 +123,7 @@ def test_show_masks_tokens_and_push_magic() -> None:
                             headers=[])
     text = render_dead_letter(dead, TOPICS)
     assert token not in text and "5F3C1E2D-0000-4A4B-9C9D-1234567890AB" not in text
-    assert mask(token) in text and "req/E1" in text
+    assert f"{mask(token)}" in text and "req/E1" in text
     assert mask(token) == "abab…(64)…abab"
     assert mask("short") == "…(5)"
     garbage = poison(3, TOPICS.requests, "fanout")
