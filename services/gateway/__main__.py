@@ -11,11 +11,10 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.kafka import make_producer
 from services.common.logging_setup import configure_logging
-from services.common.principals import PrincipalConfigError
 from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
 from services.gateway.producer import AsyncProducer
-from services.gateway.server import Gateway
+from services.gateway.server import Gateway, StartupRefused
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger("services.gateway")
@@ -41,7 +40,7 @@ def main() -> None:
                       Clock.from_settings())
     try:
         asyncio.run(_serve(gateway))
-    except PrincipalConfigError as exc:
+    except StartupRefused as exc:
         log.critical("gateway not started: %s", exc)
         sys.exit(2)
     finally:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
+from services.common.errors import MdmPushError
 from services.common.principals import PrincipalConfigError
 from services.common.serde import AvroSerde
 from services.gateway.app import MAX_REQUEST_LINE, create_app
@@ -25,16 +26,23 @@ from services.gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 
+class StartupRefused(MdmPushError):
+    """The gateway will not start with this configuration; `str()` says what to fix."""
+
+
 def authenticator(settings: GatewaySettings) -> Authenticator:
     """The configured credentials; refuses to run open unless the development flag is set."""
-    principals = settings.load_principals()
+    try:
+        principals = settings.load_principals()
+    except PrincipalConfigError as exc:
+        raise StartupRefused(str(exc)) from None
     if len(principals):
         if settings.insecure_dev:
             log.warning("MDMPUSH_GATEWAY_INSECURE_DEV ignored: credentials are configured")
         return Authenticator(principals, insecure_dev=False,
                              default_tenant=settings.default_tenant)
     if not settings.insecure_dev:
-        raise PrincipalConfigError(
+        raise StartupRefused(
             "no credentials configured: set MDMPUSH_GATEWAY_PRINCIPALS_FILE (or "
             "MDMPUSH_GATEWAY_PRINCIPALS, or MDMPUSH_GATEWAY_API_KEY/WEBHOOK_SECRET); "
             "MDMPUSH_GATEWAY_INSECURE_DEV=1 runs without authentication, for local development")
@@ -50,10 +58,13 @@ def tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
     if settings.tls_cert_file is None and settings.tls_key_file is None:
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
-        raise PrincipalConfigError("TLS needs both MDMPUSH_GATEWAY_TLS_CERT_FILE and _KEY_FILE")
+        raise StartupRefused("TLS needs both MDMPUSH_GATEWAY_TLS_CERT_FILE and _KEY_FILE")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupRefused(f"TLS certificate/key not usable: {exc}") from None
     return context
 
 
