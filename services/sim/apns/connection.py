@@ -1,5 +1,11 @@
 """One client connection to the simulator: a small HTTP/2 server (RFC 9113) over asyncio TLS.
 
+This module is framing only. It hands every complete request to a :class:`RequestHandler`
+(the simulator) and sends whatever answer the handler gives back through
+:meth:`ApnsConnection.respond`, now or later; which answer, which fault and what gets counted
+are the handler's business. The handler may also drop the connection (:meth:`~ApnsConnection.
+abort`) or ask for a graceful GOAWAY (:meth:`~ApnsConnection.drain`).
+
 The simulator's own frame layer rather than h2's: h2 spends ~100 µs of pure Python per request
 (an event object per frame, a stream state machine, a scan of every open stream per new stream,
 generic HPACK), which made the simulator, not the client, the bottleneck of every benchmark.
@@ -35,22 +41,21 @@ import asyncio
 import logging
 import struct
 import uuid
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from h2.errors import ErrorCodes
 from hpack.exceptions import HPACKError
 
 from services.sim.apns.hpack_fast import FastDecoder
 
-if TYPE_CHECKING:
-    from services.sim.apns.server import ApnsSimulator
-
-__all__ = ["ApnsConnection", "PeerIdentity"]
+__all__ = ["Answer", "ApnsConnection", "Headers", "PeerIdentity", "RequestHandler"]
 
 log = logging.getLogger(__name__)
 
 #: An answer: status line value, apns-id, body (empty for 200).
 Answer = tuple[bytes, bytes, bytes]
+#: A request's decoded header fields, in order.
+Headers = list[tuple[bytes, bytes]]
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Frame header: length as 16 + 8 bits, type, flags, stream id (RFC 9113 §4.1).
@@ -146,23 +151,46 @@ class PeerIdentity:
         return cls(topic, int(serial_hex, 16) if serial_hex else None)
 
 
+class RequestHandler(Protocol):
+    """What the framing layer needs from whoever decides the answers (the simulator)."""
+
+    def connection_opened(self, conn: ApnsConnection) -> None:
+        """A TLS connection is up (its :attr:`~ApnsConnection.peer` is known)."""
+
+    def connection_closed(self, conn: ApnsConnection) -> None:
+        """The connection is gone; nothing sent to it any more arrives."""
+
+    def request(self, conn: ApnsConnection, sid: int, headers: Headers, body: bytes) -> None:
+        """A complete request on stream ``sid``.
+
+        Must lead to exactly one ``conn.respond(sid, answer)``, now or later (a delayed answer
+        runs on the loop), unless the handler aborts the connection instead."""
+
+    def stream_refused(self, conn: ApnsConnection) -> None:
+        """A stream was reset with REFUSED_STREAM (over MAX_CONCURRENT_STREAMS): never handed
+        to :meth:`request`."""
+
+
 class _Stream:
     """A request whose body is still arriving."""
 
     __slots__ = ("body", "headers", "unacked")
 
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, headers: Headers) -> None:
         self.headers = headers
         self.body = b""
         self.unacked = 0
 
 
 class ApnsConnection(asyncio.Protocol):
-    """The HTTP/2 server side of one TLS connection; the simulator decides every answer."""
+    """The HTTP/2 server side of one TLS connection; its handler decides every answer."""
 
-    def __init__(self, sim: ApnsSimulator) -> None:
-        self._sim = sim
+    def __init__(self, handler: RequestHandler, max_concurrent_streams: int,
+                 send_unique_id: bool = False) -> None:
+        self._handler = handler
+        self._send_unique_id = send_unique_id
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._decoder = FastDecoder(max_allowed_table_size=4096)
         self._out: list[bytes] = []
         self._buf = b""
@@ -175,7 +203,7 @@ class ApnsConnection(asyncio.Protocol):
         #: what MAX_CONCURRENT_STREAMS limits.
         self._active: set[int] = set()
         self._last_sid = 0
-        self._max_streams = sim.config.max_concurrent_streams
+        self._max_streams = max_concurrent_streams
         self._recv_unacked = 0
         #: Send flow control (error bodies only): connection window, the client's initial
         #: stream window, and per-stream WINDOW_UPDATE increments.
@@ -188,8 +216,12 @@ class ApnsConnection(asyncio.Protocol):
         self._encoder_table_size = 4096
         self._table_update = b""
         self.peer = PeerIdentity(None, None)
-        self._handled = 0
-        self._in_flight = 0
+        #: Requests handed to the handler so far (the GOAWAY fault counts them).
+        self.requests = 0
+        #: Requests handed over and not answered yet (a drain waits for them).
+        self._unanswered = 0
+        #: Inside data_received: answers are collected and sent in one write at its end.
+        self._receiving = False
         self._drain_after: int | None = None
         self._closing = False
 
@@ -199,14 +231,15 @@ class ApnsConnection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         self.peer = PeerIdentity.from_peercert(transport.get_extra_info("peercert"))
         transport.write(_preamble(self._max_streams))
-        self._sim._connection_opened(self)
+        self._handler.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._transport = None
-        self._sim._connection_closed(self)
+        self._handler.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -214,6 +247,7 @@ class ApnsConnection(asyncio.Protocol):
         if self._buf:
             data = self._buf + data
             self._buf = b""
+        self._receiving = True
         try:
             if not self._preface_seen:
                 if len(data) < len(_PREFACE):
@@ -232,6 +266,8 @@ class ApnsConnection(asyncio.Protocol):
             self._flush()
             self.close()
             return
+        finally:
+            self._receiving = False
         if not self._closing:
             self._flush()
 
@@ -356,7 +392,7 @@ class ApnsConnection(asyncio.Protocol):
         self._last_sid = sid
         if len(self._active) >= self._max_streams:
             self._reset(sid, ErrorCodes.REFUSED_STREAM)
-            self._sim.stats.refused_streams += 1
+            self._handler.stream_refused(self)
             return
         self._active.add(sid)
         if flags & _END_STREAM:
@@ -419,46 +455,41 @@ class ApnsConnection(asyncio.Protocol):
         if self._send_delta:
             self._send_delta.pop(sid, None)
 
-    # -- requests ---------------------------------------------------------------------------
+    # -- requests and answers ---------------------------------------------------------------
 
-    def _request(self, sid: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def _request(self, sid: int, headers: Headers, body: bytes) -> None:
         if self._drain_after is not None and sid > self._drain_after:
             return  # arrived after the GOAWAY decision: left unprocessed, the client retries it
-        sim = self._sim
-        faults = sim.faults
-        if faults.any_share:
-            fault = faults.decide(sim.rng)
-            if fault == "reset":
-                sim.stats.resets += 1
-                self.abort()
-                return
-            answer = sim.fault_answer(headers, fault) if fault != "none" else None
-        else:
-            answer = None
-        if answer is None:
-            answer = sim.answer(self.peer, headers, body)
+        self.requests += 1
+        self._unanswered += 1
+        self._handler.request(self, sid, headers, body)
 
-        self._handled += 1
-        limit = faults.goaway_after_streams
-        if limit is not None and self._handled >= limit and self._drain_after is None:
-            self._drain_after = sid
-        delay = faults.delay_s(sim.rng) if faults.latency_ms or faults.latency_jitter_ms else 0.0
-        if delay > 0:
-            self._in_flight += 1
-            sim.loop.call_later(delay, self._answer_later, sid, answer)
-        else:
-            self._answer(sid, answer)
-            if self._drain_after is not None:
-                self._maybe_goaway()
+    def respond(self, sid: int, answer: Answer) -> None:
+        """Send the answer to the request on stream ``sid`` (once per request handed over).
 
-    def _answer_later(self, sid: int, answer: Answer) -> None:
-        self._in_flight -= 1
+        Inside the handler's :meth:`~RequestHandler.request` call the frames join the others of
+        this read, sent in one write; later (a delayed answer) they are written at once."""
+        self._unanswered -= 1
         if self._closing:
             return
         self._answer(sid, answer)
         if self._drain_after is not None:
             self._maybe_goaway()
-        self._flush()
+        if not self._receiving:
+            self._flush()
+
+    @property
+    def draining(self) -> bool:
+        """A graceful GOAWAY was asked for (:meth:`drain`)."""
+        return self._drain_after is not None
+
+    def drain(self, last_sid: int) -> None:
+        """Graceful GOAWAY: no request after ``last_sid`` is handed over; once every request up
+        to it has been answered, GOAWAY(last_sid) tells the client to retry the later ones
+        elsewhere, and the connection closes. Only the first call counts."""
+        if self._drain_after is None:
+            self._drain_after = last_sid
+            self._maybe_goaway()
 
     def _answer(self, sid: int, answer: Answer) -> None:
         if sid not in self._active:
@@ -466,7 +497,7 @@ class ApnsConnection(asyncio.Protocol):
         status, apns_id, body = answer
         if status == b"200":
             block = _OK_HEAD + bytes((len(apns_id),)) + apns_id
-            if self._sim.config.send_unique_id:
+            if self._send_unique_id:
                 unique = str(uuid.uuid4()).encode()
                 block += _UNIQUE_ID_LITERAL + bytes((len(unique),)) + unique
         else:
@@ -503,9 +534,9 @@ class ApnsConnection(asyncio.Protocol):
                 self._send_body(sid, body)
 
     def _maybe_goaway(self) -> None:
-        """The GOAWAY fault, once every stream up to the limit has been answered."""
+        """The drain's GOAWAY, once every request up to its last stream has been answered."""
         drain = self._drain_after
-        if drain is None or self._in_flight or self._closing:
+        if drain is None or self._unanswered or self._closing:
             return
         if any(sid <= drain for sid in self._streams):
             return  # a request up to the limit is still arriving: it gets its answer first
@@ -513,14 +544,14 @@ class ApnsConnection(asyncio.Protocol):
 
     def _goaway(self, last_stream_id: int) -> None:
         """Say which streams were processed (the client retries later ones) and hang up."""
-        self._sim.stats.goaways += 1
         self._send_goaway(last_stream_id, ErrorCodes.NO_ERROR, _GOAWAY_DEBUG)
         self._flush()
         # Leave the closing to the client for a moment: closing a socket with the client's
         # late frames unread makes the kernel send RST, and a client may then lose answers
         # it had not read yet. Meanwhile whatever arrives is discarded.
         self._closing = True
-        self._sim.loop.call_later(_GOAWAY_LINGER_S, self.close)
+        if self._loop is not None:
+            self._loop.call_later(_GOAWAY_LINGER_S, self.close)
 
     def _send_goaway(self, last_stream_id: int, code: ErrorCodes, debug: bytes = b"") -> None:
         self._out.append(_frame(_GOAWAY_FRAME, 0, 0, _GOAWAY.pack(last_stream_id, code) + debug))
@@ -542,7 +573,7 @@ class ApnsConnection(asyncio.Protocol):
             self._transport.close()
 
     def abort(self) -> None:
-        """Drop the TCP connection at once, losing whatever is in flight (the reset fault)."""
+        """Drop the TCP connection at once, losing whatever is in flight (e.g. a reset fault)."""
         self._closing = True
         self._out.clear()
         if self._transport is not None:

@@ -5,10 +5,13 @@
 simulator on its own thread and loop. Another process starts it with
 ``python -m services.sim.apns --port N --certs DIR`` (see ``__main__``).
 
-The answer for a request is decided in :meth:`ApnsSimulator.answer`, in APNs' order: certificate
-(403), request shape (:mod:`services.sim.apns.request`), token state (410 / 400, from the fault
-configuration then the device gateway), per-token rate (429), then 200 and hand-off to the
-device, or storage when it is offline.
+The simulator is the request handler of its connections (:class:`~services.sim.apns.connection.
+RequestHandler`): :mod:`connection` only speaks HTTP/2, and :meth:`ApnsSimulator.request` applies
+the injected faults (:mod:`faults`: reset, 500/503, latency, GOAWAY after N streams) and keeps
+the counters. The answer itself is decided in :meth:`ApnsSimulator.answer`, in APNs' order:
+certificate (403), request shape (:mod:`services.sim.apns.request`), token state (410 / 400,
+from the fault configuration then the device gateway), per-token rate (429), then 200 and
+hand-off to the device, or storage when it is offline.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from services.common.clock import Clock
 from services.sim.apns.certs import SimPki
-from services.sim.apns.connection import Answer, ApnsConnection, PeerIdentity
+from services.sim.apns.connection import Answer, ApnsConnection, Headers, PeerIdentity
 from services.sim.apns.faults import FaultDecision, Faults
 from services.sim.apns.fleet_port import (
     AcceptAllGateway,
@@ -159,7 +162,8 @@ class ApnsSimulator:
         """Listen on ``config.host:config.port`` (port 0: any free port, see :attr:`port`)."""
         self._loop = asyncio.get_running_loop()
         self._server = await self._loop.create_server(
-            lambda: ApnsConnection(self),
+            lambda: ApnsConnection(self, self.config.max_concurrent_streams,
+                                   self.config.send_unique_id),
             host=self.config.host,
             port=self.config.port,
             ssl=self.ssl_context(),
@@ -209,15 +213,45 @@ class ApnsSimulator:
         handle.start()
         return handle
 
-    def _connection_opened(self, conn: ApnsConnection) -> None:
+    # -- the connections' request handler ----------------------------------------------------
+
+    def connection_opened(self, conn: ApnsConnection) -> None:
         self._connections.add(conn)
         self._stats.connections_opened += 1
         self._stats.connections_open += 1
 
-    def _connection_closed(self, conn: ApnsConnection) -> None:
+    def connection_closed(self, conn: ApnsConnection) -> None:
         if conn in self._connections:
             self._connections.discard(conn)
             self._stats.connections_open -= 1
+
+    def stream_refused(self, conn: ApnsConnection) -> None:
+        self._stats.refused_streams += 1
+
+    def request(self, conn: ApnsConnection, sid: int, headers: Headers, body: bytes) -> None:
+        """One request: the injected faults first, then APNs' answer, now or after the
+        configured latency."""
+        faults = self.faults
+        if faults.any_share:
+            fault = faults.decide(self.rng)
+            if fault == "reset":
+                self._stats.resets += 1
+                conn.abort()
+                return
+            answer = self.fault_answer(headers, fault) if fault != "none" else None
+        else:
+            answer = None
+        if answer is None:
+            answer = self.answer(conn.peer, headers, body)
+        limit = faults.goaway_after_streams
+        if limit is not None and conn.requests >= limit and not conn.draining:
+            self._stats.goaways += 1
+            conn.drain(sid)
+        delay = faults.delay_s(self.rng) if faults.latency_ms or faults.latency_jitter_ms else 0.0
+        if delay > 0:
+            self.loop.call_later(delay, conn.respond, sid, answer)
+        else:
+            conn.respond(sid, answer)
 
     def now(self) -> float:
         """The pipeline clock's time in epoch seconds (``config.clock``): store-and-forward's."""
@@ -239,14 +273,14 @@ class ApnsSimulator:
             body = json.dumps({"reason": reason, "timestamp": ts}, separators=(",", ":")).encode()
         return _STATUS_BYTES[status], apns_id or new_apns_id(), body
 
-    def fault_answer(self, headers: list[tuple[bytes, bytes]], fault: FaultDecision) -> Answer:
+    def fault_answer(self, headers: Headers, fault: FaultDecision) -> Answer:
         """The answer for an injected 500/503 (echoing the request's apns-id)."""
         apns_id = next((v for k, v in headers if k == b"apns-id"), None)
         if fault == "500":
             return self._error(500, "InternalServerError", apns_id)
         return self._error(503, "ServiceUnavailable", apns_id)
 
-    def answer(self, peer: PeerIdentity, headers: list[tuple[bytes, bytes]], body: bytes) -> Answer:
+    def answer(self, peer: PeerIdentity, headers: Headers, body: bytes) -> Answer:
         """Decide one request's answer and, for a 200, deliver or store the push."""
         faults = self.faults
         if (peer.serial is not None and peer.serial in faults.revoked_serials) or (
