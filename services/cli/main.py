@@ -22,6 +22,7 @@ from services.cli import (
     policy_cmd,
     publish_cmd,
     topics_cmd,
+    up_cmd,
 )
 from services.common.errors import MdmPushError
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (kafka_cmd, topics_cmd, publish_cmd, policy_cmd, demo_cmd, deploy_cmd,
-                   doctor_cmd, config_cmd, dlq_cmd, follow_cmd):
+                   doctor_cmd, config_cmd, dlq_cmd, follow_cmd, up_cmd):
         module.register(sub)
     return parser
 
