@@ -12,13 +12,13 @@ import sys
 from types import FrameType
 
 from services.common.settings import KafkaSettings
-from services.sender.service import Sender
+from services.sender.runner import build_sender
 from services.sender.settings import SenderSettings
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sender = Sender(SenderSettings(), KafkaSettings())
+    sender = build_sender(SenderSettings(), KafkaSettings())
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: draining", signum)

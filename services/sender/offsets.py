@@ -11,18 +11,9 @@ and a partition taken over from a commit skips them (:meth:`PartitionOffsets.rec
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
 
+from services.common.kafka.io import Position
 from services.sender.commit_marks import decode_marks, encode_marks
-
-
-class Commit(NamedTuple):
-    """One partition's position to commit: offset and the finished offsets past it."""
-
-    topic: str
-    partition: int
-    offset: int
-    metadata: str
 
 
 class Entry:
@@ -88,7 +79,7 @@ class PartitionOffsets:
         self.skip = decode_marks(committed, metadata)
         return len(self.skip)
 
-    def commit(self) -> Commit | None:
+    def commit(self) -> Position | None:
         """The position to commit now (None if nothing changed or nothing is done yet)."""
         self.dirty = False
         entries, done = self._entries, self._done_beyond
@@ -101,11 +92,7 @@ class PartitionOffsets:
         base = entries[0].offset if entries else self._next
         if base is None:
             return None
-        return Commit(self.topic, self.partition, base, encode_marks(base, done))
-
-    @property
-    def unfinished(self) -> int:
-        return len(self._entries)
+        return Position(self.topic, self.partition, base, encode_marks(base, done))
 
 
 class OffsetTracker:
@@ -132,7 +119,7 @@ class OffsetTracker:
         if offsets is not None:
             offsets.dirty = True
 
-    def commits(self) -> list[Commit]:
+    def commits(self) -> list[Position]:
         """The position of every partition where a job finished since the last call."""
         out = []
         for offsets in self._partitions.values():
@@ -141,7 +128,3 @@ class OffsetTracker:
                 if commit is not None:
                     out.append(commit)
         return out
-
-    @property
-    def unfinished(self) -> int:
-        return sum(p.unfinished for p in self._partitions.values())

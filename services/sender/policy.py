@@ -8,117 +8,71 @@ the scope and the shard count. The rate one *bucket* (one job key, one lane) get
 - PER_INSTANCE scope: `rate * live senders / shards` — every live sender gets the full rate
   (Afaria's "Per Server" box), which the farm sees as the rate times the senders.
 
-The topic is read from the beginning by a group-less consumer and then continuously in the main
-loop, so a change is in force at the next loop iteration (well within the promised minute).
+The topic is read to its end before the first job (`CompactedView.load`) and then continuously in
+the main loop, so a change is in force at the next loop iteration (well within the promised
+minute).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
-from services.common.errors import DecodeError
-from services.common.kafka import assign_from_beginning
-from services.common.policy import DEFAULT_CERTIFICATE, PushPolicy
+from services.common.kafka.compacted import CompactedView
+from services.common.kafka.logs import client_logger
+from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+
+class PolicyView(Protocol):
+    """The policies on the config topic by certificate, '*' as the fallback key
+    (`CompactedView[PushPolicy]`; a dict-backed fake in unit tests)."""
+
+    def load(self, timeout_s: float = 30.0) -> None: ...
+    def poll(self, timeout_s: float = 0.0) -> int: ...
+    def get(self, key: str) -> PushPolicy | None: ...
+    def close(self) -> None: ...
+
+
+def policy_view(kafka: KafkaSettings, topic: str, serde: AvroSerde) -> CompactedView[PushPolicy]:
+    """The config topic as a live view of PushPolicy records."""
+    return CompactedView(
+        kafka, topic, lambda value: PushPolicy.from_record(serde.decode_as(value, "PushPolicy")),
+        name="sender-policies",
+    )
+
+
 class PolicyBook:
-    """Current policy per certificate; the certificate's own, else '*', else the settings'."""
+    """Current policy per certificate: its own, else '*', else the settings' fallback."""
 
-    def __init__(self, fallback: PushPolicy) -> None:
+    def __init__(self, fallback: PushPolicy, view: PolicyView) -> None:
         self._fallback = fallback
-        self._policies: dict[str, PushPolicy] = {}
-        #: Bumped on every change, so callers can cache what they derived from the book.
-        self.version = 0
+        self._view = view
 
-    def apply(self, key: str, policy: PushPolicy | None) -> None:
-        """A record from the config topic: a policy, or a tombstone (None) removing `key`'s."""
-        if policy is None:
-            self._policies.pop(key, None)
-        else:
-            self._policies[policy.certificate] = policy
-        self.version += 1
+    def load(self, timeout_s: float = 10.0) -> None:
+        """Read every policy already published, so the first jobs see the right one; if that
+        takes longer than `timeout_s`, the fallback applies until the loop has caught up."""
+        try:
+            self._view.load(timeout_s)
+        except Exception as exc:  # TopicReadError and Kafka errors: the loop catches up later
+            log.warning("policies not fully read (%s): defaults apply until they are", exc)
+
+    def poll(self) -> None:
+        """Apply the changes that arrived (from the loop, without waiting)."""
+        self._view.poll(0)
 
     def for_topic(self, topic: str) -> PushPolicy:
-        policy = self._policies.get(topic)
-        if policy is None:
-            policy = self._policies.get(DEFAULT_CERTIFICATE, self._fallback)
-        return policy
-
-
-def certificate_of_key(key: str) -> str:
-    """The certificate topic of a job key (`topic` or `topic#shard`)."""
-    return key.split("#", 1)[0]
-
-
-class PolicyFeed:
-    """Reads the config topic into a PolicyBook: all of it at start, then whatever arrives."""
-
-    def __init__(
-        self, kafka: KafkaSettings, topic: str, serde: AvroSerde, book: PolicyBook
-    ) -> None:
-        self._book = book
-        self._serde = serde
-        # No group: every sender reads every policy, and nothing is ever committed.
-        self._consumer = Consumer(
-            kafka.consumer_config(
-                f"mdmpush-sender-config-{uuid.uuid4().hex}",
-                **{"enable.auto.commit": False, "enable.partition.eof": False},
-            )
-        )
-        #: Partition -> end offset at start still to be read up to (see `load`).
-        self._unread = assign_from_beginning(self._consumer, topic, timeout_s=10)
-        self.bad_records = 0
-
-    def load(self, timeout_s: float = 10.0) -> bool:
-        """Read up to the end the topic has now, so the first jobs see the right policy.
-
-        An empty poll is no proof of having read everything (a new consumer takes a moment to
-        connect and fetch), so this reads until every partition's end offset, taken first, is
-        reached. False if `timeout_s` passed first (then the main loop catches up).
-        """
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self._unread:
-                return True
-            self.poll(0.1)
-        log.warning("policies not fully read within %.0fs: defaults apply until they are",
-                    timeout_s)
-        return False
-
-    def poll(self, timeout_s: float = 0.0) -> int:
-        """Apply the records that arrived; returns how many."""
-        messages = self._consumer.consume(num_messages=100, timeout=timeout_s)
-        for msg in messages:
-            if msg.error():
-                continue
-            partition = msg.partition() or 0
-            if (msg.offset() or 0) + 1 >= self._unread.get(partition, 0):
-                self._unread.pop(partition, None)
-            key = (msg.key() or b"").decode("utf-8", "replace")
-            if msg.value() is None:
-                self._book.apply(key, None)
-                continue
-            try:
-                record = self._serde.decode_as(msg.value(), "PushPolicy")
-            except DecodeError as exc:
-                self.bad_records += 1
-                log.warning("ignoring undecodable policy at offset %s: %s", msg.offset(), exc)
-                continue
-            self._book.apply(key, PushPolicy.from_record(record))
-        return len(messages)
+        return self._view.get(topic) or self._fallback
 
     def close(self) -> None:
-        self._consumer.close()
+        self._view.close()
 
 
 class LiveSenders:
@@ -129,7 +83,7 @@ class LiveSenders:
     """
 
     def __init__(self, kafka: KafkaSettings, group_id: str, refresh_s: float) -> None:
-        self._admin = AdminClient(kafka.admin_config())
+        self._admin = AdminClient(kafka.admin_config(), logger=client_logger("sender-members"))
         self._group = group_id
         self._refresh_s = refresh_s
         self._pending: Future[Any] | None = None

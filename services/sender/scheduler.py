@@ -1,19 +1,18 @@
 """Retry tiers: which tier a failed job goes to, and when a tier's partition may be read again.
 
 Each tier is a topic with one fixed delay, so its records are FIFO by due time: when the head of
-a partition is not due, nothing behind it is either. The sender then pauses that partition and
-seeks it back to the head, and resumes it when the head's `mdmpush.not_before` has passed — the
-poll loop never sleeps, and a record is never handed out early because it is only accepted
-after a due check. This module is the bookkeeping; the loop does the pause/seek/resume calls.
+a partition is not due, nothing behind it is either. The sender then pauses that partition
+(pauses.py, reason RETRY_NOT_DUE) and seeks it back to the head, and lifts that pause when the
+head's `mdmpush.not_before` has passed — the poll loop never sleeps, and a record is never handed
+out early because it is only accepted after a due check. This module is the bookkeeping.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import Message
-
 from services.common.catalogue import Topics
+from services.common.kafka.io import Partition, Record
 
 ATTEMPT_HEADER = "mdmpush.attempt"
 NOT_BEFORE_HEADER = "mdmpush.not_before"
@@ -27,12 +26,10 @@ class RetryScheduler:
             raise ValueError("at least one retry delay is needed")
         self.delays_ms = tuple(sorted(delays_ms))
         self.topics = [topics.retry(d) for d in self.delays_ms]
-        self._topic_set = frozenset(self.topics)
-        #: (topic, partition) -> (offset of the held head, due epoch ms)
-        self._held: dict[tuple[str, int], tuple[int, int]] = {}
-
-    def is_retry_topic(self, topic: str) -> bool:
-        return topic in self._topic_set
+        #: The retry tier topics, for the loop's per-record membership test.
+        self.topic_set = frozenset(self.topics)
+        #: Held (paused) partition -> due epoch ms of its head.
+        self._held: dict[Partition, int] = {}
 
     # -- where a job goes ---------------------------------------------------------------------
     def tier_for_failure(self, attempts_made: int, long_backoff: bool = False) -> int:
@@ -57,7 +54,7 @@ class RetryScheduler:
 
     # -- when a record may be read --------------------------------------------------------------
     @staticmethod
-    def not_before_ms(msg: Message) -> int:
+    def not_before_ms(msg: Record) -> int:
         """The record's due time (0, i.e. due, if the header is missing or unreadable)."""
         headers = msg.headers()
         if not headers:
@@ -71,16 +68,13 @@ class RetryScheduler:
                     return 0
         return 0
 
-    def hold(self, topic: str, partition: int, offset: int, due_ms: int) -> None:
-        """The partition is paused and seeks back to `offset`, which is due at `due_ms`."""
-        self._held[(topic, partition)] = (offset, due_ms)
+    def hold(self, partition: Partition, due_ms: int) -> None:
+        """The partition was paused and sought back to its head, which is due at `due_ms`."""
+        self._held[partition] = due_ms
 
-    def is_held(self, topic: str, partition: int) -> bool:
-        return (topic, partition) in self._held
-
-    def due(self, now_ms: int) -> list[tuple[str, int]]:
-        """Held partitions whose head is due: the caller resumes them."""
-        ready = [tp for tp, (_, due_ms) in self._held.items() if due_ms <= now_ms]
+    def due(self, now_ms: int) -> list[Partition]:
+        """Held partitions whose head is due: the caller lifts their pause."""
+        ready = [tp for tp, due_ms in self._held.items() if due_ms <= now_ms]
         for tp in ready:
             del self._held[tp]
         return ready
@@ -89,12 +83,8 @@ class RetryScheduler:
         """Seconds until the earliest held head is due (None if nothing is held)."""
         if not self._held:
             return None
-        return max(0.0, (min(due for _, due in self._held.values()) - now_ms) / 1000)
+        return max(0.0, (min(self._held.values()) - now_ms) / 1000)
 
-    def drop(self, topic: str, partition: int) -> None:
+    def drop(self, partition: Partition) -> None:
         """Forget a partition taken away by a rebalance (its new owner starts afresh)."""
-        self._held.pop((topic, partition), None)
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
+        self._held.pop(partition, None)

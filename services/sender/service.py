@@ -1,12 +1,22 @@
-"""The sender's main loop: Kafka jobs in, APNs pushes out, one outcome per attempt back to Kafka.
+"""The sender's loop: Kafka jobs in, APNs pushes out, one outcome per attempt back to Kafka.
 
 One thread drives everything without blocking: `consume` a batch (priority, bulk and the retry
 tiers from one consumer, range-assigned, so one sender owns partition p of all of them — the
 key's whole traffic, which makes its local buckets the farm-wide throttle), queue the jobs per
-lane and key, send what the buckets and the in-flight bound allow (priority first), collect APNs
+lane and key, send what the buckets and the in-flight bounds allow (priority first), collect APNs
 answers, produce outcomes / retries / DLQ copies without flushing, and commit each partition's
 offset once every record produced for its done prefix is acknowledged (with the jobs finished
 past it, so that a crash repeats only what was in flight: commit_marks.py).
+
+The loop talks to Kafka through `KafkaIO` and to APNs through `ApnsPool` only, so its rules run
+in unit tests on `MemoryKafkaIO` and a fake pool; `runner.build_sender` wires the real ones.
+
+When Kafka refuses a record (at least once holds in every case):
+- an outcome or retry copy refused for good (too large, not authorised, ...): the job goes to the
+  DLQ with the reason, and the loop goes on — its offset is committed once the DLQ has it;
+- a record the producer gave up on after its retries, or any DLQ write refused (or the DLQ limit
+  exceeded): the loop stops with that error and commits nothing past the job, so the restarted
+  sender reads it again.
 """
 
 from __future__ import annotations
@@ -16,40 +26,40 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
-from services.common.kafka import TOKEN_DEAD_HEADER, dead_letter_headers
+from services.common.kafka import TOKEN_DEAD_HEADER
+from services.common.kafka.dead_letter import DeadLetterWriter
+from services.common.kafka.io import KafkaIO, Partition, Position, Record
+from services.common.kafka.producer import (
+    DeliveryError,
+    Headers,
+    PermanentDeliveryError,
+    is_permanent,
+)
 from services.common.policy import PushPolicy
-from services.common.serde import AvroSerde, serde_for
-from services.common.settings import KafkaSettings
+from services.common.serde import AvroSerde
 from services.sender.apns.breaker import BreakerRegistry
 from services.sender.apns.classify import Classification, Verdict, classify
-from services.sender.apns.pool import (
-    BULK,
-    PRIORITY,
-    CertificateStore,
-    ClientPool,
-    UnknownCertificateError,
-)
+from services.sender.apns.pool import BULK, PRIORITY, ApnsPool, UnknownCertificateError
 from services.sender.apns.types import ApnsRequest, ApnsResponse
-from services.sender.lanes import LANES, LaneBuffers, Pending
+from services.sender.job import LANES, Lane, PushJob, PushOutcome
+from services.sender.lanes import LaneBuffers, Pending
 from services.sender.metrics import SenderMetrics
 from services.sender.offsets import Entry, OffsetTracker
-from services.sender.policy import LiveSenders, PolicyBook, PolicyFeed
+from services.sender.pauses import PartitionPauses, PauseReason
+from services.sender.policy import LiveSenders, PolicyBook
 from services.sender.scheduler import ATTEMPT_HEADER, RetryScheduler
 from services.sender.settings import SenderSettings
 from services.sender.throttle import Throttle
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[str, str | bytes | None]]
 
 WRONG_TOPIC = "WrongTopic"
 #: Headers of a FAILED 410 outcome: the fan-out reads only those (fanout/dead_tokens.py).
@@ -66,6 +76,17 @@ IDLE_WAIT_S = 0.05
 COMMIT_INTERVAL_S = 0.005
 #: An async commit not answered in this long no longer holds the next one back.
 COMMIT_ANSWER_S = 1.0
+#: Gauges, policy updates and the member count are refreshed this often.
+HOUSEKEEPING_S = 0.1
+#: Idle throttle buckets and closed breakers are dropped this often (see Throttle.evict_idle).
+EVICT_S = 60.0
+#: The job's lane as the Avro record names it (a dict lookup: no enum call per record).
+_JOB_LANES = {"PRIORITY": Lane.PRIORITY, "BULK": Lane.BULK}
+
+
+class SenderStopped(RuntimeError):
+    """The loop stopped because Kafka lost or refused a record it could not set aside; nothing
+    past the job concerned was committed, so a restarted sender sends it again."""
 
 
 class InFlight:
@@ -79,83 +100,54 @@ class InFlight:
 
 
 class Sender:
-    """One sender process (or one in-thread instance in tests); `run()` until `stop()`."""
+    """One sender: `run()` until `stop()` (or `start()`, `step()`..., `shutdown()` in tests)."""
 
     def __init__(
         self,
         settings: SenderSettings,
-        kafka: KafkaSettings,
+        io: KafkaIO,
+        pool: ApnsPool,
         *,
+        topics: Topics,
+        serde: AvroSerde,
+        policies: PolicyBook,
+        dead_letters: DeadLetterWriter,
+        live: LiveSenders | None = None,
         clock: Clock | None = None,
-        serde: AvroSerde | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        epoch_ms: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
-        self.kafka = kafka
-        self.topics = Topics(kafka.topic_prefix)
-        self.serde = serde or serde_for(kafka)
+        self.io = io
+        self.pool = pool
+        self.topics = topics
+        self.serde = serde
+        self.book = policies
+        self.dead_letters = dead_letters
+        self._live = live
         self.clock = clock or Clock.from_settings()
-        self.scheduler = RetryScheduler(self.topics, settings.retry_delays_ms)
-        self.book = PolicyBook(
-            PushPolicy(
-                priority_per_minute=settings.default_priority_per_minute,
-                bulk_per_minute=settings.default_bulk_per_minute,
-                max_attempts=settings.default_max_attempts,
-            )
-        )
-        self.throttle = Throttle()
-        self.breakers = BreakerRegistry(settings.breaker_s)
-        self.pool = ClientPool(
-            CertificateStore(settings.cert_dir),
-            settings.endpoint(),
-            transport=settings.transport,
-            ca_path=settings.ca_path,
-            max_concurrent_streams=settings.max_concurrent_streams,
-            request_timeout_s=settings.request_timeout_s,
-            idle_timeout_s=settings.idle_close_s,
-        )
+        #: Loop timing, buckets and breakers (monotonic seconds).
+        self._monotonic = monotonic
+        #: Retry due times: real epoch ms, never the simulated clock (they are about Kafka and
+        #: APNs, which are not simulated).
+        self._epoch_ms = epoch_ms or _real_ms
+        self.scheduler = RetryScheduler(topics, settings.retry_delays_ms)
+        self.throttle = Throttle(monotonic)
+        self.breakers = BreakerRegistry(settings.breaker_s, monotonic)
         self.offsets = OffsetTracker()
         self.buffers = LaneBuffers(settings.buffer_per_partition)
+        self.pauses = PartitionPauses(io)
         self.metrics = SenderMetrics()
-        self.producer = Producer(kafka.producer_config())
-        # Prefetch little: back-pressure pauses partitions and librdkafka drops their prefetch,
-        # so a large prefetch would only be fetched twice. The threshold applies to the one
-        # queue all partitions share: above it, no partition is fetched, the priority one
-        # neither ("Fetch backoff: Queue full"). A fetch may bring a whole producer batch
-        # (~3,500 bulk jobs measured) at once, so the loop takes everything queued in one
-        # `consume` (consume_batch) and a priority record waits one fetch, not a backlog.
-        self.consumer = Consumer(
-            kafka.consumer_config(
-                settings.group_id,
-                **{
-                    "partition.assignment.strategy": "range",
-                    "queued.min.messages": 1000,
-                    "queued.max.messages.kbytes": 2048,
-                    # librdkafka waits this long to fetch again once the prefetch queue is full
-                    # (1 s by default): at 10,000 pushes/s that starves the loop.
-                    "fetch.queue.backoff.ms": 5,
-                    # One fetch brings at most this much per partition: a priority record
-                    # arriving behind a bulk fetch waits for that fetch to be routed, no more.
-                    "max.partition.fetch.bytes": 65536,
-                    # A resumed retry partition waits for the fetch in progress: keep it short.
-                    "fetch.wait.max.ms": 25,
-                    # The loop commits itself, with the finished offsets as metadata:
-                    # librdkafka's auto-commit skips a partition whose offset did not move.
-                    "enable.auto.commit": False,
-                    "client.id": f"{kafka.client_id}-sender-{settings.instance_id}",
-                    "on_commit": self._committed,
-                },
-            )
-        )
         self._in_flight: dict[str, InFlight] = {}
         self._next_id = 0
         self._stop = threading.Event()
-        self._fatal: KafkaError | None = None
+        self._fatal: BaseException | None = None
         self._timer_s: float | None = None
         self._next_commit = 0.0
         #: When the async commit still unanswered was sent (None: none is).
         self._commit_sent: float | None = None
-        self._feed: PolicyFeed | None = None
-        self._live: LiveSenders | None = None
+        self._next_housekeeping = 0.0
+        self._next_evict = 0.0
         #: True once the group has assigned partitions (tests wait for it).
         self.assigned = threading.Event()
 
@@ -166,125 +158,131 @@ class Sender:
 
     def run(self) -> None:
         """Consume and send until `stop()`; then drain in-flight work, commit, close."""
-        self.metrics.serve(self.settings.metrics_port)
-        self._feed = PolicyFeed(self.kafka, self.topics.config, self.serde, self.book)
-        self._feed.load()
-        self._live = LiveSenders(
-            self.kafka, self.settings.group_id, self.settings.members_refresh_s
-        )
-        subscribed = [self.topics.jobs_priority, self.topics.jobs_bulk, *self.scheduler.topics]
-        self.consumer.subscribe(subscribed, on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("sender %s consuming %s", self.settings.instance_id, ", ".join(subscribed))
-        next_housekeeping = 0.0
+        self.start()
         try:
             while not self._stop.is_set() and self._fatal is None:
-                self._step()
-                now = time.monotonic()
-                if now >= next_housekeeping:
-                    next_housekeeping = now + 0.1
-                    self._housekeeping()
+                self.step()
         finally:
-            self._shutdown()
+            self.shutdown()
         if self._fatal is not None:
-            raise KafkaException(self._fatal)
+            raise SenderStopped(str(self._fatal)) from self._fatal
 
-    def _step(self) -> None:
-        for topic, partition in self.scheduler.due(_real_ms()):
-            tp = (topic, partition)
-            self.buffers.paused.discard(tp)
-            self.consumer.resume([TopicPartition(topic, partition)])
-        busy = bool(self._in_flight)
-        timer = self._wait_bound()
-        consume_wait = 0.0 if busy else min(IDLE_WAIT_S, timer)
-        self._route(self.consumer.consume(self.settings.consume_batch, consume_wait))
+    def start(self) -> None:
+        """Serve metrics, read the policies, join the group."""
+        self.metrics.serve(self.settings.metrics_port)
+        self.book.load()
+        subscribed = [self.topics.jobs_priority, self.topics.jobs_bulk, *self.scheduler.topics]
+        self.io.subscribe(subscribed, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                          on_committed=self._committed)
+        log.info("sender %s consuming %s", self.settings.instance_id, ", ".join(subscribed))
+
+    def step(self) -> None:
+        """One turn of the loop: due retries, consume, send, answers, acknowledgements, commit."""
+        now_ms = self._epoch_ms()
+        for source in self.scheduler.due(now_ms):
+            self.pauses.release(source, PauseReason.RETRY_NOT_DUE)
+        timer = self._wait_bound(now_ms)
+        consume_wait = 0.0 if self._in_flight else min(IDLE_WAIT_S, timer)
+        self._route(self.io.consume(self.settings.consume_batch, consume_wait))
         self._dispatch()
         answers = self.pool.poll(min(BUSY_WAIT_S, timer) if self._in_flight else 0.0)
         if answers:
             self._complete(answers)
-        self.producer.poll(0)
-        now = time.monotonic()
+        self.io.poll(0)
+        now = self._monotonic()
         answered = self._commit_sent is None or now - self._commit_sent > COMMIT_ANSWER_S
         if answered and now >= self._next_commit:
             self._next_commit = now + COMMIT_INTERVAL_S
             if self._commit(asynchronous=True):
                 self._commit_sent = now
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_S
+            self._housekeeping(now)
 
-    def _wait_bound(self) -> float:
+    def _wait_bound(self, now_ms: int) -> float:
         """How long the loop may block: until the next throttle or retry-tier due time."""
         bound = IDLE_WAIT_S if self._timer_s is None else self._timer_s
-        held = self.scheduler.next_wait_s(_real_ms())
+        held = self.scheduler.next_wait_s(now_ms)
         return bound if held is None else min(bound, held)
 
-    def _housekeeping(self) -> None:
-        if self._feed is not None:
-            self._feed.poll(0)
+    def _housekeeping(self, now: float) -> None:
+        self.book.poll()
         if self._live is not None:
             self._live.poll()
+        if now >= self._next_evict:
+            self._next_evict = now + EVICT_S
+            self.throttle.evict_idle()
+            self.breakers.evict_closed()
         m = self.metrics
         m.in_flight.set(len(self._in_flight))
         m.buffered.set(self.buffers.size)
         m.breaker_open.set(len(self.breakers.open_topics()))
 
-    def _shutdown(self) -> None:
-        self._drain(self.settings.shutdown_timeout_s)
-        for answer in self.pool.close():  # only if the drain timed out: retried later
-            self._in_flight.pop(answer.correlation_id, None)
+    def shutdown(self) -> None:
+        """Finish what is on the wire (bounded), commit what is done, leave the group."""
         try:
+            self._drain(self.settings.shutdown_timeout_s)
+            for answer in self.pool.close():  # only if the drain timed out: retried later
+                self._in_flight.pop(answer.correlation_id, None)
             self._commit(asynchronous=False)
-            self.consumer.close()
+            self.io.close()
         finally:
-            if self._feed is not None:
-                self._feed.close()
+            self.book.close()
         log.info("sender %s stopped", self.settings.instance_id)
 
     def _drain(self, timeout_s: float) -> None:
-        """Finish what is on the wire and get its records acknowledged (bounded)."""
+        """Finish what is on the wire and get its records acknowledged (bounded, in real time:
+        this waits on the network)."""
         deadline = time.monotonic() + timeout_s
         while self._in_flight and time.monotonic() < deadline:
             answers = self.pool.poll(0.05)
             if answers:
                 self._complete(answers)
-            self.producer.poll(0)
-        self.producer.flush(max(0.1, deadline - time.monotonic()))
-        self.producer.poll(0)
+            self.io.poll(0)
+        try:
+            self.io.flush(max(0.1, deadline - time.monotonic()))
+        except DeliveryError as exc:  # not committed: sent again by the next owner
+            log.warning("records not acknowledged at shutdown: %s", exc)
 
     # -- rebalance --------------------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, partitions: list[Partition]) -> None:
         """Read the jobs a previous owner finished past its commits, so they are not re-sent."""
         log.info("assigned %d partitions", len(partitions))
         try:
-            committed = consumer.committed(partitions, timeout=10)
+            committed = self.io.committed(partitions, 10.0)
         except KafkaException as exc:  # at least once still holds: they are sent again
             log.warning("could not read the committed positions: %s", exc)
             committed = []
         recovered = 0
-        for tp in committed:
-            if tp.metadata and tp.offset >= 0:
-                part = self.offsets.partition(tp.topic, tp.partition)
-                recovered += part.recover(tp.offset, tp.metadata)
+        for position in committed:
+            if position.metadata and position.offset >= 0:
+                part = self.offsets.partition(position.topic, position.partition)
+                recovered += part.recover(position.offset, position.metadata)
         if recovered:
             log.info("%d jobs past the committed offsets were finished before: not re-sent",
                      recovered)
         self.assigned.set()
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, partitions: list[Partition]) -> None:
         """Finish in-flight work so its offsets are committed, then forget the partitions."""
         self._drain(5.0)
         self._commit(asynchronous=False)
-        for tp in partitions:
-            source = (tp.topic, tp.partition)
+        for source in partitions:
             self.offsets.revoke(*source)
             self.buffers.drop_source(source)
-            self.scheduler.drop(*source)
+            self.scheduler.drop(source)
+            self.pauses.forget(source)
         self.assigned.clear()
 
     # -- Kafka in ---------------------------------------------------------------------------------
-    def _route(self, messages: list[Message]) -> None:
+    def _route(self, messages: Sequence[Record]) -> None:
         if not messages:
             return
-        blocked: set[tuple[str, int]] = set()
-        now_ms = _real_ms()
+        self.dead_letters.consumed(len(messages))
+        blocked: set[Partition] = set()
+        now_ms = self._epoch_ms()
         scheduler, buffers, serde = self.scheduler, self.buffers, self.serde
+        retry_topics = scheduler.topic_set
         for msg in messages:
             if msg.error() is not None:
                 log.warning("consumer error: %s", msg.error())
@@ -294,13 +292,13 @@ class Sender:
             source = (topic, partition)
             if source in blocked:
                 continue
-            if scheduler.is_retry_topic(topic):
+            retry = topic in retry_topics
+            if retry:
                 due_ms = scheduler.not_before_ms(msg)
                 if due_ms > now_ms:
-                    tp = TopicPartition(topic, partition, offset)
-                    self.consumer.pause([tp])
-                    self.consumer.seek(tp)
-                    scheduler.hold(topic, partition, offset, due_ms)
+                    self.pauses.pause(source, PauseReason.RETRY_NOT_DUE)
+                    self.io.seek(source, offset)
+                    scheduler.hold(source, due_ms)
                     blocked.add(source)
                     continue
             offsets = self.offsets.partition(topic, partition)
@@ -311,34 +309,35 @@ class Sender:
                 continue
             entry = offsets.track(offset)
             try:
-                job = serde.decode_as(msg.value(), "PushJob")
+                job: PushJob = serde.decode_as(msg.value(), "PushJob")  # type: ignore[assignment]
             except DecodeError as exc:
                 self._poison(msg, entry, exc.reason)
                 continue
+            lane = _JOB_LANES[job["lane"]]
             raw_key = msg.key()
             key = raw_key.decode("utf-8", "replace") if raw_key else job["topic"]
-            lane = job["lane"]
-            if lane == "BULK" and scheduler.is_retry_topic(topic):
-                lane = "RETRY"
+            if retry and lane is Lane.BULK:
+                lane = Lane.RETRY
             if buffers.add(Pending(entry, job, key, lane, source)):
-                buffers.paused.add(source)
-                self.consumer.pause([TopicPartition(topic, partition)])
+                self.pauses.pause(source, PauseReason.BUFFER_FULL)
 
-    def _poison(self, msg: Message, entry: Entry, reason: str) -> None:
+    def _poison(self, msg: Record, entry: Entry, reason: str) -> None:
         """An undecodable record: its original bytes go to the DLQ, the loop moves on."""
         entry.add_pending()
-        self.producer.produce(
-            self.topics.dlq,
-            value=msg.value(),
-            key=msg.key(),
-            headers=list[tuple[str, str | bytes | None]](dead_letter_headers(msg, reason)),
-            on_delivery=functools.partial(self._delivered, entry),
-        )
+        try:
+            self.dead_letters.write(
+                source_topic=msg.topic() or "", partition=msg.partition() or 0,
+                offset=entry.offset, key=msg.key(), value=msg.value(), reason=reason,
+                on_delivery=functools.partial(self._dead_lettered, entry),
+            )
+        except Exception as exc:  # refused at once, or the DLQ limit: never silent
+            self._fail(f"could not write the undecodable record at offset {entry.offset} of "
+                       f"{msg.topic()}[{msg.partition()}] to the DLQ: {exc}", exc)
         self.metrics.dlq.labels("undecodable").inc()
 
     # -- APNs out ---------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Send what the buckets and the in-flight bound allow, priority lane first.
+        """Send what the buckets and the in-flight bounds allow, priority lane first.
 
         Within a lane the keys take turns, one job each: keys that share a partition then
         advance together, so one busy key neither starves another nor holds that partition's
@@ -348,12 +347,12 @@ class Sender:
         settings = self.settings
         live = self._live.count if self._live is not None else 1
         for lane in LANES:
-            reserve = 0 if lane == "PRIORITY" else settings.priority_reserve
+            reserve = 0 if lane is Lane.PRIORITY else settings.priority_reserve
             budget = settings.max_in_flight - reserve - len(self._in_flight)
             if budget <= 0:
                 return
-            job_lane = "BULK" if lane == "RETRY" else lane
-            bulk = lane != "PRIORITY"
+            job_lane = lane.job_lane
+            bulk = lane is not Lane.PRIORITY
             turns = []
             for key, queue in self.buffers.queues(lane):
                 topic = queue[0].job["topic"]
@@ -377,7 +376,8 @@ class Sender:
                         self.metrics.throttle_waits.labels(lane).inc()
                         continue
                     item = queue.popleft()
-                    self._taken(item)
+                    if self.buffers.taken(item):
+                        self.pauses.release(item.source, PauseReason.BUFFER_FULL)
                     if rotate:
                         self.buffers.served(lane, key)
                     breaker = self.breakers[item.job["topic"]]
@@ -392,11 +392,6 @@ class Sender:
                     if queue:
                         still.append(turn)
                 turns = still
-
-    def _taken(self, item: Pending) -> None:
-        if self.buffers.taken(item):
-            self.buffers.paused.discard(item.source)
-            self.consumer.resume([TopicPartition(*item.source)])
 
     def _send(self, item: Pending, policy: PushPolicy) -> bool:
         """Submit the push; False if it could not be (no certificate: FAILED at once)."""
@@ -414,7 +409,7 @@ class Sender:
             push_type="mdm" if job["kind"] == "MDM" else "alert",
         )
         try:
-            self.pool.submit(request, lane=PRIORITY if item.lane == "PRIORITY" else BULK)
+            self.pool.submit(request, lane=PRIORITY if item.lane is Lane.PRIORITY else BULK)
         except UnknownCertificateError:
             self._finish(item, [self._outcome(job, "FAILED", reason=WRONG_TOPIC)])
             return False
@@ -458,15 +453,12 @@ class Sender:
         made = job["attempt"] + 1
         if made >= max_attempts:
             error = _error_text(answer, verdict)
-            dead = dict(job, attempt=made, last_error=error)
+            dead: PushJob = {**job, "attempt": made, "last_error": error}
             outcome = self._outcome(job, "DEAD_LETTERED", answer=answer, reason=verdict.reason)
-            self._finish(
-                item,
-                [outcome],
-                [(self.topics.dlq, self.serde.encode("PushJob", dead, self.topics.dlq),
-                  [(ATTEMPT_HEADER, str(made).encode()),
-                   ("mdmpush.dlq.reason", f"attempts exhausted: {error}".encode()[:1000])])],
-            )
+            item.entry.add_pending()  # the DLQ copy: counted before any record can be acked
+            self._finish(item, [outcome])
+            self._set_aside(item, dead, f"attempts exhausted: {error}",
+                            [(ATTEMPT_HEADER, str(made).encode())])
             self.metrics.dlq.labels("exhausted").inc()
             return
         tier = self.scheduler.tier_for_failure(made, verdict.long_backoff)
@@ -484,15 +476,15 @@ class Sender:
         job = item.job
         scheduler = self.scheduler
         error = _error_text(answer, verdict) if verdict is not None else BREAKER_OPEN
-        again = dict(job, attempt=attempt, last_error=error)
+        again: PushJob = {**job, "attempt": attempt, "last_error": error}
         topic = scheduler.topics[tier]
-        not_before = _real_ms() + scheduler.delays_ms[tier]
+        not_before = self._epoch_ms() + scheduler.delays_ms[tier]
         reason = verdict.reason if verdict is not None else BREAKER_OPEN
         outcome = self._outcome(job, "RETRYING", answer=answer, reason=reason)
         self._finish(
             item,
             [outcome],
-            [(topic, self.serde.encode("PushJob", again, topic),
+            [(topic, self.serde.encode("PushJob", dict(again), topic),
               scheduler.headers(attempt, not_before))],
         )
         self.metrics.retry(topic)
@@ -504,13 +496,13 @@ class Sender:
     # -- Kafka out --------------------------------------------------------------------------------
     def _outcome(
         self,
-        job: dict[str, Any],
+        job: PushJob,
         state: str,
         *,
         answer: ApnsResponse | None = None,
         reason: str | None = None,
         apns_timestamp: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> PushOutcome:
         return {
             "job_id": job["job_id"],
             "request_id": job["request_id"],
@@ -535,82 +527,108 @@ class Sender:
     def _finish(
         self,
         item: Pending,
-        outcomes: list[dict[str, Any]],
+        outcomes: list[PushOutcome],
         copies: Sequence[tuple[str, bytes, Headers]] = (),
     ) -> None:
         """Produce the job's records; its offset becomes committable once all are acknowledged."""
-        entry = item.entry
-        entry.add_pending(len(outcomes) + len(copies))
-        on_delivery = functools.partial(self._delivered, entry)
-        produce = self.producer.produce
+        item.entry.add_pending(len(outcomes) + len(copies))
+        on_delivery = functools.partial(self._delivered, item)
         outcomes_topic = self.topics.outcomes
+        encode = self.serde.encode
         for outcome in outcomes:
-            value = self.serde.encode("PushOutcome", outcome, outcomes_topic)
+            value = encode("PushOutcome", outcome, outcomes_topic)  # type: ignore[arg-type]
             marks = TOKEN_DEAD if outcome["status"] == 410 else None  # for the fan-out
-            self._produce(produce, outcomes_topic, value, outcome["enrollment_id"], marks,
+            self._produce(item, outcomes_topic, value, outcome["enrollment_id"], marks,
                           on_delivery)
             self.metrics.push(outcome["state"], outcome["reason"])
         for topic, value, headers in copies:
-            self._produce(produce, topic, value, item.key, headers, on_delivery)
+            self._produce(item, topic, value, item.key, headers, on_delivery)
 
-    def _produce(
-        self,
-        produce: Any,
-        topic: str,
-        value: bytes,
-        key: str,
-        headers: Headers | None,
-        on_delivery: Any,
-    ) -> None:
-        while True:
-            try:
-                produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-                return
-            except BufferError:
-                # The producer queue is full: serve acknowledgements until there is room.
-                self.producer.poll(0.05)
+    def _produce(self, item: Pending, topic: str, value: bytes, key: str,
+                 headers: Headers | None, on_delivery: Callable[..., None]) -> None:
+        try:
+            self.io.produce(topic, value, key, headers, None, on_delivery)
+        except PermanentDeliveryError as exc:  # e.g. too large: Kafka will never take it
+            self._refused(item, topic, exc)
 
-    def _delivered(self, entry: Entry, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            # The idempotent producer has given up after its retries: stop without storing
-            # this offset, so a restarted sender sends the job again (at least once).
-            log.error("Kafka refused a record: %s", err)
-            self._fatal = err
+    def _delivered(self, item: Pending, err: KafkaError | None, msg: Message) -> None:
+        """Delivery result of an outcome or retry copy (served from `io.poll`)."""
+        if err is None:
+            item.entry.acked()
             return
-        entry.acked()
+        if is_permanent(err):
+            self._refused(item, msg.topic() or "?", err)
+            return
+        # The producer has given up after its retries (e.g. the broker was unreachable for
+        # its whole delivery timeout): stop, committing nothing past this job.
+        self._fail(f"Kafka lost a record of job {item.job['job_id']}: {err}")
 
-    def _committed(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    def _refused(self, item: Pending, topic: str, err: object) -> None:
+        """Kafka refused one of the job's records for good: the job goes to the DLQ with the
+        reason instead (it replaces the refused record among those its offset waits for)."""
+        reason = f"Kafka refused a record for {topic}: {err}"
+        log.error("job %s set aside in the DLQ: %s", item.job["job_id"], reason)
+        self._set_aside(item, {**item.job, "last_error": reason[:500]}, reason)
+        self.metrics.dlq.labels("refused").inc()
+
+    def _set_aside(self, item: Pending, job: PushJob, reason: str,
+                   extra_headers: Headers | None = None) -> None:
+        """The job (as `job`) to the DLQ, with where it was read from and why; the caller
+        has counted the DLQ record among those the job's offset waits for."""
+        topic, partition = item.source
+        try:
+            self.dead_letters.write(
+                source_topic=topic, partition=partition, offset=item.entry.offset,
+                key=item.key.encode(), value=self.serde.encode("PushJob", dict(job),
+                                                               self.topics.dlq),
+                reason=reason, on_delivery=functools.partial(self._dead_lettered, item.entry),
+                extra_headers=extra_headers,
+            )
+        except Exception as exc:  # refused at once, or the DLQ limit: never silent
+            self._fail(f"could not write job {item.job['job_id']} to the DLQ: {exc}", exc)
+
+    def _dead_lettered(self, entry: Entry, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            entry.acked()
+        else:
+            self._fail(f"Kafka refused a DLQ record (source offset {entry.offset}): {err}")
+
+    def _fail(self, reason: str, cause: BaseException | None = None) -> None:
+        """Stop the loop: the job concerned stays uncommitted and is read again (at least once)."""
+        log.error("sender stopping: %s", reason)
+        if self._fatal is None:
+            self._fatal = SenderStopped(reason)
+            if cause is not None:
+                self._fatal.__cause__ = cause
+
+    def _committed(self, error: str | None, failed: list[Partition]) -> None:
         """A failed commit is made again at the next interval (unless the partition is gone)."""
         self._commit_sent = None
-        failed = partitions if err is not None else [tp for tp in partitions if tp.error]
         if failed:
-            log.warning("offset commit failed (%s): %s", err, failed)
-            for tp in failed:
-                self.offsets.recommit(tp.topic, tp.partition)
+            log.warning("offset commit failed (%s): %s", error, failed)
+            for topic, partition in failed:
+                self.offsets.recommit(topic, partition)
 
     def _commit(self, *, asynchronous: bool) -> bool:
         """Commit the position of every partition that moved (see commit_marks.py); False if
         none had."""
-        commits = self.offsets.commits()
+        commits: list[Position] = self.offsets.commits()
         if not commits:
             return False
-        offsets = [TopicPartition(c.topic, c.partition, c.offset, metadata=c.metadata)
-                   for c in commits]
-        try:
-            if asynchronous:
-                self.consumer.commit(offsets=offsets, asynchronous=True)  # -> _committed
-            else:
-                self._committed(None, self.consumer.commit(offsets=offsets, asynchronous=False))
-        except KafkaException as exc:  # e.g. the partition was just revoked: sent again
-            log.warning("offset commit failed: %s", exc)
+        self.io.commit(commits, asynchronous=asynchronous)
         return True
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the loop stopped by itself (None while it runs, or after a plain stop)."""
+        return self._fatal
 
-def _payload(job: dict[str, Any]) -> bytes:
+
+def _payload(job: PushJob) -> bytes:
     if job["kind"] == "MDM":
         # = json.dumps({"mdm": magic}, separators=(",", ":")), ~35x cheaper per push.
         return ('{"mdm":' + encode_basestring_ascii(job["push_magic"] or "") + "}").encode()
@@ -635,5 +653,4 @@ def _error_text(answer: ApnsResponse | None, verdict: Classification | None) -> 
 
 
 def _real_ms() -> int:
-    """Real epoch ms: retry tiers are about Kafka and APNs, never on the simulated clock."""
     return int(time.time() * 1000)

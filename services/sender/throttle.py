@@ -64,6 +64,12 @@ class TokenBucket:
         self._tat = max(tat, now - min(self._interval, LATE_SLACK_S)) + self._interval
         return True
 
+    @property
+    def idle(self) -> bool:
+        """Unthrottled, or its schedule is far enough behind the clock that a send now starts
+        a fresh one (what a new bucket would do)."""
+        return self._interval == 0 or self._clock() - self._tat >= LATE_SLACK_S
+
     def wait_s(self) -> float:
         """Seconds until the next send is due (0 if one is due now)."""
         if self._interval == 0:
@@ -72,7 +78,7 @@ class TokenBucket:
 
 
 class Throttle:
-    """The buckets of every (key, lane) this sender has seen, created on first use."""
+    """The buckets of every (key, lane) in use, created on first use, dropped when idle."""
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
@@ -87,7 +93,15 @@ class Throttle:
             bucket.set_rate(per_minute)
         return bucket
 
-    def forget(self, keys: set[str]) -> None:
-        """Drop the buckets of keys whose partitions this sender no longer owns."""
-        for bucket_key in [k for k in self._buckets if k[0] in keys]:
-            del self._buckets[bucket_key]
+    def evict_idle(self) -> int:
+        """Drop the buckets that have earned their full burst back: a new bucket for the key
+        allows the same burst and then the same rate, so dropping them keeps every promise and
+        the buckets of certificates (or shards) that no longer send do not pile up. Returns how
+        many."""
+        idle = [k for k, b in self._buckets.items() if b.idle]
+        for key in idle:
+            del self._buckets[key]
+        return len(idle)
+
+    def __len__(self) -> int:
+        return len(self._buckets)

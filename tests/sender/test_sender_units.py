@@ -7,11 +7,17 @@ import random
 import pytest
 
 from services.common.catalogue import Topics
+from services.common.kafka.io import NO_OFFSET, Position
+from services.common.kafka.memory import MemoryBroker, MemoryKafkaIO
+from services.common.policy import PushPolicy
+from services.sender.apns.breaker import BreakerRegistry
 from services.sender.commit_marks import MAX_METADATA_CHARS, decode_marks, encode_marks
 from services.sender.offsets import OffsetTracker
-from services.sender.policy import PolicyBook, PushPolicy
+from services.sender.pauses import PartitionPauses, PauseReason
+from services.sender.policy import PolicyBook
 from services.sender.scheduler import RetryScheduler
 from services.sender.throttle import Throttle, TokenBucket
+from tests.sender.loop_fakes import StaticPolicies
 
 
 class FakeClock:
@@ -77,18 +83,19 @@ def test_throttle_keys_are_independent() -> None:
 
 
 def test_policy_resolution_and_bucket_rates() -> None:
-    book = PolicyBook(PushPolicy(bulk_per_minute=50))
-    assert book.for_topic("X").bulk_per_minute == 50
-    book.apply("*", PushPolicy(certificate="*", bulk_per_minute=100))
-    book.apply("X", PushPolicy(certificate="X", bulk_per_minute=600, priority_per_minute=0,
-                               shards=3))
+    view = StaticPolicies()
+    book = PolicyBook(PushPolicy(bulk_per_minute=50), view)
+    assert book.for_topic("X").bulk_per_minute == 50  # nothing published: the settings'
+    view.policies["*"] = PushPolicy(certificate="*", bulk_per_minute=100)
+    view.policies["X"] = PushPolicy(certificate="X", bulk_per_minute=600, priority_per_minute=0,
+                                    shards=3)
     assert book.for_topic("Y").bulk_per_minute == 100
     x = book.for_topic("X")
     assert x.bucket_per_minute("BULK", live_senders=4) == 200  # farm: rate / shards
     assert x.bucket_per_minute("PRIORITY", live_senders=4) == 0  # unthrottled
     per_instance = PushPolicy(certificate="X", bulk_per_minute=50, scope="PER_INSTANCE")
     assert per_instance.bucket_per_minute("BULK", live_senders=3) == 150
-    book.apply("X", None)  # tombstone
+    del view.policies["X"]  # a tombstone
     assert book.for_topic("X").bulk_per_minute == 100
     record = {"certificate": "Z", "priority_per_minute": 0.0, "bulk_per_minute": 50.0,
               "scope": "FARM", "shards": 0, "max_attempts": 0, "updated_at": 0}
@@ -169,8 +176,94 @@ def test_retry_tiers() -> None:
     assert [scheduler.tier_for_failure(n) for n in (1, 2, 3, 9)] == [0, 1, 2, 2]
     assert scheduler.tier_for_failure(1, long_backoff=True) == 1
     assert scheduler.tier_for_wait(0.3) == 1 and scheduler.tier_for_wait(60) == 2
-    scheduler.hold("p.mdm.push.retry.200ms.v1", 0, 5, due_ms=1_000)
+    scheduler.hold(("p.mdm.push.retry.200ms.v1", 0), due_ms=1_000)
     assert scheduler.next_wait_s(400) == pytest.approx(0.6)
     assert scheduler.due(999) == []
     assert scheduler.due(1_000) == [("p.mdm.push.retry.200ms.v1", 0)]
     assert scheduler.next_wait_s(1_000) is None
+
+
+class RecordingIO:
+    """Only what PartitionPauses calls: it must pause and resume on transitions only."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[tuple[str, int]]]] = []
+
+    def pause(self, partitions: list[tuple[str, int]]) -> None:
+        self.calls.append(("pause", list(partitions)))
+
+    def resume(self, partitions: list[tuple[str, int]]) -> None:
+        self.calls.append(("resume", list(partitions)))
+
+
+def test_pauses_resume_a_partition_only_when_no_reason_is_left() -> None:
+    io = RecordingIO()
+    pauses = PartitionPauses(io)  # type: ignore[arg-type]
+    tp = ("t", 0)
+    pauses.pause(tp, PauseReason.BUFFER_FULL)
+    pauses.pause(tp, PauseReason.BUFFER_FULL)
+    pauses.pause(tp, PauseReason.RETRY_NOT_DUE)
+    assert io.calls == [("pause", [tp])]
+    pauses.release(tp, PauseReason.BUFFER_FULL)
+    pauses.release(tp, PauseReason.BUFFER_FULL)  # not a reason any more: nothing
+    assert io.calls == [("pause", [tp])] and pauses.reasons(tp) == {PauseReason.RETRY_NOT_DUE}
+    pauses.release(tp, PauseReason.RETRY_NOT_DUE)
+    assert io.calls == [("pause", [tp]), ("resume", [tp])] and not pauses.is_paused(tp)
+    pauses.release(tp, PauseReason.RETRY_NOT_DUE)  # never paused: no resume either
+    pauses.pause(tp, PauseReason.RETRY_NOT_DUE)
+    pauses.forget(tp)  # revoked: the next assignment starts unpaused
+    assert not pauses.is_paused(tp) and len(pauses) == 0
+
+
+def test_idle_buckets_and_closed_breakers_are_evicted_and_busy_ones_kept() -> None:
+    clock = FakeClock()
+    throttle = Throttle(clock)
+    busy = throttle.bucket("A", "BULK", 60)
+    assert busy.try_take()
+    throttle.bucket("B", "BULK", 60).try_take()
+    throttle.bucket("C", "BULK", 0)  # unthrottled: nothing to remember
+    clock.now += 0.5
+    assert throttle.evict_idle() == 1 and len(throttle) == 2  # C
+    clock.now += 1.0  # A's and B's next send was due 0.5 s ago: a new bucket would do the same
+    assert throttle.evict_idle() == 2 and len(throttle) == 0
+    breakers = BreakerRegistry(cool_down_s=10, clock=clock)
+    breakers["X"].record_failure("BadCertificate")
+    breakers["Y"].record_success()
+    assert breakers.evict_closed() == 1 and breakers.open_topics() == ["X"]
+    clock.now += 10
+    assert breakers["X"].allow()  # the half-open trial is running: kept
+    assert breakers.evict_closed() == 0
+    breakers["X"].record_success()
+    assert breakers.evict_closed() == 1
+
+
+def test_memory_io_pauses_seeks_and_commits_like_a_consumer() -> None:
+    broker = MemoryBroker()
+    broker.create_topic("t", 2)
+    for n in range(4):
+        broker.append("t", str(n).encode(), partition=n % 2)
+    io = MemoryKafkaIO(broker, "g")
+    assigned: list[list[tuple[str, int]]] = []
+    answers: list[tuple[str | None, list[tuple[str, int]]]] = []
+    io.subscribe(["t"], on_assign=assigned.append, on_revoke=assigned.append,
+                 on_committed=lambda e, failed: answers.append((e, failed)))
+    io.pause([("t", 1)])  # not assigned yet: nothing to pause
+    assert [r.value() for r in io.consume(10, 0)] == [b"0", b"2", b"1", b"3"]
+    assert assigned == [[("t", 0), ("t", 1)]]
+    io.seek(("t", 0), 1)
+    io.pause([("t", 1)])
+    io.seek(("t", 1), 0)
+    assert [r.value() for r in io.consume(10, 0)] == [b"2"]
+    io.resume([("t", 1)])
+    assert [r.offset() for r in io.consume(10, 0)] == [0, 1]
+    io.commit([Position("t", 0, 2, "meta")], asynchronous=True)
+    assert answers == [] and io.consume(1, 0) == []
+    assert answers == [(None, [])]
+    assert io.committed([("t", 0), ("t", 1)], 1) == [Position("t", 0, 2, "meta"),
+                                                     Position("t", 1, NO_OFFSET)]
+    io.rebalance(revoke=[("t", 0)], assign=[("t", 0)])
+    assert [r.offset() for r in io.consume(10, 0)] == []  # from the commit: read
+    delivered: list[object] = []
+    io.produce("t", b"x", partition=0, on_delivery=lambda err, msg: delivered.append(err))
+    assert delivered == [] and io.poll(0) == 1 and delivered == [None]
+    assert [r.offset() for r in io.consume(10, 0)] == [2]

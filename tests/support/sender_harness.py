@@ -25,6 +25,7 @@ from services.common.catalogue import Topics, retry_topic
 from services.common.kafka import Headers, make_producer, produce_sync
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
+from services.sender.runner import build_sender
 from services.sender.scheduler import NOT_BEFORE_HEADER
 from services.sender.service import Sender
 from services.sender.settings import SenderSettings
@@ -113,7 +114,7 @@ class SenderThread:
     """A Sender running on a thread; `stop()` drains it like SIGTERM does."""
 
     def __init__(self, settings: SenderSettings, kafka: KafkaSettings) -> None:
-        self.sender = Sender(settings, kafka)
+        self.sender: Sender = build_sender(settings, kafka)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="sender", daemon=True)
 

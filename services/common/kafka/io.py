@@ -21,7 +21,12 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from services.common.kafka.logs import client_logger
-from services.common.kafka.producer import DeliveryCallback, Headers, ReliableProducer
+from services.common.kafka.producer import (
+    DeliveryCallback,
+    DeliveryError,
+    Headers,
+    ReliableProducer,
+)
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -118,7 +123,8 @@ class KafkaIO(Protocol):
         ...
 
     def close(self) -> None:
-        """Leave the group (no commit) and close the producer."""
+        """Leave the group (no commit) and close the producer; records still unacknowledged
+        are given up (the loop has not committed their sources, so they are read again)."""
         ...
 
 
@@ -136,13 +142,17 @@ class ConfluentKafkaIO:
         self._on_assign: PartitionsCallback | None = None
         self._on_revoke: PartitionsCallback | None = None
         self._on_committed: CommitCallback | None = None
-        config = kafka.consumer_config(
-            group_id, **{**(consumer_defaults or {}), "enable.auto.commit": False})
+        config = kafka.consumer_config(group_id, **{
+            "client.id": f"{kafka.client_id}-{name}", **(consumer_defaults or {})})
+        # Not tuning: the loop's correctness. It commits itself, with metadata, and only what
+        # is acknowledged; librdkafka's auto-commit would also skip partitions that did not move.
+        config["enable.auto.commit"] = False
         config["on_commit"] = self._committed
         self._consumer = Consumer(config, logger=client_logger(name))
-        self._producer = ReliableProducer(kafka, name=name, **(producer_defaults or {}))
+        #: The producer, shared with the DLQ writer (one queue, one set of delivery callbacks).
+        self.producer = ReliableProducer(kafka, name=name, **(producer_defaults or {}))
         #: Bound once: `produce` is called for every record the loop writes.
-        self.produce = self._producer.produce
+        self.produce = self.producer.produce
 
     def subscribe(self, topics: Sequence[str], *, on_assign: PartitionsCallback,
                   on_revoke: PartitionsCallback, on_committed: CommitCallback) -> None:
@@ -184,16 +194,19 @@ class ConfluentKafkaIO:
                 self._on_committed(str(exc), [(p.topic, p.partition) for p in positions])
 
     def poll(self, timeout_s: float = 0.0) -> int:
-        return self._producer.poll(timeout_s)
+        return self.producer.poll(timeout_s)
 
     def flush(self, timeout_s: float) -> None:
-        self._producer.flush(timeout_s)
+        self.producer.flush(timeout_s)
 
     def close(self) -> None:
         try:
             self._consumer.close()
         finally:
-            self._producer.close()
+            try:
+                self.producer.close()
+            except DeliveryError as exc:  # their offsets were not committed: read again
+                log.warning("%s", exc)
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._on_assign is not None:

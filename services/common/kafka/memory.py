@@ -1,7 +1,7 @@
 """An in-memory `KafkaIO` for unit tests of a loop's rules: no broker, no threads, no waiting.
 
-`MemoryBroker` holds topics (partitions of confluent `Message` objects, so the loop sees the very
-type it sees in production) and each group's committed positions with their metadata.
+`MemoryBroker` holds topics (partitions of `MemoryRecord`s, which answer the `Record` methods as
+confluent's `Message` does) and each group's committed positions with their metadata.
 `MemoryKafkaIO` is one group member on it. It behaves as librdkafka does where the loop's rules
 depend on it, and is driven step by step by the test:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Sequence
+from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
@@ -32,11 +33,44 @@ from services.common.kafka.io import (
 from services.common.kafka.producer import DeliveryCallback, Headers
 
 
+class MemoryRecord:
+    """A stored record: what `Record` promises, nothing more (no per-record cost to speak of)."""
+
+    __slots__ = ("_error", "_headers", "_key", "_offset", "_partition", "_topic", "_value")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None, headers: list[tuple[str, str | bytes | None]] | None,
+                 error: KafkaError | None = None) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value, self._headers, self._error = key, value, headers, error
+
+    def topic(self) -> str | None:
+        return self._topic
+
+    def partition(self) -> int | None:
+        return self._partition
+
+    def offset(self) -> int | None:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, str | bytes | None]] | None:
+        return self._headers
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+
 class MemoryBroker:
     """Topics of partitions of records, and every group's committed positions."""
 
     def __init__(self) -> None:
-        self._topics: dict[str, list[list[Message]]] = {}
+        self._topics: dict[str, list[list[MemoryRecord]]] = {}
         self._commits: dict[str, dict[Partition, Position]] = {}
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
@@ -46,7 +80,7 @@ class MemoryBroker:
         return len(self._topics.get(topic, ()))
 
     def append(self, topic: str, value: bytes | None, key: str | bytes | None = None,
-               headers: Headers | None = None, partition: int | None = None) -> Message:
+               headers: Headers | None = None, partition: int | None = None) -> MemoryRecord:
         """Store a record (partition None: by key, as a partitioner would); returns it."""
         if topic not in self._topics:
             raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
@@ -54,19 +88,19 @@ class MemoryBroker:
         raw_key = key.encode() if isinstance(key, str) else key
         if partition is None:
             partition = zlib.crc32(raw_key or b"") % len(log)
-        record = Message(topic=topic, partition=partition, offset=len(log[partition]),
-                         key=raw_key, value=value, headers=list(headers) if headers else None)
+        record = MemoryRecord(topic, partition, len(log[partition]), raw_key, value,
+                              list(headers) if headers else None)
         log[partition].append(record)
         return record
 
-    def records(self, topic: str, partition: int | None = None) -> list[Message]:
+    def records(self, topic: str, partition: int | None = None) -> list[MemoryRecord]:
         """Every record of a topic (of one partition, if given), in offset order per partition."""
         logs = self._topics.get(topic, [])
         if partition is not None:
             return list(logs[partition])
         return [record for log in logs for record in log]
 
-    def read(self, partition: Partition, offset: int, count: int) -> list[Message]:
+    def read(self, partition: Partition, offset: int, count: int) -> list[MemoryRecord]:
         return self._topics[partition[0]][partition[1]][offset:offset + count]
 
     def commit(self, group: str, position: Position) -> None:
@@ -93,7 +127,8 @@ class MemoryKafkaIO:
         #: Rebalance events still to be served: ("assign" | "revoke", partitions).
         self._rebalances: deque[tuple[str, list[Partition]]] = deque()
         self._commit_answers: deque[tuple[str | None, list[Partition]]] = deque()
-        self._deliveries: deque[tuple[DeliveryCallback, KafkaError | None, Message]] = deque()
+        self._deliveries: deque[tuple[DeliveryCallback, KafkaError | None, MemoryRecord]] = (
+            deque())
         #: True: delivery results wait until `release_deliveries` (records still unacknowledged).
         self.hold_deliveries = False
         self.fail_commits: str | None = None
@@ -144,7 +179,7 @@ class MemoryKafkaIO:
     def consume(self, max_records: int, timeout_s: float) -> Sequence[Record]:
         self._serve_rebalances()
         self._serve_commit_answers()
-        out: list[Message] = []
+        out: list[MemoryRecord] = []
         for partition, position in self._positions.items():
             if partition in self.paused or len(out) >= max_records:
                 continue
@@ -193,7 +228,7 @@ class MemoryKafkaIO:
             record = self.broker.append(topic, value, key, headers, partition)
         else:
             raw_key = key.encode() if isinstance(key, str) else key
-            record = Message(topic=topic, key=raw_key, value=value, error=error)
+            record = MemoryRecord(topic, -1, -1, raw_key, value, None, error)
         if on_delivery is not None:
             self._deliveries.append((on_delivery, error, record))
 
@@ -203,7 +238,8 @@ class MemoryKafkaIO:
         served = 0
         while self._deliveries:
             callback, error, record = self._deliveries.popleft()
-            callback(error, record)
+            # A delivery callback reads the record through the `Record` methods only.
+            callback(error, cast(Message, record))
             served += 1
         return served
 

@@ -64,6 +64,11 @@ class CircuitBreaker:
             return True
         return False
 
+    @property
+    def idle(self) -> bool:
+        """Closed and no trial running: the state of a breaker just created."""
+        return self._state is BreakerState.CLOSED and self._trial_started_at is None
+
     def retry_after_s(self) -> float:
         """Seconds until a trial may be attempted (0 when closed or already due)."""
         if self._state is BreakerState.CLOSED:
@@ -104,3 +109,11 @@ class BreakerRegistry:
     def open_topics(self) -> list[str]:
         """Certificates currently refusing requests (for metrics and status)."""
         return [t for t, b in self._breakers.items() if b.state is not BreakerState.CLOSED]
+
+    def evict_closed(self) -> int:
+        """Drop the breakers that are closed with no trial running: a new one would be the same,
+        so only the breakers of certificates still failing are kept. Returns how many."""
+        closed = [t for t, b in self._breakers.items() if b.idle]
+        for topic in closed:
+            del self._breakers[topic]
+        return len(closed)

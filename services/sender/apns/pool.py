@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from services.sender.apns.httpx_transport import HttpxTransport
 from services.sender.apns.pycurl_transport import PycurlTransport
@@ -83,6 +84,29 @@ class CertificateStore:
         return sorted(
             p.stem for p in self._directory.glob("*.pem") if p.with_suffix(".key").is_file()
         )
+
+
+class ApnsPool(Protocol):
+    """What the sender's loop needs from its APNs clients (ClientPool; a fake in unit tests)."""
+
+    def submit(
+        self, request: ApnsRequest, base_url: str | None = None, *, lane: str = BULK
+    ) -> None:
+        """Send on the client of (endpoint, request.topic, lane); raises
+        ``UnknownCertificateError`` before anything is sent if the topic has no certificate."""
+        ...
+
+    def poll(self, timeout_s: float) -> list[ApnsResponse]:
+        """Completions of all clients, waiting up to ``timeout_s`` if none are ready."""
+        ...
+
+    def in_flight_for(self, topic: str, lane: str = BULK, base_url: str | None = None) -> int:
+        """Requests in flight on the client of (endpoint, topic, lane)."""
+        ...
+
+    def close(self) -> list[ApnsResponse]:
+        """Close every client; requests still in flight come back as CLOSED errors."""
+        ...
 
 
 class ClientPool:

@@ -1,0 +1,392 @@
+"""The sender loop's rules without a broker: in-memory Kafka I/O, a fake APNs pool, stepped clocks.
+
+The integration proof (real broker, the simulator over TLS, real processes) is test_sender_flow.py
+and test_sender_faults.py; these pin each rule down on its own, step by step.
+"""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError
+
+from services.common.kafka.dead_letter import (
+    REASON_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+    DlqLimit,
+)
+from services.common.kafka.io import Position
+from services.common.kafka.producer import PermanentDeliveryError
+from services.common.policy import PushPolicy
+from services.sender.apns.pool import BULK, PRIORITY
+from services.sender.apns.types import TransportError
+from services.sender.commit_marks import encode_marks
+from services.sender.job import Lane
+from services.sender.pauses import PauseReason
+from services.sender.scheduler import ATTEMPT_HEADER, NOT_BEFORE_HEADER
+from services.sender.service import SenderStopped
+from tests.sender.loop_fakes import (
+    CERT,
+    OTHER,
+    RETRY_200,
+    RETRY_500,
+    SERDE,
+    TOPICS,
+    Loop,
+    job,
+    make_loop,
+    not_before,
+)
+
+BULK_TOPIC = TOPICS.jobs_bulk
+PRIORITY_TOPIC = TOPICS.jobs_priority
+SOURCE = (BULK_TOPIC, 0)
+
+
+def headers_of(record: object) -> dict[str, bytes]:
+    return dict(record.headers() or [])  # type: ignore[attr-defined]
+
+
+def finish(loop: Loop, status: int = 200, steps: int = 2) -> None:
+    """Answer everything in flight and let the loop write and commit it."""
+    loop.pool.answer(status)
+    loop.step(steps, advance_s=0.01)
+
+
+# -- flow and commits ------------------------------------------------------------------------------
+def test_jobs_are_sent_and_their_offset_committed_only_once_outcomes_are_acknowledged() -> None:
+    loop = make_loop()
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(3)))
+    loop.step()
+    assert len(loop.pool.waiting) == 3 and loop.sender.in_flight == 3
+    loop.io.hold_deliveries = True  # Kafka has not acknowledged the outcomes yet
+    finish(loop)
+    assert loop.states() == {"SENT": 3}
+    assert loop.committed(BULK_TOPIC) < 0  # written, not acknowledged: nothing committed
+    loop.io.release_deliveries()
+    loop.step(2, advance_s=0.01)
+    assert loop.committed(BULK_TOPIC) == 3
+    sent = loop.outcomes()
+    assert {o["job_id"] for o in sent} == {"req/E0", "req/E1", "req/E2"}
+    assert all(o["status"] == 200 and o["lane"] == "BULK" for o in sent)
+
+
+def test_the_offset_stops_at_the_oldest_unfinished_job_and_marks_the_rest_done() -> None:
+    loop = make_loop()
+    loop.produce(BULK_TOPIC, job(0, topic=OTHER), *(job(n) for n in range(1, 4)))
+    loop.step()
+    loop.pool.answer(200, topic=CERT)  # offsets 1-3 finish, 0 stays in flight
+    loop.step(2, advance_s=0.01)
+    last = loop.io.commits[-1]
+    assert last.offset == 0 and last.metadata == encode_marks(0, {1, 2, 3})
+    finish(loop)
+    assert loop.committed(BULK_TOPIC) == 4
+
+
+def test_a_partition_taken_over_skips_the_jobs_its_commit_marks_as_done() -> None:
+    loop = make_loop(start=False)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(6)))
+    loop.broker.commit(loop.io.group, Position(BULK_TOPIC, 0, 1, encode_marks(1, {2, 4})))
+    loop.sender.start()
+    loop.step()
+    assert sorted(r.token_hex for r in loop.pool.waiting) == [f"{n:064x}" for n in (1, 3, 5)]
+    finish(loop)
+    assert loop.committed(BULK_TOPIC) == 6
+    assert loop.sender.metrics.recovered._value.get() == 2
+
+
+def test_a_failed_commit_is_made_again() -> None:
+    loop = make_loop()
+    loop.produce(BULK_TOPIC, job(0))
+    loop.step()
+    loop.io.fail_commits = "coordinator not available"
+    finish(loop)
+    assert loop.committed(BULK_TOPIC) < 0
+    loop.io.fail_commits = None
+    loop.step(2, advance_s=0.01)
+    assert loop.committed(BULK_TOPIC) == 1
+
+
+# -- lanes, reserve, caps ------------------------------------------------------------------------
+def test_priority_jobs_go_first_on_their_own_connection_and_keep_a_reserve() -> None:
+    loop = make_loop(max_in_flight=5, priority_reserve=2)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(10)))
+    loop.step()
+    assert len(loop.pool.waiting) == 3  # bulk may use max_in_flight - reserve
+    loop.produce(PRIORITY_TOPIC, job(100, lane="PRIORITY"), job(101, lane="PRIORITY"))
+    loop.step()
+    lanes = [lane for _, lane in loop.pool.requests]
+    assert lanes == [BULK] * 3 + [PRIORITY] * 2  # the reserve took them at once
+    finish(loop, steps=1)
+    # With both lanes waiting, priority is served first: it was sent in the same turn as bulk
+    # and bulk got only what the reserve leaves.
+    loop.produce(PRIORITY_TOPIC, job(102, lane="PRIORITY"))
+    loop.step()
+    assert loop.pool.requests[5][1] == PRIORITY
+    assert [lane for _, lane in loop.pool.requests[6:]] == [BULK] * 2
+
+
+def test_bulk_in_flight_is_capped_per_certificate_not_across_certificates() -> None:
+    loop = make_loop(bulk_in_flight_per_certificate=2)
+    loop.produce(BULK_TOPIC, *(job(n, topic=CERT if n % 2 else OTHER) for n in range(10)))
+    loop.step()
+    assert loop.pool.in_flight_for(CERT) == 2 and loop.pool.in_flight_for(OTHER) == 2
+    loop.pool.answer(200, topic=CERT)
+    loop.step()
+    assert loop.pool.in_flight_for(CERT) == 2  # refilled from its own queue
+    assert loop.states() == {"SENT": 2}
+
+
+def test_due_retries_come_before_fresh_bulk_jobs() -> None:
+    loop = make_loop(max_in_flight=2, priority_reserve=0)
+    loop.produce(BULK_TOPIC, job(1))
+    loop.produce(RETRY_200, job(2, attempt=1), headers=not_before(0))
+    loop.step()
+    first = loop.pool.requests[0][0]
+    assert first.token_hex == f"{2:064x}"  # the retry, although the bulk job was read first
+
+
+def test_throttled_keys_wait_for_their_bucket_without_blocking_other_keys() -> None:
+    loop = make_loop(policies={CERT: PushPolicy(CERT, bulk_per_minute=60)})
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(3)), *(job(10 + n, topic=OTHER)
+                                                              for n in range(3)))
+    loop.step()
+    assert loop.pool.in_flight_for(CERT) == 1 and loop.pool.in_flight_for(OTHER) == 3
+    loop.step(advance_s=0.5)
+    assert loop.pool.in_flight_for(CERT) == 1
+    loop.step(advance_s=0.6)  # one second after the first: the next is due
+    assert loop.pool.in_flight_for(CERT) == 2
+
+
+# -- pause state -----------------------------------------------------------------------------------
+def test_a_full_buffer_pauses_the_partition_until_half_has_drained() -> None:
+    loop = make_loop(buffer_per_partition=4, bulk_in_flight_per_certificate=1)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(6)))
+    loop.step()  # 6 read, 1 sent: 5 wait, over the cap of 4
+    pauses = loop.sender.pauses
+    assert pauses.reasons(SOURCE) == {PauseReason.BUFFER_FULL} and SOURCE in loop.io.paused
+    for held in (4, 3):
+        finish(loop, steps=1)
+        assert loop.sender.buffers.held(SOURCE) == held
+        assert SOURCE in loop.io.paused
+    finish(loop, steps=1)  # 2 left: half the cap
+    assert loop.sender.buffers.held(SOURCE) == 2
+    assert not pauses.is_paused(SOURCE) and SOURCE not in loop.io.paused
+
+
+def test_a_retry_not_due_pauses_its_partition_and_is_read_again_at_its_due_time() -> None:
+    loop = make_loop()
+    loop.step()
+    due = loop.clock.epoch_ms() + 500
+    loop.produce(RETRY_500, job(1, attempt=1), job(2, attempt=1), headers=not_before(due))
+    loop.step()
+    source = (RETRY_500, 0)
+    assert loop.sender.pauses.reasons(source) == {PauseReason.RETRY_NOT_DUE}
+    assert loop.pool.requests == []  # never early
+    loop.step(3, advance_s=0.1)
+    assert loop.pool.requests == []
+    loop.step(advance_s=0.25)  # past the due time: resumed, sought back to the head
+    assert not loop.sender.pauses.is_paused(source)
+    loop.step()
+    assert [r.token_hex for r, _ in loop.pool.requests] == [f"{1:064x}", f"{2:064x}"]
+
+
+def test_a_partition_paused_for_two_reasons_resumes_only_when_both_are_gone() -> None:
+    loop = make_loop(buffer_per_partition=2, bulk_in_flight_per_certificate=1)
+    loop.step()
+    now = loop.clock.epoch_ms()
+    loop.produce(RETRY_200, *(job(n, attempt=1) for n in range(3)), headers=not_before(now))
+    loop.produce(RETRY_200, job(9, attempt=1), headers=not_before(now + 200))
+    loop.step()
+    source = (RETRY_200, 0)
+    assert loop.sender.pauses.reasons(source) == {PauseReason.BUFFER_FULL,
+                                                  PauseReason.RETRY_NOT_DUE}
+    loop.step(advance_s=0.3)  # the head is due now, but the buffer is still full
+    assert loop.sender.pauses.reasons(source) == {PauseReason.BUFFER_FULL}
+    assert source in loop.io.paused
+    finish(loop, steps=1)  # one answered, the next sent: 1 waits, half the cap of 2
+    assert not loop.sender.pauses.is_paused(source) and source not in loop.io.paused
+
+
+# -- answers: retries, exhausted, breaker, wrong topic ---------------------------------------
+def test_a_transient_answer_retries_on_the_first_tier_with_its_due_time() -> None:
+    loop = make_loop()
+    loop.produce(BULK_TOPIC, job(1))
+    loop.step()
+    sent_at = loop.clock.epoch_ms()
+    loop.pool.answer(503, reason="ServiceUnavailable")
+    loop.step()
+    assert loop.states() == {"RETRYING": 1}
+    [copy] = loop.broker.records(RETRY_200)
+    headers = headers_of(copy)
+    assert headers[ATTEMPT_HEADER] == b"1"
+    assert int(headers[NOT_BEFORE_HEADER]) == sent_at + 200
+    again = SERDE.decode_as(copy.value(), "PushJob")
+    assert again["attempt"] == 1 and again["last_error"] == "503 ServiceUnavailable"
+
+
+def test_exhausted_attempts_go_to_the_dlq_with_their_source_and_reason() -> None:
+    loop = make_loop(default_max_attempts=2)
+    loop.produce(RETRY_200, job(1, attempt=1), headers=not_before(0))
+    loop.step()
+    finish(loop, 500)
+    assert loop.states() == {"DEAD_LETTERED": 1}
+    [dead] = loop.dlq()
+    headers = headers_of(dead)
+    assert headers[SOURCE_TOPIC_HEADER] == RETRY_200.encode()
+    assert headers[SOURCE_OFFSET_HEADER] == b"0" and headers[ATTEMPT_HEADER] == b"2"
+    assert headers[REASON_HEADER].startswith(b"attempts exhausted: 500")
+    assert SERDE.decode_as(dead.value(), "PushJob")["attempt"] == 2
+    assert loop.committed(RETRY_200) == 1
+
+
+def test_a_refused_certificate_opens_the_breaker_and_defers_without_burning_attempts() -> None:
+    loop = make_loop(breaker_s=1.0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(3)))
+    loop.step()
+    loop.pool.answer(None, count=1, error_kind=TransportError.CERTIFICATE)
+    loop.step()
+    assert CERT in loop.sender.breakers.open_topics()
+    loop.produce(BULK_TOPIC, job(5))
+    loop.step()  # the breaker is open: job 5 goes to a retry tier unsent
+    reasons = [o["reason"] for o in loop.outcomes()]
+    assert reasons == ["transport:certificate", "BreakerOpen"]
+    assert all(SERDE.decode_as(r.value(), "PushJob")["attempt"] == 0
+               for r in loop.broker.records(RETRY_500) + loop.broker.records(RETRY_200))
+    assert len(loop.pool.requests) == 3
+
+
+def test_a_job_for_a_certificate_not_mounted_fails_as_wrong_topic() -> None:
+    loop = make_loop()
+    loop.produce(BULK_TOPIC, job(1, topic="com.apple.mgmt.External.not-ours"))
+    loop.step(2)
+    [outcome] = loop.outcomes()
+    assert (outcome["state"], outcome["reason"], outcome["status"]) == (
+        "FAILED", "WrongTopic", None)
+    assert loop.committed(BULK_TOPIC) == 1
+
+
+def test_a_410_outcome_carries_the_token_dead_mark() -> None:
+    loop = make_loop()
+    loop.produce(BULK_TOPIC, job(1))
+    loop.step()
+    finish(loop, 410)
+    [record] = loop.broker.records(TOPICS.outcomes)
+    assert headers_of(record) == {"mdmpush.token_dead": b"410"}
+
+
+# -- poison and refused records ---------------------------------------------------------------
+def test_a_poison_record_goes_to_the_dlq_untouched_and_the_loop_goes_on() -> None:
+    loop = make_loop()
+    loop.broker.append(BULK_TOPIC, b"not avro at all", key=CERT, partition=0)
+    loop.produce(BULK_TOPIC, job(1))
+    loop.step()
+    finish(loop)
+    [poison] = loop.dlq()
+    assert poison.value() == b"not avro at all"
+    headers = headers_of(poison)
+    assert headers[SOURCE_TOPIC_HEADER] == BULK_TOPIC.encode()
+    assert headers[SOURCE_PARTITION_HEADER] == b"0" and headers[SOURCE_OFFSET_HEADER] == b"0"
+    assert b"unknown wire format" in headers[REASON_HEADER]
+    assert loop.states() == {"SENT": 1} and loop.committed(BULK_TOPIC) == 2
+
+
+def test_a_flood_of_poison_stops_the_sender_instead_of_emptying_the_topic() -> None:
+    loop = make_loop(dlq_limit=DlqLimit(max_ratio=0.5, min_records=4, window=10))
+    for _ in range(6):
+        loop.broker.append(BULK_TOPIC, b"garbage", key=CERT, partition=0)
+    loop.step()
+    assert isinstance(loop.sender.failure, SenderStopped)
+    assert "dead-letter" in str(loop.sender.failure.__cause__)
+    assert len(loop.dlq()) < 6
+    loop.sender.shutdown()
+    assert loop.committed(BULK_TOPIC) < 6  # what was not set aside is read again
+
+
+def test_an_outcome_refused_for_good_sends_the_job_to_the_dlq_and_the_loop_goes_on() -> None:
+    loop = make_loop()
+    loop.io.refuse(TOPICS.outcomes, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    loop.produce(BULK_TOPIC, job(1), job(2))
+    loop.step()
+    finish(loop, steps=3)
+    assert loop.sender.failure is None
+    dead = loop.dlq()
+    assert {SERDE.decode_as(r.value(), "PushJob")["job_id"] for r in dead} == {"req/E1",
+                                                                             "req/E2"}
+    assert all(headers_of(r)[REASON_HEADER].startswith(b"Kafka refused a record for ")
+               for r in dead)
+    assert loop.committed(BULK_TOPIC) == 2
+
+
+def test_a_record_refused_before_queueing_is_dead_lettered_too() -> None:
+    loop = make_loop()
+    loop.io.raise_on_produce(TOPICS.outcomes, PermanentDeliveryError("too large"))
+    loop.produce(BULK_TOPIC, job(1))
+    loop.step()
+    finish(loop)
+    assert [headers_of(r)[REASON_HEADER] for r in loop.dlq()] == [
+        f"Kafka refused a record for {TOPICS.outcomes}: too large".encode()]
+    assert loop.committed(BULK_TOPIC) == 1
+
+
+def test_a_record_kafka_lost_stops_the_sender_without_committing_its_job() -> None:
+    loop = make_loop()
+    loop.io.refuse(TOPICS.outcomes, KafkaError(KafkaError._MSG_TIMED_OUT))
+    loop.produce(BULK_TOPIC, job(1))
+    loop.step()
+    finish(loop)
+    assert isinstance(loop.sender.failure, SenderStopped)
+    assert "req/E1" in str(loop.sender.failure)
+    loop.sender.shutdown()
+    assert loop.committed(BULK_TOPIC) < 1 and loop.dlq() == []
+
+
+def test_a_refused_dlq_write_stops_the_sender_without_committing_its_job() -> None:
+    loop = make_loop()
+    loop.io.refuse(TOPICS.outcomes, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    loop.io.refuse(TOPICS.dlq, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    loop.produce(BULK_TOPIC, job(1))
+    loop.step()
+    finish(loop)
+    assert isinstance(loop.sender.failure, SenderStopped)
+    assert "DLQ" in str(loop.sender.failure)
+    loop.sender.shutdown()
+    assert loop.committed(BULK_TOPIC) < 1
+
+
+def test_run_raises_the_reason_it_stopped() -> None:
+    loop = make_loop(start=False)
+    loop.io.refuse(TOPICS.outcomes, KafkaError(KafkaError._MSG_TIMED_OUT))
+    loop.produce(BULK_TOPIC, job(1))
+    loop.pool.certificates.clear()  # WrongTopic at once: an outcome without waiting on APNs
+    with pytest.raises(SenderStopped, match="Kafka lost a record"):
+        loop.sender.run()
+    assert loop.io.closed
+
+
+# -- rebalance ----------------------------------------------------------------------------------
+def test_a_revoked_partition_forgets_its_jobs_and_pauses_and_the_next_owner_starts_clean() -> None:
+    loop = make_loop(buffer_per_partition=2, bulk_in_flight_per_certificate=1)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(4)))
+    loop.step()
+    assert loop.sender.pauses.is_paused(SOURCE)
+    finish(loop, steps=1)  # offset 0 done; 1 in flight; 2, 3 waiting
+    loop.pool.answer(200)
+    loop.io.rebalance()
+    loop.step()  # revoke: drain what is in flight, commit, forget; assign again
+    assert loop.committed(BULK_TOPIC) == 2
+    assert not loop.sender.pauses.is_paused(SOURCE)
+    loop.step()  # the same partition, from its commit: 2 and 3 again
+    tokens = [r.token_hex for r, _ in loop.pool.requests]
+    assert tokens[-1] == f"{2:064x}" and tokens.count(f"{2:064x}") == 1
+
+
+def test_lane_of_a_retry_read_back_is_retry_but_its_outcome_says_bulk() -> None:
+    assert Lane.RETRY.job_lane is Lane.BULK and Lane.PRIORITY.job_lane is Lane.PRIORITY
+    loop = make_loop()
+    loop.produce(RETRY_200, job(1, attempt=1), headers=not_before(0))
+    loop.step()
+    finish(loop)
+    assert loop.pool.requests[0][1] == BULK
+    assert [o["lane"] for o in loop.outcomes()] == ["BULK"]
