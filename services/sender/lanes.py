@@ -81,10 +81,6 @@ class LaneBuffers:
         """Jobs of `source` waiting here."""
         return self._per_source.get(source, 0)
 
-    def keys(self) -> set[str]:
-        """Keys with jobs waiting in any lane."""
-        return {key for queues in self._lanes.values() for key, q in queues.items() if q}
-
     def drop_source(self, source: Partition) -> None:
         """Forget the jobs of a partition taken away by a rebalance (they are not lost: their
         offsets were not committed, the new owner reads them again)."""

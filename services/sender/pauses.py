@@ -59,6 +59,3 @@ class PartitionPauses:
     def forget(self, partition: Partition) -> None:
         """The partition was taken away: a new assignment starts unpaused."""
         self._reasons.pop(partition, None)
-
-    def __len__(self) -> int:
-        return len(self._reasons)

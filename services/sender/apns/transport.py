@@ -83,11 +83,6 @@ class ApnsTransport(Protocol):
         ...
 
 
-def request_path(request: ApnsRequest) -> str:
-    """The provider API path for a device token."""
-    return f"/3/device/{request.token_hex}"
-
-
 def request_headers(request: ApnsRequest) -> list[tuple[str, str]]:
     """The APNs headers every push carries: push type, topic, explicit expiration and apns-id."""
     return [
