@@ -24,8 +24,9 @@ ORDER = (PENDING, "RETRYING", "SENT", "ANSWERED", "UNANSWERED", "FAILED", "DEAD_
 def register(sub: Any) -> None:
     p = sub.add_parser("follow", help="follow one request until every target is accounted for")
     p.add_argument("request_id")
-    p.add_argument("--since", help="when the request was made, at the latest (30m, 2h, ISO "
-                                   "8601, epoch ms); default: searched in the last 24 h")
+    p.add_argument("--since", help="a time at or before the request (30m, 2h, ISO 8601, epoch "
+                                   "ms): the request is looked for from there on; default: "
+                                   "the last 24 h")
     p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
     p.add_argument("--interval", type=float, default=1.0, help="refresh every SECONDS")
     p.set_defaults(func=run)

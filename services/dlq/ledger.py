@@ -16,8 +16,8 @@ from confluent_kafka.admin import AdminClient
 
 from services.common.admin import create_topics
 from services.common.catalogue import Cleanup, Topics, TopicSpec
+from services.common.kafka.compacted import CompactedView
 from services.common.settings import KafkaSettings
-from services.dlq.reading import read_since
 
 #: Not (yet) in services/common/catalogue.py: `mdmpush dlq replay` creates it when missing.
 LEDGER = TopicSpec("mdm.push.dlq.replayed.v1", "DlqReplay (JSON)", "dlq topic/partition/offset",
@@ -42,21 +42,22 @@ def exists(kafka: KafkaSettings, timeout_s: float = 30.0) -> bool:
 
 def load_replayed(kafka: KafkaSettings, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
     """DLQ coordinates -> ledger entry, for every record replayed so far."""
-    replayed: dict[str, dict[str, Any]] = {}
-    for msg in read_since(kafka, ledger_topic(Topics(kafka.topic_prefix)), timeout_s=timeout_s,
-                          name="dlq-ledger"):
-        raw_key, value = msg.key(), msg.value()
-        if raw_key is None:
-            continue
-        key = raw_key.decode("utf-8", "replace")
-        if value is None:
-            replayed.pop(key, None)
-            continue
-        try:
-            replayed[key] = json.loads(value)
-        except ValueError:
-            replayed[key] = {}  # unreadable, but its key says the record was replayed
-    return replayed
+    view = CompactedView(kafka, ledger_topic(Topics(kafka.topic_prefix)), _decode,
+                         name="dlq-ledger")
+    try:
+        view.load(timeout_s)
+        return dict(view.items())
+    finally:
+        view.close()
+
+
+def _decode(value: bytes) -> dict[str, Any]:
+    """An unreadable entry still says, by its key, that the record was replayed."""
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def entry(*, to_topic: str, job_id: str | None, at_ms: int) -> bytes:
