@@ -84,8 +84,8 @@ class Gateway:
         auth, tls = authenticator(settings), tls_context(settings)
         app = create_app(settings, self.producer, self.topics, self.serde, self.clock, auth)
         app.router.add_get("/readyz", self.readiness.handle, name="readyz")
-        public = web.AppRunner(app, access_log=None, handler_args={
-            "max_line_size": MAX_REQUEST_LINE, "max_field_size": 16 * 1024})
+        public = web.AppRunner(app, access_log=None, max_line_size=MAX_REQUEST_LINE,
+                               max_field_size=16 * 1024)
         ops = web.AppRunner(create_ops_app(self.readiness), access_log=None)
         self._runners = [public, ops]
         await public.setup()
