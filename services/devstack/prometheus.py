@@ -3,7 +3,8 @@
 Debian's `prometheus` package (scripts/setup-debian.sh) provides the binary; this module writes a
 scrape configuration (1 s interval, so a test sees its traffic within seconds), starts it with
 data in a throw-away directory, waits for /-/ready and answers instant queries through the
-HTTP API. Queries that Prometheus refuses raise, with Prometheus's own message.
+HTTP API. Queries that Prometheus refuses raise, with Prometheus's own message. Given
+Alertmanager addresses (services/devstack/alertmanager.py), it sends its firing alerts there.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ class LocalPrometheus:
         targets: Mapping[str, Sequence[str]],
         rule_files: Sequence[Path] = (),
         scrape_interval_s: float = 1.0,
+        alertmanagers: Sequence[str] = (),
     ) -> None:
-        """`targets`: scrape job name → ["host:port", ...] serving /metrics."""
+        """`targets`: scrape job name → ["host:port", ...] serving /metrics; `alertmanagers`:
+        "host:port" of the Alertmanagers to notify."""
         self.workdir = workdir
         self.targets = targets
         self.rule_files = rule_files
+        self.alertmanagers = alertmanagers
         self.scrape_interval_s = scrape_interval_s
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -55,7 +59,7 @@ class LocalPrometheus:
             raise PrometheusError("prometheus is not installed (scripts/setup-debian.sh)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         interval = f"{int(self.scrape_interval_s * 1000)}ms"
-        config = {
+        config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
             "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
@@ -63,6 +67,9 @@ class LocalPrometheus:
                 for job, addresses in self.targets.items()
             ],
         }
+        if self.alertmanagers:
+            config["alerting"] = {"alertmanagers": [
+                {"static_configs": [{"targets": list(self.alertmanagers)}]}]}
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()

@@ -143,6 +143,8 @@ def test_probes_and_ports(service: str) -> None:
         assert ports["http"] == GATEWAY_API_PORT
         assert env["MDMPUSH_GATEWAY_PORT"] == str(GATEWAY_API_PORT)
         assert env["MDMPUSH_GATEWAY_OPS_PORT"] == str(OPS_PORTS["gateway"])
+        # Both listeners on every interface: the kubelet and Prometheus connect to the pod IP.
+        assert env["MDMPUSH_GATEWAY_HOST"] == env["MDMPUSH_GATEWAY_OPS_HOST"] == "0.0.0.0"
     else:
         assert set(ports) == {"ops"}
         assert env[f"MDMPUSH_{service.upper()}_METRICS_PORT"] == str(OPS_PORTS[service])

@@ -4,24 +4,32 @@ A small fleet with every kind of event the panels show (answers, silent devices,
 checked-out devices, the enrollment race, APNs 503s and retries, a throttled certificate, poison
 records for every consumer, gateway requests) runs through the pipeline while Prometheus scrapes
 the gateway, fan-out, sender and correlator every second. Then every dashboard query must return
-data and every alert rule must evaluate cleanly — the dead-letter alert must fire.
+data and every alert rule must evaluate cleanly — the dead-letter alert must fire, and a real
+Alertmanager must deliver it to a webhook receiver on loopback, as it would page an operator.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.common.clock import Clock
 from services.common.settings import KafkaSettings
+from services.devstack.alertmanager import LocalAlertmanager
 from services.devstack.procs import free_port, port_open, wait_for
 from services.devstack.prometheus import LocalPrometheus
 from services.devstack.scenario_run import run_accuracy
 from services.devstack.service_process import ServiceProcess
 from services.monitoring.dashboards import DASHBOARDS
+from services.monitoring.rules import ALERTS_FILE, load_groups
 from services.sdk.policy import PolicyPublisher, PushPolicy
 from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.apns.certs import mdm_topic
@@ -31,10 +39,50 @@ from services.sim.fleet.fleet import FleetParams
 from tests.pipeline.conftest import PipelineFactory
 from tests.support.sender_harness import produce_raw
 
-ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yaml"
 RACE_MS = 3000  # as in test_diagnoses.py
 POISON = b"\x00not an avro record"
 NEVER_EVALUATED = "0001-01-01T00:00:00Z"
+
+
+class WebhookReceiver:
+    """Alertmanager's webhook target: records every notification it is sent."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        received = self.notifications
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the test reports what it received."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/alerts"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def firing(self) -> dict[str, dict[str, Any]]:
+        """alertname → the last alert delivered firing under that name."""
+        return {a["labels"]["alertname"]: a for n in self.notifications for a in n["alerts"]
+                if a["status"] == "firing"}
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as receiver:
+        yield receiver
 
 
 def gateway_requests(port: int) -> None:
@@ -51,8 +99,11 @@ def gateway_requests(port: int) -> None:
 @pytest.mark.kafka
 def test_every_dashboard_query_has_data_and_every_alert_rule_evaluates(
     pipeline_factory: PipelineFactory, kafka_settings: KafkaSettings, tmp_path: Path,
+    webhook: WebhookReceiver,
 ) -> None:
+    # Ops ports (/metrics); the gateway's public API is on a port of its own.
     ports = {name: free_port() for name in ("sender", "correlator", "fanout", "gateway")}
+    api_port = free_port()
     cert = mdm_topic()
     shares = {Cause.HEALTHY: 3.0, Cause.OFFLINE: 1.0, Cause.WRONG_TOPIC: 1.0,
               Cause.UNENROLLED_CHECKOUT: 1.0, Cause.ENROLLMENT_RACE: 1.0}
@@ -71,18 +122,22 @@ def test_every_dashboard_query_has_data_and_every_alert_rule_evaluates(
     gateway = ServiceProcess("gateway", "services.gateway", {
         "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
         "MDMPUSH_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "MDMPUSH_GATEWAY_PORT": str(ports["gateway"]),
+        "MDMPUSH_GATEWAY_PORT": str(api_port),
+        "MDMPUSH_GATEWAY_OPS_PORT": str(ports["gateway"]),
+        "MDMPUSH_GATEWAY_INSECURE_DEV": "1",
     }, tmp_path / "logs")
     gateway.start()
-    prometheus = LocalPrometheus(
-        tmp_path / "prometheus",
-        {f"mdmpush-{name}": [f"127.0.0.1:{port}"] for name, port in ports.items()},
-        rule_files=[ALERTS],
-    )
+    alertmanager = LocalAlertmanager(tmp_path / "alertmanager", webhook.url)
+    prometheus: LocalPrometheus | None = None
     try:
-        prometheus.start()
-        assert wait_for(lambda: port_open("127.0.0.1", ports["gateway"]), 30), \
-            gateway.log_tail()
+        alertmanager.start()
+        # Job names as the PodMonitor's jobLabel gives them in a cluster (alerts select on them).
+        prometheus = LocalPrometheus(
+            tmp_path / "prometheus",
+            {f"mdmpush-{name}": [f"127.0.0.1:{port}"] for name, port in ports.items()},
+            rule_files=[ALERTS_FILE], alertmanagers=[alertmanager.address],
+        ).start()
+        assert wait_for(lambda: port_open("127.0.0.1", api_port), 30), gateway.log_tail()
 
         def all_up() -> bool:
             up = prometheus.targets_up()
@@ -90,7 +145,7 @@ def test_every_dashboard_query_has_data_and_every_alert_rule_evaluates(
 
         # Scraped once before anything happens: the counters' first samples are the zeros.
         assert wait_for(all_up, 30, interval_s=0.5), prometheus.targets_up()
-        gateway_requests(ports["gateway"])
+        gateway_requests(api_port)
         topics = pipeline.topics
         for topic in (topics.jobs_bulk, topics.checkins, topics.outcomes):
             produce_raw(kafka_settings, topic, POISON, key="poison")
@@ -116,12 +171,26 @@ def test_every_dashboard_query_has_data_and_every_alert_rule_evaluates(
                     if r["lastEvaluation"] != NEVER_EVALUATED}
 
         expected = {"MdmpushDeadLetters": "firing", "MdmpushWrongTopic": "firing",
-                    "MdmpushCertificateBreakerOpen": "inactive"}
+                    "MdmpushCertificateBreakerOpen": "inactive", "MdmpushServiceDown": "inactive",
+                    "MdmpushServiceAbsent": "inactive", "MdmpushGatewayErrors": "inactive"}
         assert wait_for(lambda: expected.items() <= rule_states().items(), 30, interval_s=1.0), \
             rule_states()
         rules = prometheus.rules()
-        assert len(rules) == 5 and len(rule_states()) == 5
+        count = sum(len(group["rules"]) for group in load_groups())
+        assert len(rules) == count and len(rule_states()) == count
         assert {r["name"]: r["lastError"] for r in rules if r["health"] != "ok"} == {}
+
+        # Prometheus → Alertmanager → the webhook: the page an operator would get.
+        assert wait_for(lambda: "MdmpushDeadLetters" in webhook.firing(), 60, interval_s=0.5), (
+            f"delivered: {webhook.notifications}\nheld: {alertmanager.alerts()}\n"
+            f"{alertmanager.log_tail()}")
+        page = webhook.firing()["MdmpushDeadLetters"]
+        assert page["labels"]["severity"] == "warning"
+        assert page["annotations"]["runbook_url"].endswith("docs/runbooks.md#mdmpushdeadletters")
+        assert page["annotations"]["summary"] and page["annotations"]["description"]
+        assert "MdmpushCertificateBreakerOpen" not in webhook.firing()
     finally:
-        prometheus.stop()
+        if prometheus is not None:
+            prometheus.stop()
+        alertmanager.stop()
         gateway.terminate()
