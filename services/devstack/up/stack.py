@@ -142,22 +142,25 @@ class Stack:
             ready=lambda: procs.port_open("127.0.0.1", port))
 
     def plan(self) -> list[ChildSpec]:
-        """Everything before the services start; returns them in start order."""
+        """Everything before the services start; returns them in start order.
+
+        What can be refused (certificates, busy ports) is checked before Kafka is touched."""
         self.state.mkdir(parents=True, exist_ok=True)
+        env: dict[str, str] = {}
+        self._default(env, "MDMPUSH_FANOUT_DATA_DIR", str(self.state / "fanout"))
+        self._default(env, "MDMPUSH_FANOUT_METRICS_PORT", FANOUT_METRICS_PORT)
+        if self.options.partitions:
+            self._default(env, "MDMPUSH_FANOUT_PARTITIONS", str(self.options.partitions))
+        simulator = self._apns(env)
+        self._check_ports(env)
+        creds = self._credentials(env)
         bootstrap = self._kafka()
-        env: dict[str, str] = {"MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        env["MDMPUSH_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         created = create_topics(kafka, all_topics(SenderSettings().retry_delays_ms),
                                 self.options.replication_factor, self.options.partitions)
         self.say(f"[up] topics: {len(created)} created"
                  + (f" (prefix {kafka.topic_prefix!r})" if kafka.topic_prefix else ""))
-        self._default(env, "MDMPUSH_FANOUT_DATA_DIR", str(self.state / "fanout"))
-        self._default(env, "MDMPUSH_FANOUT_METRICS_PORT", FANOUT_METRICS_PORT)
-        if self.options.partitions:
-            self._default(env, "MDMPUSH_FANOUT_PARTITIONS", str(self.options.partitions))
-        creds = self._credentials(env)
-        simulator = self._apns(env)
-        self._check_ports(env)
         services = [
             ChildSpec(name, _python(f"services.{name}"), env, self.logs / f"{name}.log")
             for name in ("fanout", "sender", "correlator", "gateway")
