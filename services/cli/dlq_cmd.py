@@ -2,7 +2,7 @@
 
     mdmpush dlq list   [filters]              groups by reason, source topic and service
     mdmpush dlq show   [filters] [--limit N]  the records, decoded, secrets masked
-    mdmpush dlq replay [filters] [--dry-run] [--raw] [--progress]
+    mdmpush dlq replay [filters] [--dry-run] [--non-jobs] [--progress]
 
 Filters: --reason TEXT (substring), --since WHEN (30m, 2h, 3d, ISO 8601, epoch ms), --topic
 SOURCE_TOPIC, --service NAME, --job JOB_ID, --lane priority|bulk. Replay is idempotent by
@@ -42,9 +42,10 @@ def register(sub: Any) -> None:
             a.add_argument("--limit", type=int, default=20, help="at most N records (0: all)")
         if name == "replay":
             a.add_argument("--dry-run", action="store_true", help="report, produce nothing")
-            a.add_argument("--raw", action="store_true",
-                           help="also put records that are not push jobs back on their source "
-                                "topic, bytes unchanged")
+            a.add_argument("--non-jobs", action="store_true",
+                           help="also replay what is not a push job: a request set aside by the "
+                                "fan-out is published again, other records go back unchanged "
+                                "to their source topic")
             a.add_argument("--progress", action="store_true",
                            help="progress bar on stderr even when it is not a terminal")
         a.set_defaults(func=run)
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
 def _replay(kafka: KafkaSettings, selection: Selection, args: argparse.Namespace) -> int:
     bar = ProgressBar(sys.stderr) if args.progress or sys.stderr.isatty() else None
     try:
-        report = runner.replay(kafka, selection, dry_run=args.dry_run, raw=args.raw,
+        report = runner.replay(kafka, selection, dry_run=args.dry_run,
+                               non_jobs=args.non_jobs,
                                progress=bar.update if bar else None)
     except DeliveryError as exc:
         print(f"mdmpush dlq replay: Kafka refused a write, stopped: {exc}", file=sys.stderr)
@@ -90,7 +92,7 @@ def _replay(kafka: KafkaSettings, selection: Selection, args: argparse.Namespace
     verb = "would replay" if report.dry_run else "replayed"
     for item in report.replayed:
         job = item.dead.job
-        what = job["job_id"] if job else "raw record"
+        what = job["job_id"] if job else item.dead.record_name or "raw bytes"
         print(f"{verb} {item.dead.coordinates} -> {item.topic} ({what})")
     for dead, entry in report.already:
         print(f"already replayed {dead.coordinates} (at {entry.get('at')}, to {entry.get('to')})")

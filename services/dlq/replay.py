@@ -3,10 +3,11 @@
 A push job goes back to the jobs topic of its lane as a fresh job (attempt 0: the attempts it
 burned were against a fault that has presumably been fixed), keyed as the sender keyed it, with
 provenance headers saying which DLQ record it is and when it was replayed. Anything else on the
-DLQ (poison bytes, a record of another type) is not a job: it is reported with the reason and
-left alone, unless the operator asks for `raw` replay, which puts the original bytes back on
-the topic they were taken from (worth it when the cause was outside the bytes, e.g. a schema
-registry that was down).
+DLQ is not a job: it is reported with the reason and left alone unless the operator asks for
+`non_jobs` too. Then a request the fan-out set aside (a slice Kafka refused) is published again
+on the requests topic, where the fan-out's progress table skips what it already expanded; any
+other record goes back, bytes unchanged, to the topic it was taken from (worth it when the cause
+was outside the bytes, e.g. a schema registry that was down).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class NotReplayable:
 
 
 def plan(dead: DeadLetter, topics: Topics, serde: AvroSerde, *, now_ms: int,
-         raw: bool = False) -> Replay | NotReplayable:
+         non_jobs: bool = False) -> Replay | NotReplayable:
     """The record replaying `dead` produces, or why it is not replayed."""
     provenance: Headers = [(REPLAY_OF, dead.coordinates.encode()),
                            (REPLAY_AT, str(now_ms).encode())]
@@ -56,12 +57,19 @@ def plan(dead: DeadLetter, topics: Topics, serde: AvroSerde, *, now_ms: int,
                       [(ATTEMPT_HEADER, b"0"), *provenance])
     if dead.value is None:
         return NotReplayable(dead, "no value (nothing to replay)")
+    if dead.record_name == "NotificationRequest" and dead.record is not None:
+        if not non_jobs:
+            return NotReplayable(dead, "a request, not a push job: --non-jobs publishes it again "
+                                       f"on {topics.requests}")
+        return Replay(dead, topics.requests, dead.record["tenant"].encode(),
+                      serde.encode("NotificationRequest", dead.record, topics.requests),
+                      provenance)
     what = (f"a {dead.record_name}, not a PushJob" if dead.record_name is not None
             else f"undecodable ({dead.decode_error})")
     source = dead.source_topic(topics)
-    if not raw:
-        return NotReplayable(dead, f"{what}: only push jobs are replayed; --raw puts the original "
-                                   f"bytes back on {source}")
+    if not non_jobs:
+        return NotReplayable(dead, f"{what}: only push jobs are replayed; --non-jobs puts the "
+                                   f"original bytes back on {source}")
     if source == UNKNOWN:
         return NotReplayable(dead, f"{what}, and no {SOURCE_TOPIC_HEADER} header says "
                                    "where it came from")

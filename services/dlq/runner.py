@@ -76,7 +76,7 @@ def replay(
     selection: Selection,
     *,
     dry_run: bool = False,
-    raw: bool = False,
+    non_jobs: bool = False,
     progress: Progress | None = None,
     serde: AvroSerde | None = None,
     clock: Clock | None = None,
@@ -94,7 +94,7 @@ def replay(
         if dead.coordinates in done:
             report.already.append((dead, done[dead.coordinates]))
             continue
-        planned = plan(dead, topics, serde, now_ms=now_ms, raw=raw)
+        planned = plan(dead, topics, serde, now_ms=now_ms, non_jobs=non_jobs)
         if isinstance(planned, NotReplayable):
             report.skipped.append(planned)
         else:

@@ -16,6 +16,7 @@ from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.dlq.ledger import LEDGER, exists, load_replayed
 from services.dlq.replay import REPLAY_OF
+from services.sdk.publisher import PushRequest
 from services.sender.scheduler import ATTEMPT_HEADER
 from tests.dlq.topics import end_offsets, read_all
 from tests.support.sender_harness import job
@@ -24,11 +25,13 @@ SERDE = AvroSerde()
 CERT = "com.apple.mgmt.External.0a0b0c0d-1111-2222-3333-444455556666"
 POISON = b"\x00\x07payload-7f3e"
 HOUR_MS = 3_600_000
+REQUEST = PushRequest(tenant="acme", enrollment_ids=["E7", "E8"])
 
 
 def write_dlq(kafka: KafkaSettings, topics: Topics) -> None:
     """3 jobs exhausted on 500 (one of them two hours ago), 2 on 503 (priority lane), a poison
-    request from the fan-out and a poison job from the sender."""
+    request from the fan-out, a poison job from the sender, and a request whose slice the fan-out
+    could not expand."""
     now = int(time.time() * 1000)
     producer = Producer(kafka.producer_config())
     jobs = [(0, "BULK", "500 InternalServerError", now - 2 * HOUR_MS),
@@ -48,6 +51,11 @@ def write_dlq(kafka: KafkaSettings, topics: Topics) -> None:
     producer.produce(topics.dlq, b"\x01junk", CERT, partition=1, timestamp=now,
                      headers=list[tuple[str, str | bytes | None]](
                          dead_letter_headers(topics.jobs_bulk, 1, 5, "truncated", "sender")))
+    producer.produce(topics.dlq, SERDE.encode("NotificationRequest", REQUEST.to_record()),
+                     "acme", partition=1, timestamp=now,
+                     headers=list[tuple[str, str | bytes | None]](dead_letter_headers(
+                         f"{topics.prefix}mdmpush-fanout-slices", 0, 3,
+                         "slice r@0: Kafka refused 1 record(s) permanently", "fanout")))
     assert producer.flush(30) == 0
 
 
@@ -58,14 +66,15 @@ def test_list_and_show_group_filter_and_mask(
     write_dlq(kafka_settings, cli_env)
     assert main(["dlq", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = {(line.split()[0], line.split()[2]) for line in lines[1:-1]}
-    assert len(lines) == 6 and lines[-1].split()[0] == "7"  # header, 4 groups, total
-    assert rows == {("3", "sender"), ("2", "sender"), ("1", "fanout"), ("1", "sender")}
+    rows = sorted((line.split()[0], line.split()[2]) for line in lines[1:-1])
+    assert len(lines) == 7 and lines[-1].split()[0] == "8"  # header, 5 groups, total
+    assert rows == [("1", "fanout"), ("1", "fanout"), ("1", "sender"), ("2", "sender"),
+                    ("3", "sender")]
     assert any("attempts exhausted: 503" in line and cli_env.jobs_priority in line
                for line in lines)
 
     assert main(["dlq", "list", "--since", "1h"]) == 0  # the old one is not read at all
-    assert capsys.readouterr().out.splitlines()[-1].split()[0] == "6"
+    assert capsys.readouterr().out.splitlines()[-1].split()[0] == "7"
 
     assert main(["dlq", "show", "--reason", "503"]) == 0
     shown = capsys.readouterr().out
@@ -73,7 +82,7 @@ def test_list_and_show_group_filter_and_mask(
     for n in (3, 4):  # tokens and PushMagic never in full
         assert f"{n:064x}" not in shown and f"magic-{n}" not in shown
 
-    assert main(["dlq", "show", "--service", "fanout"]) == 0
+    assert main(["dlq", "show", "--reason", "bad magic"]) == 0
     poison = capsys.readouterr().out
     assert "bad magic" in poison and f"{cli_env.requests}/0/17" in poison
     assert "payload-7f3e" not in poison and f"{len(POISON)} bytes" in poison
@@ -92,7 +101,7 @@ def test_replay_is_filtered_idempotent_and_dry_run_produces_nothing(
 
     assert main(["dlq", "replay", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "would replay 5, already replayed 0, skipped 2" in out
+    assert "would replay 5, already replayed 0, skipped 3" in out
     assert end_offsets(kafka_settings, job_topics) == before
     assert not exists(kafka_settings)  # not even the ledger topic
 
@@ -110,18 +119,22 @@ def test_replay_is_filtered_idempotent_and_dry_run_produces_nothing(
 
     assert main(["dlq", "replay"]) == 0
     out = capsys.readouterr().out
-    assert "replayed 3, already replayed 2, skipped 2" in out
-    assert out.count("undecodable") == 2 and "--raw" in out
+    assert "replayed 3, already replayed 2, skipped 3" in out
+    assert out.count("undecodable") == 2 and "--non-jobs" in out
+    assert "a request, not a push job" in out
     assert len(read_all(kafka_settings, cli_env.jobs_bulk)) == 3
 
     after = end_offsets(kafka_settings, job_topics)
     assert main(["dlq", "replay"]) == 0  # every job is in the ledger now: nothing again
-    assert "replayed 0, already replayed 5, skipped 2" in capsys.readouterr().out
+    assert "replayed 0, already replayed 5, skipped 3" in capsys.readouterr().out
     assert end_offsets(kafka_settings, job_topics) == after
     assert len(load_replayed(kafka_settings)) == 5
     assert LEDGER.cleanup.value == "compact"
 
-    assert main(["dlq", "replay", "--raw", "--service", "fanout"]) == 0
-    assert "replayed 1," in capsys.readouterr().out
-    back = read_all(kafka_settings, cli_env.requests)
-    assert [(m.key(), m.value()) for m in back] == [(b"acme", POISON)]
+    assert main(["dlq", "replay", "--non-jobs", "--service", "fanout"]) == 0
+    assert "replayed 2," in capsys.readouterr().out
+    back = read_all(kafka_settings, cli_env.requests)  # a request goes there, whatever its source
+    assert [m.value() for m in back].count(POISON) == 1  # the poison: bytes unchanged
+    again = [SERDE.decode_as(m.value(), "NotificationRequest") for m in back
+             if m.value() != POISON]
+    assert [r["request_id"] for r in again] == [REQUEST.request_id]

@@ -12,6 +12,7 @@ from services.dlq.records import DeadLetter, read_dead_letter
 from services.dlq.render import mask, render_dead_letter
 from services.dlq.replay import REPLAY_AT, REPLAY_OF, NotReplayable, Replay, plan
 from services.dlq.select import Selection, group, parse_since
+from services.sdk.publisher import PushRequest
 from services.sender.scheduler import ATTEMPT_HEADER
 from tests.support.sender_harness import job
 
@@ -100,19 +101,35 @@ def test_replaying_a_job_resets_its_attempts_and_names_its_origin() -> None:
     assert isinstance(bulk, Replay) and bulk.topic == TOPICS.jobs_bulk
 
 
-def test_what_is_not_a_job_is_skipped_with_the_reason_unless_raw() -> None:
+def test_what_is_not_a_job_is_skipped_with_the_reason_unless_asked_for() -> None:
     bad = poison(5, TOPICS.requests, "fanout")
     skipped = plan(bad, TOPICS, SERDE, now_ms=NOW)
     assert isinstance(skipped, NotReplayable)
-    assert "undecodable" in skipped.why and "--raw" in skipped.why
-    raw = plan(bad, TOPICS, SERDE, now_ms=NOW, raw=True)
+    assert "undecodable" in skipped.why and "--non-jobs" in skipped.why
+    raw = plan(bad, TOPICS, SERDE, now_ms=NOW, non_jobs=True)
     assert isinstance(raw, Replay)
     assert (raw.topic, raw.key, raw.value) == (TOPICS.requests, b"acme", bad.value)
     assert dict(raw.headers)[REPLAY_OF] == bad.coordinates.encode()
     nowhere = read_dead_letter(SERDE, topic=TOPICS.dlq, partition=0, offset=9, timestamp_ms=NOW,
                                key=None, value=b"junk", headers=[])
-    unknown = plan(nowhere, TOPICS, SERDE, now_ms=NOW, raw=True)
+    unknown = plan(nowhere, TOPICS, SERDE, now_ms=NOW, non_jobs=True)
     assert isinstance(unknown, NotReplayable) and "source.topic" in unknown.why
+
+
+def test_a_request_the_fanout_set_aside_is_published_again_only_when_asked() -> None:
+    request = PushRequest(tenant="acme", enrollment_ids=["E1", "E2"]).to_record(NOW)
+    slices = "p.mdmpush-fanout-slices"  # where the fan-out read it: its internal topic
+    dead = read_dead_letter(
+        SERDE, topic=TOPICS.dlq, partition=0, offset=3, timestamp_ms=NOW, key=b"acme",
+        value=SERDE.encode("NotificationRequest", request),
+        headers=dead_letter_headers(slices, 0, 8, "slice r@0: Kafka refused", "fanout"))
+    skipped = plan(dead, TOPICS, SERDE, now_ms=NOW)
+    assert isinstance(skipped, NotReplayable) and "a request, not a push job" in skipped.why
+    again = plan(dead, TOPICS, SERDE, now_ms=NOW, non_jobs=True)
+    assert isinstance(again, Replay)
+    assert (again.topic, again.key) == (TOPICS.requests, b"acme")  # not the internal topic
+    decoded = SERDE.decode_as(again.value, "NotificationRequest")
+    assert {k: decoded[k] for k in request} == request
 
 
 def test_show_masks_tokens_and_push_magic() -> None:
