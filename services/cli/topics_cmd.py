@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
     p.add_argument("action", choices=["create", "list"])
     p.add_argument("--partitions", type=int, default=None,
                    help="override every topic's partition count (small local clusters)")
-    p.add_argument("--replication-factor", type=int, default=1)
+    p.add_argument("--replication-factor", type=int, default=None,
+                   help="default: MDMPUSH_KAFKA_REPLICATION_FACTOR (3), clamped to the brokers")
     p.set_defaults(func=run)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import faust
 from prometheus_client import start_http_server
 
+from services.common.admin import replication
 from services.common.settings import KafkaSettings
 from services.fanout.app import create_app
 from services.fanout.settings import FanoutSettings
@@ -20,7 +21,7 @@ def main() -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, kafka)
+    app = create_app(settings, kafka, replication(kafka))
     worker = faust.Worker(app, loglevel=settings.log_level, workdir=settings.data_dir)
     worker.execute_from_commandline()
 

@@ -5,10 +5,13 @@ faust-streaming commits past in-flight records when an agent runs several actors
 Registry inputs are taken in batches (`take_events`): a batch's changelog records and
 DeviceRecords go through a `BatchProducer` and its forwarded updates through faust's producer,
 and all of them are awaited before the batch's events are acked (so before their offsets can be
-committed). Slices and dead letters go through faust's producer, which faust flushes before it
-commits; jobs and SKIPPED outcomes go through `BatchProducer`, awaited per chunk.
-The app is a `faust.App` with two fixes to how a starting worker hands fetched records to its
-streams (`_FlowControl`, `_ConsumerThread`): without them it could lose records it had fetched.
+committed). Slices go through faust's producer, which faust flushes before it commits; jobs and
+SKIPPED outcomes go through `BatchProducer`, awaited per chunk; dead letters go through
+`DeadLetters`, awaited per record.
+The app is `faust_compat.App`: faust with two fixes to how a starting worker hands fetched
+records to its streams (every override of faust internals lives in faust_compat.py). Internal
+topics and table changelogs get MDMPUSH_KAFKA_REPLICATION_FACTOR / _MIN_INSYNC_REPLICAS, clamped
+to the broker count.
 """
 
 from __future__ import annotations
@@ -16,30 +19,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, cast
 
-import aiokafka
 import faust
 from faust.serializers.codecs import dumps
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
-from faust.types.transports import TransportT
 from mode import Service
-from mode.utils.objects import cached_property
-from mode.utils.queues import FlowControlEvent
 
+from services.common.admin import Replication
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
-from services.common.kafka import dead_letter_headers_at
+from services.common.kafka.logs import quiet_async_clients
 from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
+from services.fanout.dead_letters import DeadLetters
 from services.fanout.dead_tokens import DeadTokenFeed
 from services.fanout.expand import Expander
+from services.fanout.faust_compat import App, check_overrides
 from services.fanout.jobs import registry_partition
-from services.fanout.output import BatchProducer
+from services.fanout.output import BatchProducer, Refusal
 from services.fanout.policies import ShardBook
 from services.fanout.registry import apply_checkin, mark_token_dead
 from services.fanout.settings import FanoutSettings
@@ -67,80 +67,23 @@ class _ThreadService(Service):
         self.reader.stop()
 
 
-class _FlowControl(FlowControlEvent):
-    """faust's flow control of the stream queues, without the drop of a resume while flowing.
-
-    `FlowControlEvent.resume()` clears every stream queue, which is right after a suspend (the
-    queues may hold events of revoked partitions) and wrong while the flow is already active.
-    faust does the latter once per assignment: recovery resumes the flow to read the changelogs,
-    then `Recovery.on_recovery_completed` resumes the stream partitions, awaits the seek to the
-    committed offsets, and resumes the flow again. Whatever the fetcher delivered during that
-    await (a request already waiting when the worker joined; the slices the request became) was
-    cleared from the queues unprocessed and unacknowledged, with the fetch position past it: it
-    stayed unprocessed until the next rebalance or restart. Only a suspended flow is cleared.
-    """
-
-    def resume(self) -> None:
-        if self.is_active():
-            return
-        super().resume()
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer thread, asking aiokafka for a fixed, non-empty set of partitions.
-
-    faust hands its live set of active partitions to aiokafka's `fetched_records`, which waits
-    up to a second for records and reads an empty set as "every partition". At the end of a
-    recovery the set is briefly empty (changelogs paused, stream partitions not yet resumed): a
-    fetch waiting then returned the records aiokafka had prefetched for the stream partitions,
-    and faust dropped them as not active, with their position consumed. A request published
-    while the worker was joining was lost that way. The partitions are copied when the fetch
-    starts, and an empty copy fetches nothing.
-    """
-
-    async def _fetch_records(
-        self,
-        consumer: aiokafka.AIOKafkaConsumer,
-        active_partitions: set[TP],
-        timeout: float | None = None,
-        max_records: int | None = None,
-    ) -> Mapping[TP, list[Any]]:
-        wanted = set(active_partitions)
-        if not wanted:
-            return {}
-        return await super()._fetch_records(
-            consumer, wanted, timeout=timeout, max_records=max_records
-        )
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _App(faust.App):
-    """faust.App with the two start-up fixes above (flow control, consumer thread)."""
-
-    @cached_property
-    def flow_control(self) -> FlowControlEvent:
-        return _FlowControl(loop=self.loop)
-
-    def _new_transport(self) -> TransportT:
-        return _Transport(self.conf.broker_consumer, self)
-
-
 def create_app(
-    settings: FanoutSettings | None = None, kafka: KafkaSettings | None = None
+    settings: FanoutSettings | None = None,
+    kafka: KafkaSettings | None = None,
+    rep: Replication | None = None,
 ) -> faust.App:
-    """A configured fan-out app; run it with `faust.Worker(app).execute_from_commandline()`."""
+    """A configured fan-out app; run it with `faust.Worker(app).execute_from_commandline()`.
+
+    `rep`: of the internal topics and changelogs faust creates; the runner passes the settings'
+    clamped to the cluster (`admin.replication`), building an app without a broker takes the
+    settings as they are."""
     settings = settings or FanoutSettings()
     kafka = kafka or KafkaSettings()
+    check_overrides()
+    quiet_async_clients()
+    rep = rep or Replication(kafka.replication_factor, kafka.min_insync_replicas)
     app_id = settings.effective_app_id(kafka.topic_prefix)
-    app = _App(
+    app = App(
         app_id,
         broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(kafka),
@@ -150,7 +93,7 @@ def create_app(
         store="memory://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
+        topic_replication_factor=rep.factor,
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -159,14 +102,20 @@ def create_app(
         key_serializer="json",
         value_serializer="json",
     )
-    Fanout(app, settings, kafka)
+    Fanout(app, settings, kafka, rep.config())
     return app
 
 
 class Fanout:
     """Wires the agents of one app; kept as an object so the agents share the clients."""
 
-    def __init__(self, app: faust.App, settings: FanoutSettings, kafka: KafkaSettings) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: FanoutSettings,
+        kafka: KafkaSettings,
+        internal_config: dict[str, str],
+    ) -> None:
         self.app = app
         self.partitions = settings.partitions
         self.topics = Topics(kafka.topic_prefix)
@@ -185,12 +134,13 @@ class Fanout:
 
         def internal(suffix: str) -> faust.TopicT:
             return app.topic(
-                f"{app.conf.id}-{suffix}", partitions=self.partitions, internal=True
+                f"{app.conf.id}-{suffix}", partitions=self.partitions, internal=True,
+                config=internal_config,
             )
 
-        self.dlq = external(self.topics.dlq)
+        self.dead_letters = DeadLetters(kafka, self.topics.dlq)
         #: DeviceRecords go through librdkafka: queued in C per record, awaited per batch.
-        self.registry_out = BatchProducer(kafka)
+        self.registry_out = BatchProducer(kafka, name="fanout-registry")
         self._flush_lock = asyncio.Lock()
         self._partitions_of: dict[str, int] = {}
         self.updates = internal("registry-updates")
@@ -198,19 +148,22 @@ class Fanout:
             kafka, self.topics.outcomes, self.updates.get_topic_name(), self.partitions,
             f"{app.conf.id}-dead-tokens", self.serde)))
         self.slices = internal("slices")
-        self.registry = app.Table("registry", partitions=self.partitions)
+        self.registry = app.Table("registry", partitions=self.partitions,
+                                  extra_topic_configs=internal_config)
         self._changelog = self.registry.changelog_topic.get_topic_name()
-        self.progress = app.Table("slice-progress", partitions=self.partitions)
+        self.progress = app.Table("slice-progress", partitions=self.partitions,
+                                  extra_topic_configs=internal_config)
         self.expander = Expander(
             registry=self.registry,
             progress=self.progress,
-            producer=BatchProducer(kafka),
+            producer=BatchProducer(kafka, name="fanout-jobs"),
             shards=self.shards,
             serde=self.serde,
             topics=self.topics,
             clock=self.clock,
             partitions=self.partitions,
             chunk_size=settings.chunk_size,
+            dead_letters=self.dead_letters,
         )
         app.agent(external(self.topics.checkins), name="checkins", concurrency=1)(
             self.ingest_checkins
@@ -225,6 +178,7 @@ class Fanout:
     async def ingest_checkins(self, stream: faust.StreamT) -> None:
         async for events in _batches(stream):
             pending: list[Awaitable[Any]] = []
+            self.dead_letters.consumed(len(events))
             for event in events:
                 record = await self._decode(event, "CheckinEvent", "checkins")
                 if record is not None:
@@ -235,11 +189,15 @@ class Fanout:
 
     async def route_requests(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
+            self.dead_letters.consumed()
             request = await self._decode(event, "NotificationRequest", "requests")
             if request is not None:
+                msg = event.message
+                source = (msg.topic, msg.partition, msg.offset)
                 sent = [
                     self.slices.send_soon(
-                        key=piece.key, value=piece.message(request), partition=piece.partition
+                        key=piece.key, value=piece.message(request, source),
+                        partition=piece.partition,
                     )
                     for piece in plan(request, self.partitions, self.expander.chunk_size)
                 ]
@@ -257,7 +215,9 @@ class Fanout:
         async for event in stream.events():
             if not self.shards.wait_loaded(0):
                 await self._wait_for_policies()
-            await self.expander.expand(event.key, event.message.partition, event.value)
+            msg = event.message
+            source = event.value.get("source") or (msg.topic, msg.partition, msg.offset)
+            await self.expander.expand(event.key, msg.partition, event.value, tuple(source))
 
     # -- helpers ----------------------------------------------------------------------------
     async def _wait_for_policies(self) -> None:
@@ -341,7 +301,9 @@ class Fanout:
         if pending:
             await asyncio.gather(*pending)
         async with self._flush_lock:
-            await self.registry_out.flush()
+            refused = await self.registry_out.flush()
+        if refused:
+            _log_refused(refused)
 
     async def _decode(self, event: faust.EventT, schema: str, source: str) -> dict[str, Any] | None:
         """The record, or None after setting the original bytes aside on the DLQ."""
@@ -352,9 +314,19 @@ class Fanout:
             msg = event.message
             log.warning("poison record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
                         exc.reason)
-            headers = dead_letter_headers_at(msg.topic, msg.partition, msg.offset, exc.reason)
-            await self.dlq.send(key=msg.key, value=msg.value, headers=headers)
+            await self.dead_letters.put(
+                source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                key=msg.key, value=msg.value, reason=exc.reason)
             return None
+
+
+def _log_refused(refused: list[Refusal]) -> None:
+    """Registry records Kafka can never accept: the change stays in the table (and is served)
+    but is not durable; loud, counted, and not retried forever."""
+    metrics.REFUSED.labels("registry").inc(len(refused))
+    for refusal in refused:
+        log.error("registry record %r refused permanently, kept in memory only: %s",
+                  refusal.key, refusal.reason)
 
 
 def _batches(stream: faust.StreamT) -> AsyncIterator[Sequence[faust.EventT]]:

@@ -24,7 +24,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from services.common.errors import DecodeError
-from services.common.kafka import TOKEN_DEAD_HEADER, DeliveryError, make_producer, produce_sync
+from services.common.kafka import TOKEN_DEAD_HEADER
+from services.common.kafka.logs import client_logger
+from services.common.kafka.producer import (
+    DeliveryError,
+    PermanentDeliveryError,
+    ReliableProducer,
+)
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
@@ -32,8 +38,12 @@ from services.fanout.jobs import registry_partition
 
 log = logging.getLogger(__name__)
 
-#: Wait between attempts to forward a change Kafka refused.
+#: Wait between attempts to forward a change Kafka refused for now (doubling up to MAX_RETRY_S).
 RETRY_S = 1.0
+MAX_RETRY_S = 30.0
+
+#: The client role of this reader's consumer and producer (client.id, logger).
+NAME = "fanout-dead-tokens"
 
 
 def dead_change(outcome: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +91,9 @@ class DeadTokenFeed:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        consumer = Consumer(self._kafka.consumer_config(self._group_id))
-        producer = make_producer(self._kafka)
+        consumer = Consumer(self._kafka.consumer_config(self._group_id),
+                            logger=client_logger(NAME))
+        producer = ReliableProducer(self._kafka, name=NAME)
         try:
             consumer.subscribe([self._outcomes])
             while not self._stop.is_set():
@@ -100,10 +111,13 @@ class DeadTokenFeed:
             raise
         finally:
             consumer.close()
-            producer.flush(10)
+            producer.close()
 
-    def _forward(self, producer: Any, msg: Message) -> bool:
-        """Forward the record's change; False only if stopped before Kafka acknowledged it."""
+    def _forward(self, producer: ReliableProducer, msg: Message) -> bool:
+        """Forward the record's change; False only if stopped before Kafka acknowledged it.
+
+        A change Kafka can never accept is logged, counted and passed over (the 410 is lost to
+        the registry, which then keeps pushing to a dead token: visible, not stuck)."""
         try:
             outcome = self._serde.decode_as(msg.value(), "PushOutcome")
         except DecodeError as exc:
@@ -115,15 +129,21 @@ class DeadTokenFeed:
         key = json.dumps(eid).encode()
         value = json.dumps(dead_change(outcome)).encode()
         partition = registry_partition(eid, self._partitions)
+        wait_s = RETRY_S
         while not self._stop.is_set():
             try:
-                produce_sync(producer, self._updates, value, key=key, partition=partition)
+                producer.produce_sync(self._updates, value, key=key, partition=partition)
                 metrics.REGISTRY_INPUTS.labels("forwarded").inc()
                 return True
-            except (DeliveryError, KafkaException, BufferError) as exc:
-                log.warning("forwarding a 410 of %s failed, again in %.0fs: %s", eid, RETRY_S,
+            except PermanentDeliveryError as exc:
+                metrics.REFUSED.labels("dead_token").inc()
+                log.error("the 410 of %s cannot be forwarded, passing over it: %s", eid, exc)
+                return True
+            except DeliveryError as exc:
+                log.warning("forwarding a 410 of %s failed, again in %.0fs: %s", eid, wait_s,
                             exc)
-                self._stop.wait(RETRY_S)
+                self._stop.wait(wait_s)
+                wait_s = min(wait_s * 2, MAX_RETRY_S)
         return False
 
     @staticmethod

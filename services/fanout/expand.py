@@ -7,6 +7,10 @@ request published again) resumes after that id, or is skipped once marked done. 
 therefore bounded by the chunks whose progress record had not reached the changelog when the
 worker died: usually none, at most the chunks of one commit interval.
 
+A record Kafka refuses permanently (a job too large for the topic, a topic the fan-out may not
+write) would be refused again on every redelivery, so the slice's request goes to the DLQ with
+the reason, the slice is marked done, and expansion goes on with the next slice.
+
 The tables are passed in as mappings, so this module does not depend on faust; the agent calls
 `expand` inside its stream iteration, where table writes land in the slice's partition.
 """
@@ -21,12 +25,16 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.serde import AvroSerde
 from services.fanout import metrics
+from services.fanout.dead_letters import DeadLetters
 from services.fanout.jobs import Lane, build_job, job_key, registry_partition, skipped_outcome
-from services.fanout.output import BatchProducer
+from services.fanout.output import BatchProducer, Refusal
 from services.fanout.policies import ShardBook
 from services.fanout.registry import Record, skip_reason
 
 Target = tuple[str, Record | None]
+
+#: Where a record was read: topic, partition, offset.
+Source = tuple[str, int, int]
 
 
 @dataclass
@@ -40,8 +48,12 @@ class Expander:
     clock: Clock
     partitions: int
     chunk_size: int
+    dead_letters: DeadLetters
 
-    async def expand(self, key: str, partition: int, message: dict[str, Any]) -> None:
+    async def expand(
+        self, key: str, partition: int, message: dict[str, Any], source: Source
+    ) -> None:
+        """Expand the slice `key`; `source` is where its request was read (for the DLQ)."""
         done = self.progress.get(key)
         if done is not None and done["done"]:
             metrics.DUPLICATE_SLICES.inc()
@@ -59,7 +71,10 @@ class Expander:
         last = done["last"] if done is not None else ""
         for start in range(0, len(targets), self.chunk_size):
             chunk = targets[start : start + self.chunk_size]
-            await self._produce_chunk(request, lane, chunk)
+            refused = await self._produce_chunk(request, lane, chunk)
+            if refused:
+                await self._dead_letter(key, request, source, refused, last)
+                break
             last = chunk[-1][0]
             self.progress[key] = {"last": last, "done": False}
         self.progress[key] = {"last": last, "done": True}
@@ -73,9 +88,30 @@ class Expander:
             if record["tenant"] == tenant and registry_partition(eid, n) == partition
         )
 
+    async def _dead_letter(
+        self, key: str, request: dict[str, Any], source: Source, refused: list[Refusal],
+        last: str,
+    ) -> None:
+        """Set the slice's request aside with why its records were refused."""
+        topic, partition, offset = source
+        after = f"after {last!r} " if last else ""
+        reason = (f"slice {key}: Kafka refused {len(refused)} record(s) permanently; targets "
+                  f"{after}not expanded. First: {refused[0].reason}")
+        metrics.REFUSED.labels("job").inc(len(refused))
+        metrics.DEAD_LETTERED_SLICES.inc()
+        await self.dead_letters.put(
+            source_topic=topic, partition=partition, offset=offset,
+            key=str(request["tenant"]).encode(),
+            value=self.serde.encode("NotificationRequest", request, self.topics.dlq),
+            reason=reason,
+            extra_headers=[("mdmpush.request_id", str(request["request_id"])),
+                           ("mdmpush.slice", key)],
+        )
+
     async def _produce_chunk(
         self, request: dict[str, Any], lane: Lane, chunk: list[Target]
-    ) -> None:
+    ) -> list[Refusal]:
+        """Produce the chunk's jobs and skips; returns what Kafka refused permanently."""
         now = self.clock.now_ms()
         tenant, kind = request["tenant"], request["kind"]
         produce, encode = self.producer.produce, self.serde.encode
@@ -94,7 +130,8 @@ class Expander:
                 value = encode("PushOutcome", outcome, self.topics.outcomes)
                 produce(self.topics.outcomes, value, eid)
                 skipped[reason] = skipped.get(reason, 0) + 1
-        await self.producer.flush()
-        metrics.JOBS.labels(lane.name).inc(jobs)
+        refused = await self.producer.flush()
+        metrics.JOBS.labels(lane.name).inc(max(0, jobs - len(refused)))
         for reason_name, count in skipped.items():
             metrics.SKIPPED.labels(reason_name).inc(count)
+        return refused

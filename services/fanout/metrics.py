@@ -21,6 +21,21 @@ REGISTRY_INPUTS = Counter(
     ["path"],
 )
 
+REFUSED = Counter(
+    "mdmpush_fanout_refused_total",
+    "Records Kafka refused permanently (too large, not authorised), by what they were",
+    ["record"],
+)
+DEAD_LETTERED_SLICES = Counter(
+    "mdmpush_fanout_dead_lettered_slices_total",
+    "Slices whose request went to the DLQ because Kafka refused their jobs permanently",
+)
+
+#: What a refused record can be.
+REFUSED_RECORDS = ("job", "registry", "dead_token")
+for _record in REFUSED_RECORDS:
+    REFUSED.labels(_record)
+
 #: The inputs a poison record can come from. Their series are exported at 0 from the start, so
 #: the first one is an increase() (deploy/prometheus/alerts.yaml alerts on it).
 POISON_INPUTS = ("checkins", "outcomes", "requests", "config")

@@ -3,18 +3,29 @@
 faust's producer costs tens of microseconds of Python per record; librdkafka queues a record in
 a few and batches in C. The agent queues a whole chunk, then awaits `flush()` — run in a thread,
 so the event loop (and faust's heartbeats) keep going — before it records the chunk as done and
-before faust can commit the slice's offset. A record Kafka refused is produced again until
-acknowledged: jobs have deterministic ids, so a repeat is recognisable, a loss is not.
+before faust can commit the slice's offset.
+
+What Kafka refuses comes back in two kinds. A transient refusal (timeout, broker gone) is
+produced again with a growing pause, `max_attempts` times at most: jobs have deterministic ids,
+so a repeat is recognisable, a loss is not. A permanent one (record too large, not authorised)
+would be refused forever, so `flush()` returns it to the caller, which dead-letters the source.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
-from services.common.kafka import PARTITION_UA, make_producer
+from services.common.kafka.producer import (
+    DeliveryError,
+    PermanentDeliveryError,
+    ReliableProducer,
+    is_permanent,
+)
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -27,44 +38,80 @@ BULK_OVERRIDES = {
     "queue.buffering.max.kbytes": 1_048_576,
 }
 
+#: The longest pause between two attempts at transiently refused records.
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record Kafka can never accept as it is, and why."""
+
+    topic: str
+    key: bytes | str | None
+    reason: str
+
 
 class BatchProducer:
-    def __init__(self, kafka: KafkaSettings, retry_backoff_s: float = 1.0) -> None:
-        self._producer: Producer = make_producer(kafka, **BULK_OVERRIDES)
-        self._failed: list[Message] = []
+    """Queues records, then `await flush()` settles them all: acknowledged or refused."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        name: str = "fanout",
+        retry_backoff_s: float = 1.0,
+        max_attempts: int = 8,
+    ) -> None:
+        self._producer = ReliableProducer(kafka, name=name, **BULK_OVERRIDES)
+        self._lock = threading.Lock()  # callbacks run in the flush thread
+        self._transient: list[Message] = []
+        self._refused: list[Refusal] = []
         self._retry_backoff_s = retry_backoff_s
+        self._max_attempts = max_attempts
 
     def produce(
         self, topic: str, value: bytes, key: str | bytes, partition: int | None = None
     ) -> None:
-        """Queue one record (`partition` None: the partitioner of the key chooses)."""
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key, on_delivery=self._on_delivery,
-                    partition=PARTITION_UA if partition is None else partition,
-                )
-                return
-            except BufferError:  # local queue full: serve callbacks, then queue again
-                self._producer.poll(0.05)
+        """Queue one record (`partition` None: the partitioner of the key chooses). One that
+        librdkafka refuses outright is kept for `flush()` to return, not raised."""
+        try:
+            self._producer.produce(topic, value, key, partition=partition,
+                                   on_delivery=self._on_delivery)
+        except PermanentDeliveryError as exc:
+            with self._lock:
+                self._refused.append(Refusal(topic, key, str(exc)))
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failed.append(msg)
+        if err is None:
+            return
+        with self._lock:
+            if is_permanent(err):
+                reason = f"Kafka refused a record to {msg.topic()}: {err.str()} ({err.name()})"
+                self._refused.append(Refusal(msg.topic() or "", msg.key(), reason))
+            else:
+                self._transient.append(msg)
 
-    async def flush(self) -> None:
-        """Return once every queued record is acknowledged (re-producing refused ones)."""
-        while True:
-            remaining = await asyncio.to_thread(self._producer.flush, 30.0)
-            if remaining == 0 and not self._failed:
-                return
-            failed, self._failed = self._failed, []
-            log.warning(
-                "%d record(s) refused by Kafka, %d unacknowledged; producing again",
-                len(failed), remaining,
-            )
-            await asyncio.sleep(self._retry_backoff_s)
+    async def flush(self) -> list[Refusal]:
+        """Return once every queued record is acknowledged or permanently refused; returns the
+        refused ones. Transient refusals are produced again (to the partition of their first
+        attempt); DeliveryError once they were refused `max_attempts` times."""
+        backoff = self._retry_backoff_s
+        for attempt in range(1, self._max_attempts + 1):
+            await asyncio.to_thread(self._producer.client.flush, 30.0)
+            with self._lock:
+                failed, self._transient = self._transient, []
+                if not failed and len(self._producer.client) == 0:
+                    refused, self._refused = self._refused, []
+                    return refused
+            if attempt == self._max_attempts:
+                break
+            log.warning("%d record(s) refused by Kafka for now, %d unacknowledged (attempt %d "
+                        "of %d); producing again in %.0fs", len(failed),
+                        len(self._producer.client), attempt, self._max_attempts, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
             for msg in failed:
-                # The partition the first attempt went to, chosen or explicit.
                 self.produce(msg.topic() or "", msg.value() or b"", msg.key() or b"",
                              msg.partition())
+        raise DeliveryError(f"records still refused or unacknowledged by Kafka after "
+                            f"{self._max_attempts} attempts")

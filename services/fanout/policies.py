@@ -1,40 +1,42 @@
 """Shard counts from the compacted `mdm.push.config.v1`, read by every worker in full.
 
-The config topic is keyed by certificate, not by anything the fan-out partitions on, so each
-worker reads all of it with a group-less consumer (nothing committed, always from the start) in
-a thread of its own: expansion asks `shards(topic)` without awaiting anything. `wait_loaded()`
-returns once everything that was on the topic at start has been read, so the first jobs after
-a restart use the right keys. An undecodable policy is logged and counted, not dead-lettered:
-every worker re-reads the whole topic at each start and would dead-letter it again each time
-(the sender treats the topic the same way).
+The config topic is a `CompactedView` (services/common/kafka/compacted.py): every worker reads
+all of it, in a thread of its own, so expansion asks `shards(topic)` without awaiting anything.
+`wait_loaded()` returns once everything that was on the topic at start has been read, so the
+first jobs after a restart use the right keys. An undecodable policy is logged and counted
+(`mdmpush_fanout_poison_total{input="config"}`), not dead-lettered: every worker re-reads the
+whole topic at each start and would dead-letter it again each time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 
-from services.common.errors import DecodeError
-from services.common.kafka import assign_from_beginning
-from services.common.policy import DEFAULT_CERTIFICATE, PushPolicy
+from services.common.errors import TopicReadError
+from services.common.kafka.compacted import CompactedView
+from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
 
 log = logging.getLogger(__name__)
 
+#: Wait before asking again when Kafka does not answer for the config topic.
+RETRY_S = 1.0
+
 
 class ShardBook:
     """Shards per certificate topic: the certificate's policy, else '*', else 1."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, serde: AvroSerde) -> None:
-        self._kafka = kafka
-        self._topic = topic
-        self._serde = serde
-        self._shards: dict[str, int] = {}
+        def decode(value: bytes) -> PushPolicy:
+            return PushPolicy.from_record(serde.decode_as(value, "PushPolicy"))
+
+        self._view = CompactedView(kafka, topic, decode, name="fanout-config",
+                                   on_undecodable=_count_poison)
         self._loaded = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fanout-policies", daemon=True)
@@ -51,47 +53,26 @@ class ShardBook:
         return self._loaded.wait(timeout_s)
 
     def shards(self, topic: str) -> int:
-        found = self._shards.get(topic)
-        if found is None:
-            found = self._shards.get(DEFAULT_CERTIFICATE, 1)
-        return found
-
-    def apply(self, msg: Message) -> None:
-        """One record of the config topic: a policy, or a tombstone removing one."""
-        key = (msg.key() or b"").decode("utf-8", "replace")
-        value = msg.value()
-        if value is None:
-            self._shards.pop(key, None)
-            return
-        try:
-            record = self._serde.decode_as(value, "PushPolicy")
-        except DecodeError as exc:
-            metrics.POISON.labels("config").inc()
-            log.warning("ignoring undecodable policy at offset %s: %s", msg.offset(), exc.reason)
-            return
-        policy = PushPolicy.from_record(record)
-        self._shards[policy.certificate] = policy.shards
+        policy = self._view.get(topic)
+        return policy.shards if policy is not None else 1
 
     def _run(self) -> None:
-        consumer = Consumer(
-            self._kafka.consumer_config(
-                f"mdmpush-fanout-config-{uuid.uuid4().hex}",
-                **{"enable.auto.commit": False},
-            )
-        )
         try:
-            targets = assign_from_beginning(consumer, self._topic, timeout_s=30)
             while not self._stop.is_set():
-                for msg in consumer.consume(num_messages=500, timeout=0.2):
-                    if msg.error() is None:
-                        self.apply(msg)
-                        partition, offset = msg.partition() or 0, msg.offset() or 0
-                        if offset + 1 >= targets.get(partition, 0):
-                            targets.pop(partition, None)
-                if not targets:
+                try:
+                    self._view.poll(0.2)
+                except TopicReadError as exc:  # Kafka not answering yet: try again
+                    log.warning("push policies not readable yet: %s", exc)
+                    self._stop.wait(RETRY_S)
+                    continue
+                if self._view.loaded:
                     self._loaded.set()
         except Exception:  # a dead policy thread must be visible, not silent
             log.exception("policy reader stopped; shard counts are frozen")
             raise
         finally:
-            consumer.close()
+            self._view.close()
+
+
+def _count_poison(_msg: Message, _exc: Exception) -> None:
+    metrics.POISON.labels("config").inc()

@@ -25,8 +25,6 @@ class FanoutSettings(BaseSettings):
     commit_interval_s: float = Field(default=1.0, gt=0)
     #: Seconds to wait for the push policies to be read before expanding anyway (1 shard).
     policy_load_timeout_s: float = Field(default=30.0, gt=0)
-    #: Replication factor of the internal topics and table changelogs faust creates.
-    replication_factor: int = Field(default=1, ge=1)
     #: Port of the Prometheus /metrics endpoint; 0 disables it.
     metrics_port: int = Field(default=0, ge=0)
     log_level: str = "info"

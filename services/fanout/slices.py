@@ -21,9 +21,13 @@ class Slice:
     #: None: every enrollment of the tenant in this partition.
     enrollment_ids: list[str] | None
 
-    def message(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The internal topic's JSON value."""
-        return {"request": request, "enrollment_ids": self.enrollment_ids}
+    def message(
+        self, request: dict[str, Any], source: tuple[str, int, int]
+    ) -> dict[str, Any]:
+        """The internal topic's JSON value; `source` (topic, partition, offset of the request)
+        names the request if it has to be dead-lettered later."""
+        return {"request": request, "enrollment_ids": self.enrollment_ids,
+                "source": list(source)}
 
 
 def plan(request: dict[str, Any], partitions: int, chunk_size: int) -> list[Slice]:

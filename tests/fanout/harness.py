@@ -16,7 +16,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services.common.errors import DecodeError
-from services.common.kafka import Headers, make_producer, produce_sync
+from services.common.kafka.logs import client_logger
+from services.common.kafka.producer import Headers, ReliableProducer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.sender.service import TOKEN_DEAD
@@ -72,12 +73,12 @@ class Worker:
 
 class Publisher:
     def __init__(self, kafka: KafkaSettings) -> None:
-        self.producer = make_producer(kafka)
+        self.producer = ReliableProducer(kafka, name="test-publisher")
 
     def record(self, topic: str, schema: str, record: dict[str, Any], key: str,
                headers: Headers | None = None) -> None:
-        produce_sync(self.producer, topic, SERDE.encode(schema, record, topic), key=key,
-                     headers=headers)
+        self.producer.produce_sync(topic, SERDE.encode(schema, record, topic), key=key,
+                                   headers=headers)
 
     def outcome_410(self, topic: str, eid: str, token: str, apns_timestamp: int) -> None:
         """A FAILED 410 outcome as the sender writes it (marked for the fan-out)."""
@@ -85,7 +86,7 @@ class Publisher:
                     headers=TOKEN_DEAD)
 
     def raw(self, topic: str, value: bytes, key: str) -> None:
-        produce_sync(self.producer, topic, value, key=key)
+        self.producer.produce_sync(topic, value, key=key)
 
 
 class Reader:
@@ -94,7 +95,8 @@ class Reader:
     def __init__(self, kafka: KafkaSettings, topic: str, schema: str | None) -> None:
         self.schema = schema
         self.consumer = Consumer(
-            kafka.consumer_config(f"test-{uuid.uuid4().hex}", **{"enable.auto.commit": False})
+            kafka.consumer_config(f"test-{uuid.uuid4().hex}", **{"enable.auto.commit": False}),
+            logger=client_logger("test-reader"),
         )
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

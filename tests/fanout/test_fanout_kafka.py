@@ -6,6 +6,9 @@ own request ids, and the enrollments a test changes belong to a tenant no other 
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -14,10 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
-from services.common.kafka import produce_sync
 from services.common.settings import KafkaSettings
 from services.sender.service import TOKEN_DEAD
 from tests.fanout.harness import (
@@ -197,15 +206,19 @@ def test_poison_records_go_to_the_dlq_and_the_worker_continues(world: World) -> 
     world.pub.raw(t.checkins, b"not avro at all", "A1")
     # Outcomes are the correlator's to dead-letter (it reads them all); the fan-out reads only
     # marked 410s, and an undecodable one must not stop it either.
-    produce_sync(world.pub.producer, t.outcomes, b"\xc3\x01" + b"\x00" * 8, key="A1",
-                 headers=TOKEN_DEAD)
+    world.pub.producer.produce_sync(t.outcomes, b"\xc3\x01" + b"\x00" * 8, key="A1",
+                                    headers=TOKEN_DEAD)
     world.pub.raw(t.requests, SERDE.encode("PushPolicy", policy(T1, 1), t.requests), "acme")
-    dead = world.dlq.wait(lambda items: len(items) >= 2, worker=world.worker)
+    def poison(items: list[Any]) -> list[Any]:  # not the requests dead-lettered for refusals
+        return [m for m in items if "mdmpush.slice" not in dict(m.headers())]
+
+    dead = poison(world.dlq.wait(lambda items: len(poison(items)) >= 2, worker=world.worker))
     by_source = {dict(m.headers())["mdmpush.dlq.source.topic"].decode(): m for m in dead}
     assert set(by_source) == {t.checkins, t.requests}
     assert by_source[t.checkins].value() == b"not avro at all"
     assert b"expected a NotificationRequest" in dict(by_source[t.requests].headers())[
         "mdmpush.dlq.reason"]
+    assert {dict(m.headers())["mdmpush.dlq.service"] for m in dead} == {b"fanout"}
     world.request(request("r-after-poison", ids=["A1"]))
     world.results("r-after-poison", jobs=1, skipped=0)
 
@@ -221,6 +234,42 @@ def test_a_token_update_newer_than_the_410_revives_the_device(world: World) -> N
     world.request(request("r-revived", tenant="initech", ids=["I6"]))
     jobs, _ = world.results("r-revived", jobs=1, skipped=0)
     assert (jobs["I6"]["token_hex"], jobs["I6"]["token_updated_at"]) == (token("I6", 1), AT + 200)
+
+
+def test_a_job_kafka_refuses_forever_sends_its_request_to_the_dlq(world: World) -> None:
+    """A job larger than its topic allows is refused by the broker on every attempt: the request
+    goes to the DLQ with the reason, and the worker goes on (instead of producing it forever)."""
+    t = world.topics
+    admin = AdminClient(world.worker.kafka.admin_config())
+
+    def topic_max_bytes(value: str, op: AlterConfigOpType) -> None:
+        resource = ConfigResource(ResourceType.TOPIC, t.jobs_priority, incremental_configs=[
+            ConfigEntry("max.message.bytes", value, incremental_operation=op)])
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result(30)
+
+    topic_max_bytes("8000", AlterConfigOpType.SET)
+    try:
+        # Random bytes: lz4 cannot shrink the job under the topic's limit.
+        payload = json.dumps({"aps": {"blob": base64.b64encode(os.urandom(30_000)).decode()}})
+        world.request(request("r-huge", ids=["A1"], initiator="USER", kind="APS",
+                              aps_payload=payload))
+        refused = world.dlq.wait(
+            lambda items: any(_header(m, "mdmpush.request_id") == b"r-huge" for m in items),
+            worker=world.worker)
+        (dead,) = [m for m in refused if _header(m, "mdmpush.request_id") == b"r-huge"]
+        assert _header(dead, "mdmpush.dlq.source.topic") == t.requests.encode()
+        assert b"MSG_SIZE_TOO_LARGE" in (_header(dead, "mdmpush.dlq.reason") or b"")
+        assert SERDE.decode_as(dead.value(), "NotificationRequest")["request_id"] == "r-huge"
+    finally:
+        topic_max_bytes("", AlterConfigOpType.DELETE)
+    world.request(request("r-after-huge", ids=["A1"], initiator="USER"))
+    world.results("r-after-huge", jobs=1, skipped=0)
+    assert not [j for j in world.priority.settle() if j["request_id"] == "r-huge"]
+
+
+def _header(msg: Any, name: str) -> bytes | None:
+    return dict(msg.headers() or []).get(name)
 
 
 def _raw(world: World, topic: str) -> list[Any]:

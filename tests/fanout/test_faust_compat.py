@@ -1,4 +1,5 @@
-"""The two ways a starting worker lost records it had fetched, closed in `services.fanout.app`.
+"""The faust overrides of `services.fanout.faust_compat`: they still apply, and they still fix
+the two ways a starting worker lost records it had fetched.
 
 - faust resumes the flow a second time after seeking the stream partitions at the end of
   recovery; mode's FlowControlEvent cleared the stream queues then, dropping what the fetcher
@@ -18,14 +19,56 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from services.fanout.app import _App, _ConsumerThread, _FlowControl
+from services.fanout import faust_compat
+from services.fanout.faust_compat import (
+    App,
+    ConsumerThread,
+    FaustCompatError,
+    FlowControl,
+    check_overrides,
+)
+
+
+def test_the_installed_faust_is_the_one_the_overrides_were_written_for() -> None:
+    check_overrides()  # raises FaustCompatError naming every override that stopped applying
+
+
+def test_a_changed_faust_method_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def renamed(self: object, consumer: object, partitions: object) -> dict:
+        return {}
+
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", renamed)
+    monkeypatch.delattr(faust_aiokafka.Consumer, "_new_consumer_thread")
+    monkeypatch.setattr(faust_compat, "FAUST_VERSION", "0.0.1")
+    with pytest.raises(FaustCompatError) as info:
+        check_overrides()
+    message = str(info.value)
+    assert "_fetch_records('self', 'consumer', 'partitions')" in message
+    assert "Consumer._new_consumer_thread no longer exists" in message
+    assert "the overrides are for 0.0.1" in message
+
+
+def test_the_app_uses_the_overrides() -> None:
+    async def run() -> None:
+        app = App("compat-test", web_enabled=False, autodiscover=False)
+        assert isinstance(app.flow_control, FlowControl)
+        assert app.transport.Consumer is faust_compat.Consumer
+        async def noop(*_: object) -> None:
+            """No record or rebalance reaches it: the consumer is never started."""
+
+        consumer = app.transport.create_consumer(
+            callback=noop, on_partitions_revoked=noop, on_partitions_assigned=noop)
+        assert isinstance(consumer, faust_compat.Consumer)
+        assert isinstance(consumer._thread, ConsumerThread)
+
+    asyncio.run(run())
 
 
 def test_resume_while_flowing_keeps_the_queues() -> None:
     async def run() -> None:
-        app = _App("flow-control-test", web_enabled=False, autodiscover=False)
+        app = App("flow-control-test", web_enabled=False, autodiscover=False)
         flow = app.flow_control
-        assert isinstance(flow, _FlowControl)
+        assert isinstance(flow, FlowControl)
         queue = app.FlowControlQueue(maxsize=10, clear_on_resume=True)
 
         flow.resume()  # start-up: suspended -> flowing
@@ -49,7 +92,7 @@ def test_fetch_asks_aiokafka_for_a_fixed_non_empty_set(monkeypatch: pytest.Monke
         return {}
 
     monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", fetch)
-    thread = _ConsumerThread.__new__(_ConsumerThread)
+    thread = ConsumerThread.__new__(ConsumerThread)
     live = {TP("t", 0)}
 
     async def run() -> None:
