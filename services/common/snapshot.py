@@ -1,8 +1,8 @@
-"""Read one topic from the beginning up to its high watermarks, once, without a consumer group.
+"""One topic read from the beginning up to its high watermarks, decoded: the doctor's snapshots.
 
-Snapshots answer questions about the past ("every push to this enrollment"), so they assign
-every partition itself instead of joining a group: nothing is committed, nothing is rebalanced,
-and it stops as soon as each partition reaches the high watermark it had when the read began.
+Snapshots answer questions about the past ("every push to this enrollment"), so they read with
+`read_to_end` (services/common/kafka/reader.py): no group, nothing committed, nothing
+rebalanced, and it stops as soon as each partition reaches the end it had when the read began.
 Records whose key is not the one asked for are skipped before decoding, which keeps a scan of a
 large topic cheap; records that cannot be decoded are counted, not fatal.
 """
@@ -10,19 +10,15 @@ large topic cheap; records that cannot be decoded are counted, not fatal.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
-from services.common.errors import DecodeError, TopicReadError
+from services.common.errors import DecodeError
+from services.common.kafka.reader import read_to_end
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-
-BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,71 +46,19 @@ def read_topic(
     serde: AvroSerde | None = None,
     timeout_s: float = 30.0,
 ) -> TopicRead:
-    """Every record of `topic` (only those keyed `key` when given), decoded as `schema`."""
+    """Every record of `topic` (only those keyed `key` when given), decoded as `schema`.
+
+    TopicReadError (one line) when the topic does not exist or Kafka does not answer."""
     serde = serde or serde_for(settings)
     wanted = key.encode() if key is not None else None
-    consumer = Consumer(settings.consumer_config(
-        "mdmpush-doctor", **{"enable.auto.commit": False, "enable.partition.eof": True}))
-    try:
-        ends, nexts = _assign_from_beginning(consumer, settings, topic, timeout_s)
-        result = TopicRead(topic)
-        deadline = time.monotonic() + timeout_s
-        while ends:
-            if time.monotonic() > deadline:
-                raise TopicReadError(f"reading {topic} did not finish within {timeout_s:.0f}s")
-            # Ask for no more than can still come: a batch call waits for a full batch.
-            remaining = sum(ends[p] - nexts[p] for p in ends)
-            for msg in consumer.consume(num_messages=min(BATCH, remaining), timeout=0.5):
-                partition = msg.partition() or 0
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        ends.pop(partition, None)
-                    else:
-                        log.warning("reading %s: %s", topic, err)
-                    continue
-                offset = msg.offset()
-                end = ends.get(partition)
-                if end is None or offset is None or offset >= end:
-                    continue  # written after the scan began: not part of this snapshot
-                nexts[partition] = offset + 1
-                if offset >= end - 1:
-                    del ends[partition]
-                raw_key = msg.key()
-                if wanted is not None and raw_key != wanted:
-                    continue
-                _append(result, serde, schema, raw_key, msg.value())
-        if result.undecodable:
-            log.warning("%s: skipped %d undecodable record(s)", topic, result.undecodable)
-        return result
-    finally:
-        consumer.close()
-
-
-def _assign_from_beginning(
-    consumer: Consumer, settings: KafkaSettings, topic: str, timeout_s: float
-) -> tuple[dict[int, int], dict[int, int]]:
-    """Assign every non-empty partition at its low watermark; returns partition -> high and
-    partition -> low watermark."""
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise TopicReadError(f"topic {topic} does not exist on {settings.bootstrap_servers} "
-                              f"(is MDMPUSH_KAFKA_TOPIC_PREFIX right?)")
-        ends: dict[int, int] = {}
-        starts: dict[int, int] = {}
-        for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s)
-            if high > low:
-                ends[partition] = high
-                starts[partition] = low
-    except KafkaException as exc:
-        raise TopicReadError(
-            f"Kafka at {settings.bootstrap_servers} did not answer: {exc}"
-        ) from exc
-    consumer.assign([TopicPartition(topic, p, low) for p, low in starts.items()])
-    return ends, starts
+    result = TopicRead(topic)
+    for msg in read_to_end(settings, topic, timeout_s=timeout_s, name="snapshot"):
+        raw_key = msg.key()
+        if wanted is None or raw_key == wanted:
+            _append(result, serde, schema, raw_key, msg.value())
+    if result.undecodable:
+        log.warning("%s: skipped %d undecodable record(s)", topic, result.undecodable)
+    return result
 
 
 def _append(

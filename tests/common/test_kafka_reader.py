@@ -44,5 +44,7 @@ def test_reads_chosen_partitions_and_empty_topics(kafka_settings: KafkaSettings)
 
 
 def test_missing_topic_is_a_clear_error(kafka_settings: KafkaSettings) -> None:
-    with pytest.raises(TopicReadError, match="cannot be read"):
+    with pytest.raises(TopicReadError, match="does not exist"):
         list(read_to_end(kafka_settings, f"{kafka_settings.topic_prefix}absent", timeout_s=5))
+    with pytest.raises(TopicReadError, match="did not answer"):
+        list(read_to_end(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "x", timeout_s=1))

@@ -12,7 +12,14 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from services.common.errors import TopicReadError
 from services.common.kafka.logs import client_logger
@@ -61,14 +68,17 @@ def read_to_end(
     answer, or the read does not finish within `timeout_s`."""
     consumer = reader_consumer(kafka, name)
     try:
-        ends = _ends(consumer, topic, partitions, timeout_s)
+        ends = _ends(consumer, kafka, topic, partitions, timeout_s)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        nexts = dict.fromkeys(ends, 0)  # a lower bound of each partition's next offset
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
                 raise TopicReadError(f"reading {topic} did not finish within {timeout_s:.0f}s "
                                      f"(partitions left: {sorted(ends)})")
-            batch = consumer.consume(BATCH, timeout=0.2)
+            # Ask for no more than can still come: a batch call waits for a full batch.
+            wanted = min(BATCH, max(1, sum(ends[p] - nexts[p] for p in ends)))
+            batch = consumer.consume(wanted, timeout=0.2)
             for msg in batch:
                 err = msg.error()
                 if err is not None:
@@ -78,28 +88,33 @@ def read_to_end(
                 end = ends.get(partition)
                 if end is None or offset >= end:
                     continue  # written after the call: not part of this read
+                nexts[partition] = offset + 1
                 yield msg
                 if offset + 1 >= end:
                     del ends[partition]
             if not batch:
                 _drop_finished(consumer, topic, ends)
     except KafkaException as exc:
-        raise TopicReadError(f"reading {topic}: {exc.args[0]}") from exc
+        raise TopicReadError(
+            f"Kafka at {kafka.bootstrap_servers} did not answer: {exc.args[0]}") from exc
     finally:
         consumer.close()
 
 
 def _ends(
-    consumer: Consumer, topic: str, partitions: Iterable[int] | None, timeout_s: float
+    consumer: Consumer,
+    kafka: KafkaSettings,
+    topic: str,
+    partitions: Iterable[int] | None,
+    timeout_s: float,
 ) -> dict[int, int]:
     """partition -> end offset of the non-empty partitions to read."""
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-    except KafkaException as exc:
-        raise TopicReadError(f"Kafka did not answer for {topic}: {exc.args[0]}") from exc
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     if metadata is None or metadata.error is not None:
-        reason = metadata.error if metadata is not None else "no metadata"
-        raise TopicReadError(f"topic {topic} cannot be read: {reason}")
+        if metadata is None or metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise TopicReadError(f"topic {topic} does not exist on {kafka.bootstrap_servers} "
+                                 f"(is MDMPUSH_KAFKA_TOPIC_PREFIX right?)")
+        raise TopicReadError(f"topic {topic} cannot be read: {metadata.error}")
     wanted = list(metadata.partitions) if partitions is None else list(partitions)
     unknown = set(wanted) - set(metadata.partitions)
     if unknown:
