@@ -1,4 +1,4 @@
-"""Why a push APNs accepted got no answer: the pure decision of DESIGN.md section 7.
+"""Why a push APNs accepted got no answer: the pure decision behind an UNANSWERED verdict.
 
 Kept free of Kafka and of the packed in-memory store so each cause in the Apple seed is a table
 test. The checks run from the most specific cause to the least: an unenrolled device explains

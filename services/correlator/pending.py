@@ -147,6 +147,7 @@ class PendingStore:
         return len(self.kind) - 1
 
     def free(self, slot: int) -> None:
+        """Drop the push: unlink it, release its strings, make the slot reusable."""
         enr = self.enr[slot]
         prev, cur = -1, self.head[enr]
         while cur != slot:
@@ -164,6 +165,7 @@ class PendingStore:
         self._live -= 1
 
     def entry(self, slot: int) -> Entry:
+        """The slot unpacked (what the changelog stores and the records are built from)."""
         tua = self.token_updated_at[slot]
         topic = self.topic[slot]
         return Entry(
@@ -183,12 +185,54 @@ class PendingStore:
             repushed_at=self.repushed_at[slot],
         )
 
-    def job_id(self, slot: int) -> str:
-        return job_id(
-            self.requests.string(self.req[slot]),
-            self.enrollments.string(self.enr[slot]),
-            self.repush[slot],
-        )
+    # -- what callers ask of a slot (the columns stay private to this module's layout) --------
+    def is_pending(self, slot: int) -> bool:
+        """A SENT push waiting for contact, its race re-push or its deadline."""
+        return self.kind[slot] == PENDING
+
+    def is_scheduled(self, slot: int) -> bool:
+        """A self-healing push waiting for its time."""
+        return self.kind[slot] == SCHEDULED
+
+    def partition_of(self, slot: int) -> int:
+        """The outcomes (and state) partition the push belongs to."""
+        return self.partition[slot]
+
+    def enrollment_of(self, slot: int) -> int:
+        """The interned enrollment id (the enrollment book's row)."""
+        return self.enr[slot]
+
+    def pushed_at_of(self, slot: int) -> int:
+        return self.pushed_at[slot]
+
+    def due_at_of(self, slot: int) -> int:
+        """When the slot's timer fires (a scheduled push: when it is sent)."""
+        return self.due_at[slot]
+
+    def has_flag(self, slot: int, flag: int) -> bool:
+        return bool(self.flags[slot] & flag)
+
+    def mark(self, slot: int, flags: int) -> None:
+        """Set flag bits (e.g. WINDOW_DONE once the race-window check ran)."""
+        self.flags[slot] |= flags
+
+    def record_repush(self, slot: int, at: int, flags: int) -> None:
+        """The push was re-pushed at `at`, for the reason the flag bits say."""
+        self.flags[slot] |= flags
+        self.repushed_at[slot] = at
+
+    def pending_in(self, partition: int) -> list[int]:
+        """PENDING slots of one partition (a full scan: when its gate opens)."""
+        return [s for s in range(len(self.kind))
+                if self.kind[s] == PENDING and self.partition[s] == partition]
+
+    def free_partitions(self, partitions: set[int]) -> int:
+        """Forget every push of partitions this instance no longer owns; returns how many."""
+        lost = [s for s in range(len(self.kind))
+                if self.kind[s] != FREE and self.partition[s] in partitions]
+        for slot in lost:
+            self.free(slot)
+        return len(lost)
 
     def slots_of(self, enrollment: int) -> list[int]:
         """Live slots of one enrollment (usually zero or one)."""
@@ -200,6 +244,7 @@ class PendingStore:
         return out
 
     def find(self, enrollment_id: str, request_id: str, kind: int, repush: int) -> int | None:
+        """The slot of one push (by its job id's parts and kind), if held."""
         enr, req = self.enrollments.get(enrollment_id), self.requests.get(request_id)
         if enr is None or req is None:
             return None
@@ -207,10 +252,6 @@ class PendingStore:
             if self.req[slot] == req and self.kind[slot] == kind and self.repush[slot] == repush:
                 return slot
         return None
-
-    def live_slots(self) -> list[int]:
-        """Every live slot (a full scan: restore and rebalance only)."""
-        return [s for s in range(len(self.kind)) if self.kind[s] != FREE]
 
     # -- timers ------------------------------------------------------------------------------
     def arm(self, slot: int, due_ms: int) -> None:

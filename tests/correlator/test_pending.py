@@ -8,8 +8,10 @@ from services.correlator import changelog
 from services.correlator.packed import FixedText, Interner
 from services.correlator.pending import (
     LANE_PRIORITY,
+    NEW_TOKEN,
     PENDING,
     SCHEDULED,
+    WINDOW_DONE,
     Entry,
     PendingStore,
     parse_job_id,
@@ -52,7 +54,7 @@ def test_entries_round_trip_through_store_and_changelog() -> None:
     slot = s.add(e, partition=1)
     assert s.entry(slot) == e
     assert changelog.decode(changelog.encode(e)) == e
-    assert s.partition[slot] == 1 and len(s) == 1
+    assert s.partition_of(slot) == 1 and len(s) == 1
 
 
 def test_slots_of_an_enrollment_and_free_reuses_slots_and_ids() -> None:
@@ -89,3 +91,17 @@ def test_job_ids_parse() -> None:
     assert parse_job_id("r/x/UDID:user#r2") == ("r/x", "UDID:user", 2)
     assert parse_job_id("nonsense") is None
     assert entry(repush=2, kind=SCHEDULED).job_id == "req-1/E1#r2"
+
+
+def test_partition_scans_flags_and_repushes() -> None:
+    s = store()
+    a = s.add(entry(), 0)
+    b = s.add(entry(request="req-2"), 1)
+    c = s.add(entry(request="req-3", kind=SCHEDULED, repush=1), 1)
+    assert s.pending_in(1) == [b] and s.is_scheduled(c) and s.is_pending(a)
+    s.record_repush(a, T + 10, NEW_TOKEN)
+    s.mark(a, WINDOW_DONE)
+    assert s.has_flag(a, NEW_TOKEN) and s.has_flag(a, WINDOW_DONE) and not s.has_flag(b, NEW_TOKEN)
+    assert s.entry(a).repushed_at == T + 10
+    assert s.free_partitions({1}) == 2
+    assert len(s) == 1 and s.pending_in(1) == [] and s.pending_in(0) == [a]

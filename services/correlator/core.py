@@ -1,0 +1,367 @@
+"""The correlator's rules: outcomes ⨝ check-ins per enrollment, timers, verdicts, re-pushes.
+
+Pure: it takes decoded records with the partition/offset facts it needs and the time, and returns
+effects (effects.py) for the runner to write. No Kafka, no clock, no metrics, so every rule is a
+table test (tests/correlator/test_core.py).
+
+The rules the restart guarantees rest on (runner.py says how the runner keeps its side):
+- Gate: an outcomes partition assigned with records still to read is "gated" until the offset it
+  had at assignment has been read: no verdict and no timer for its pushes until then, because a
+  restored entry may yet meet its own verdict's echo further on. Contacts seen meanwhile are
+  kept in the enrollment book; opening the gate answers the pushes they answer.
+- Echo: the core's own verdict read back from the outcomes topic is durable, so the entry is
+  dropped and its state entry tombstoned; a SENT outcome re-read after its echo is ignored.
+- Race window: silent `race_window_ms` after the push, one re-push (`#r1`) of the same trifecta
+  (always with `repush_silent`, else only within `race_enrollment_ms` of the enrollment).
+- Stale token: a TokenUpdate after the push with another token re-pushes at once to it.
+- Deadline: silent `deadline_ms` after the push, UNANSWERED with a diagnosis (diagnose.py) and an
+  alert; a stale token is re-pushed to the new one, a stale PushMagic schedules the self-healing
+  push `self_heal_delay_ms` after the first (one per enrollment).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from services.correlator import records
+from services.correlator.diagnose import (
+    Diagnosis,
+    EnrollmentFacts,
+    PushFacts,
+    diagnose,
+    failed_topic_finding,
+    in_enrollment_race,
+)
+from services.correlator.effects import (
+    Alert,
+    DeadLetter,
+    Effect,
+    RepushCause,
+    RepushJob,
+    Source,
+    StateWrite,
+    Verdict,
+)
+from services.correlator.enrollments import EnrollmentBook
+from services.correlator.packed import Interner
+from services.correlator.pending import (
+    NEW_TOKEN,
+    PENDING,
+    RACE,
+    SCHEDULED,
+    WINDOW_DONE,
+    Entry,
+    PendingStore,
+    lane_flag,
+    parse_job_id,
+)
+from services.correlator.settings import CorrelatorSettings
+
+#: A re-push of the race window is `#r1`; follow-ups after the verdict take the next number.
+RACE_REPUSH = 1
+VERDICT_STATES = frozenset({"ANSWERED", "UNANSWERED"})
+
+
+class CorrelatorCore:
+    """Every input method returns the effects it caused, in the order they arose."""
+
+    def __init__(self, settings: CorrelatorSettings) -> None:
+        self.s = settings
+        enrollments, push_topics = Interner(), Interner()
+        self.book = EnrollmentBook(enrollments, push_topics)
+        self.store = PendingStore(enrollments, push_topics, settings.timer_tick_ms)
+        #: outcomes partition -> offset it must be read up to before it may give verdicts.
+        self.gates: dict[int, int] = {}
+        self.owned: set[int] = set()
+        #: Job ids whose verdict was given recently (bounded), to drop a re-read SENT outcome.
+        self.done: OrderedDict[str, None] = OrderedDict()
+        #: check-ins partition -> first offset not yet dead-lettered (the check-ins group's
+        #: committed offsets: the replay re-reads every poison record and must not repeat it).
+        self.checkins_dead_lettered: dict[int, int] = {}
+        self._out: list[Effect] = []
+
+    def _effects(self) -> list[Effect]:
+        out, self._out = self._out, []
+        return out
+
+    # -- partitions --------------------------------------------------------------------------
+    def restore(self, partition: int, job_id: str, entry: Entry | None) -> None:
+        """One record of state partition `partition`, in log order: later entries replace
+        earlier ones, tombstones delete."""
+        if entry is not None:
+            self._put(entry, partition, write=False)
+            return
+        parsed = parse_job_id(job_id)
+        if parsed is not None:
+            request_id, enrollment_id, repush = parsed
+            slot = self.store.find(enrollment_id, request_id, SCHEDULED if repush else PENDING,
+                                   repush)
+            if slot is not None:
+                self.store.free(slot)
+
+    def assign(self, partition: int, gate_offset: int | None) -> list[Effect]:
+        """Outcomes partition assigned (its state already restored). `gate_offset`: the end
+        offset it had at assignment when records up to it remain to be read, else None."""
+        self.owned.add(partition)
+        if gate_offset is None:
+            self._open_gate(partition)
+        else:
+            self.gates[partition] = gate_offset
+        return self._effects()
+
+    def revoke(self, partitions: Iterable[int]) -> int:
+        """Partitions taken away: forget their pushes (the new owner restores them); returns
+        how many were dropped."""
+        lost = set(partitions)
+        self.owned -= lost
+        for p in lost:
+            self.gates.pop(p, None)
+        return self.store.free_partitions(lost)
+
+    def _open_gate(self, p: int) -> None:
+        """Partition p has caught up: its pushes may now be judged (contacts seen meanwhile)."""
+        self.gates.pop(p, None)
+        for slot in self.store.pending_in(p):
+            contact = self.book.last_answer(self.store.enrollment_of(slot))
+            if contact >= self.store.pushed_at_of(slot):
+                self._answer(slot, contact)
+
+    def _judging(self, p: int) -> bool:
+        return p in self.owned and p not in self.gates
+
+    # -- check-ins ---------------------------------------------------------------------------
+    def mark_dead_lettered(self, committed: Mapping[int, int]) -> None:
+        """Check-ins before these offsets (per partition) were dead-lettered already."""
+        self.checkins_dead_lettered.update(committed)
+
+    def checkin(self, event: dict[str, Any], now: int) -> list[Effect]:
+        """One decoded CheckinEvent: fold it in; answer or re-push the pushes it concerns."""
+        enr, answered_at = self.book.apply(event)
+        for slot in self.store.slots_of(enr):
+            if not self.store.is_pending(slot) or not self._judging(
+                    self.store.partition_of(slot)):
+                continue
+            if answered_at and self.store.pushed_at_of(slot) <= answered_at:
+                self._answer(slot, answered_at)
+            elif self._new_token(event, slot):
+                self._repush_to_new_token(slot, now)
+        return self._effects()
+
+    def poison_checkin(self, partition: int, offset: int, reason: str) -> list[Effect]:
+        """An undecodable check-in: dead-lettered, unless an earlier run already did."""
+        if offset >= self.checkins_dead_lettered.get(partition, -1):
+            self._out.append(DeadLetter(Source.CHECKINS, partition, offset, reason))
+            self.checkins_dead_lettered[partition] = offset + 1
+        return self._effects()
+
+    def _new_token(self, event: dict[str, Any], slot: int) -> bool:
+        """A TokenUpdate after the push, with a token other than the one pushed to."""
+        return (event["message_type"] == "TOKEN_UPDATE" and bool(event.get("token_hex"))
+                and int(event["occurred_at"]) >= self.store.pushed_at_of(slot)
+                and not self.store.has_flag(slot, NEW_TOKEN)
+                and self.store.entry(slot).token_hex != event["token_hex"])
+
+    def _repush_to_new_token(self, slot: int, now: int) -> None:
+        """Stale token, seen as it happens: re-push at once to the token the device now has."""
+        entry = self.store.entry(slot)
+        facts = self.book.facts(self.store.enrollment_of(slot))
+        job = records.push_job(entry, 2 if entry.repushed_at else 1, now, topic=facts.topic,
+                               token_hex=facts.token_hex, push_magic=facts.push_magic,
+                               token_updated_at=facts.token_updated_at)
+        self._out.append(RepushJob(job, RepushCause.STALE_TOKEN))
+        self.store.record_repush(slot, now, NEW_TOKEN)
+        self._write_state(slot)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def outcome(self, record: dict[str, Any], partition: int, offset: int, now: int
+                ) -> list[Effect]:
+        """One decoded PushOutcome read at (partition, offset)."""
+        state = record["state"]
+        if state == "SENT":
+            self._on_sent(record, partition)
+        elif state in VERDICT_STATES:
+            self._on_echo(record, partition)
+        elif state == "FAILED":
+            self._on_failed(record, now)
+        self._read_up_to(partition, offset)
+        return self._effects()
+
+    def poison_outcome(self, partition: int, offset: int, reason: str) -> list[Effect]:
+        """An undecodable outcome: dead-lettered; it still counts toward the gate."""
+        self._out.append(DeadLetter(Source.OUTCOMES, partition, offset, reason))
+        self._read_up_to(partition, offset)
+        return self._effects()
+
+    def _read_up_to(self, p: int, offset: int) -> None:
+        gate = self.gates.get(p)
+        if gate is not None and offset + 1 >= gate:
+            self._open_gate(p)
+
+    def _on_sent(self, rec: dict[str, Any], p: int) -> None:
+        # Re-pushes are covered by the original push's verdict; APS pushes (no PushMagic) do not
+        # wake the MDM client, so no check-in is expected of them.
+        if rec["repush"] or rec["push_magic"] is None or rec["job_id"] in self.done:
+            return
+        if self.store.find(rec["enrollment_id"], rec["request_id"], PENDING, 0) is not None:
+            return
+        entry = Entry(
+            PENDING, rec["enrollment_id"], rec["request_id"], rec["tenant"], rec["topic"],
+            rec["token_hex"], rec["push_magic"], rec["apns_id"], int(rec["at"]),
+            rec["token_updated_at"], lane_flag(rec["lane"]), 0,
+        )
+        slot = self._put(entry, p, write=True)
+        contact = self.book.last_answer(self.store.enrollment_of(slot))
+        if p not in self.gates and contact >= entry.pushed_at:
+            self._answer(slot, contact)
+
+    def _put(self, entry: Entry, p: int, write: bool) -> int:
+        """Add (or, on restore, replace) an entry, arm its timer, mirror it to the changelog."""
+        existing = self.store.find(entry.enrollment_id, entry.request_id, entry.kind,
+                                   entry.repush)
+        if existing is not None:
+            self.store.free(existing)
+        slot = self.store.add(entry, p)
+        if entry.kind == SCHEDULED:
+            self.store.arm(slot, entry.due_at)
+        elif entry.flags & WINDOW_DONE:
+            self.store.arm(slot, entry.pushed_at + self.s.deadline_ms)
+        else:
+            self.store.arm(slot, entry.pushed_at + min(self.s.race_window_ms, self.s.deadline_ms))
+        if write:
+            self._write_state(slot)
+        return slot
+
+    def _write_state(self, slot: int) -> None:
+        entry = self.store.entry(slot)
+        self._out.append(StateWrite(self.store.partition_of(slot), entry.job_id, entry))
+
+    def _on_echo(self, rec: dict[str, Any], p: int) -> None:
+        """Our own verdict, read back: it is durable, so the changelog entry can go."""
+        slot = self.store.find(rec["enrollment_id"], rec["request_id"], PENDING, 0)
+        if slot is not None:
+            self.store.free(slot)
+        self._remember(rec["job_id"])
+        self._out.append(StateWrite(p, rec["job_id"], None))
+
+    def _on_failed(self, rec: dict[str, Any], now: int) -> None:
+        enr = self.book.index(rec["enrollment_id"])
+        finding = failed_topic_finding(rec["reason"], self.book.facts(enr))
+        if finding is None:
+            return
+        at = int(rec["at"])
+        entry = Entry(PENDING, rec["enrollment_id"], rec["request_id"], rec["tenant"],
+                      rec["topic"], rec["token_hex"], rec["push_magic"], rec["apns_id"], at,
+                      rec["token_updated_at"], lane_flag(rec["lane"]), rec["repush"])
+        contact = self.book.last_contact(enr) or None
+        self._out.append(Alert(records.alert(entry, finding, "none: APNs refused the push", at,
+                                             now, contact)))
+
+    # -- timers and verdicts -----------------------------------------------------------------
+    def tick(self, now: int) -> list[Effect]:
+        """The clock reached `now`: fire due timers (deferred a tick while gated)."""
+        for slot in self.store.pop_due(now):
+            if not self._judging(self.store.partition_of(slot)):
+                self.store.arm(slot, now + self.store.tick_ms)
+            elif self.store.is_scheduled(slot):
+                self._send_scheduled(slot, now)
+            elif (now < self.store.pushed_at_of(slot) + self.s.deadline_ms
+                  and not self.store.has_flag(slot, WINDOW_DONE)):
+                self._race_window(slot, now)
+            else:
+                self._deadline(slot, now)
+        return self._effects()
+
+    def _race_window(self, slot: int, now: int) -> None:
+        """Silent after the race window: one re-push (`#r1`) of the same trifecta."""
+        entry = self.store.entry(slot)
+        race = in_enrollment_race(entry.pushed_at, self.book.facts(
+            self.store.enrollment_of(slot)).enrolled_at, self.s.race_enrollment_ms)
+        if race or self.s.repush_silent:
+            cause = RepushCause.ENROLLMENT_RACE if race else RepushCause.SILENT
+            self._out.append(RepushJob(records.push_job(entry, RACE_REPUSH, now), cause))
+            self.store.record_repush(slot, now, WINDOW_DONE | (RACE if race else 0))
+        else:
+            self.store.mark(slot, WINDOW_DONE)
+        self.store.arm(slot, entry.pushed_at + self.s.deadline_ms)
+        self._write_state(slot)
+
+    def _deadline(self, slot: int, now: int) -> None:
+        enr = self.store.enrollment_of(slot)
+        contact = self.book.last_answer(enr)
+        if contact >= self.store.pushed_at_of(slot):
+            self._answer(slot, contact)
+            return
+        entry = self.store.entry(slot)
+        facts = self.book.facts(enr)
+        push = PushFacts(entry.pushed_at, entry.topic, entry.token_hex, entry.push_magic,
+                         entry.token_updated_at, entry.repushed_at > 0)
+        finding = diagnose(push, facts, self.book.siblings(enr), self.s.race_enrollment_ms)
+        action = self._act(entry, finding.diagnosis, facts, self.store.partition_of(slot), now)
+        deadline_at = entry.pushed_at + self.s.deadline_ms
+        self._out.append(Alert(records.alert(entry, finding, action, deadline_at, now,
+                                             facts.last_contact_at), at_deadline=True))
+        self._give_verdict(slot, entry, "UNANSWERED", now, None, finding.diagnosis.value.lower())
+
+    def _act(self, entry: Entry, diagnosis: Diagnosis, facts: EnrollmentFacts, p: int,
+             now: int) -> str:
+        """The follow-up a diagnosis calls for; returns it in words for the alert."""
+        next_repush = 2 if entry.repushed_at else 1
+        if diagnosis is Diagnosis.STALE_TOKEN:
+            job = records.push_job(entry, next_repush, now, topic=facts.topic,
+                                   token_hex=facts.token_hex, push_magic=facts.push_magic,
+                                   token_updated_at=facts.token_updated_at)
+            self._out.append(RepushJob(job, RepushCause.STALE_TOKEN))
+            return f"re-pushed to the new token as {job['job_id']}"
+        if diagnosis is Diagnosis.STALE_PUSH_MAGIC:
+            return self._schedule_self_heal(entry, next_repush, p)
+        return "none"
+
+    def _schedule_self_heal(self, entry: Entry, repush: int, p: int) -> str:
+        """Seed: a wrong-magic push >= 25 h after the first one makes the device TokenUpdate."""
+        for slot in self.store.slots_of(self.book.index(entry.enrollment_id)):
+            if self.store.is_scheduled(slot):
+                return f"self-healing push already scheduled at {self.store.due_at_of(slot)}"
+        due = entry.pushed_at + self.s.self_heal_delay_ms
+        scheduled = Entry(SCHEDULED, entry.enrollment_id, entry.request_id, entry.tenant,
+                          entry.topic, entry.token_hex, entry.push_magic, None, entry.pushed_at,
+                          entry.token_updated_at, entry.flags, repush, due_at=due)
+        self._put(scheduled, p, write=True)
+        return f"self-healing push {scheduled.job_id} scheduled at {due}"
+
+    def _send_scheduled(self, slot: int, now: int) -> None:
+        entry = self.store.entry(slot)
+        self._out.append(RepushJob(records.push_job(entry, entry.repush, now),
+                                   RepushCause.SELF_HEAL))
+        self._out.append(StateWrite(self.store.partition_of(slot), entry.job_id, None,
+                                    after_job=True))
+        self.store.free(slot)
+
+    def _answer(self, slot: int, contact_at: int) -> None:
+        entry = self.store.entry(slot)
+        self._give_verdict(slot, entry, "ANSWERED", contact_at,
+                           float(contact_at - entry.pushed_at), "")
+
+    def _give_verdict(self, slot: int, entry: Entry, state: str, at: int,
+                      latency_ms: float | None, diagnosis: str) -> None:
+        record = records.verdict(entry, state, at, latency_ms,
+                                 diagnosis or _answer_reason(entry, at))
+        self._out.append(Verdict(self.store.partition_of(slot), record))
+        self._remember(entry.job_id)
+        self.store.free(slot)
+
+    def _remember(self, job: str) -> None:
+        self.done[job] = None
+        self.done.move_to_end(job)
+        while len(self.done) > self.s.dedupe_capacity:
+            self.done.popitem(last=False)
+
+
+def _answer_reason(entry: Entry, contact_at: int) -> str | None:
+    """The re-push that got the answer, named by what it repaired."""
+    if entry.repushed_at and contact_at >= entry.repushed_at:
+        if entry.flags & NEW_TOKEN:
+            return "stale_token"
+        return "enrollment_race" if entry.flags & RACE else "answered_after_repush"
+    return None
