@@ -6,12 +6,13 @@ Settings: `MDMPUSH_CORRELATOR_*` (settings.py), `MDMPUSH_KAFKA_*`, `MDMPUSH_CLOC
 from __future__ import annotations
 
 import logging
+import os
 
 from services.common.clock import Clock
 from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
-from services.correlator.app import Correlator
 from services.correlator.metrics import CorrelatorMetrics
+from services.correlator.runner import CorrelatorRunner
 from services.correlator.settings import CorrelatorSettings
 
 
@@ -20,13 +21,13 @@ def main() -> None:
     settings, kafka = CorrelatorSettings(), KafkaSettings()
     metrics = CorrelatorMetrics()
     metrics.serve(settings.metrics_port)
-    correlator = Correlator(
-        settings, kafka,
-        serde_for(kafka),
-        Clock.from_settings(), metrics,
-    )
-    correlator.install_signal_handlers()
-    correlator.run()
+    runner = CorrelatorRunner(settings, kafka, serde_for(kafka), Clock.from_settings(), metrics)
+    runner.install_signal_handlers()
+    runner.run()
+    if not runner.closed_in_time:
+        # A Kafka client stuck in librdkafka must not keep the process past its grace period.
+        logging.shutdown()
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -5,22 +5,16 @@ push lives in the partition number of its SENT outcome, so whoever owns outcomes
 restores state partition p (the Kafka Streams changelog pattern, without Kafka Streams). Key:
 the job id; value: the packed `Entry` below, or a tombstone once the verdict is durable.
 The value is a private binary format, not Avro: nobody else reads this topic, and it is the
-cheapest thing to replay a million of.
+cheapest thing to replay a million of. The runner restores it with the common
+`read_to_end` (runner.py).
 """
 
 from __future__ import annotations
 
-import logging
 import struct
-from collections.abc import Iterator
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services.common.catalogue import Cleanup, TopicSpec
-from services.common.settings import KafkaSettings
 from services.correlator.pending import Entry
-
-log = logging.getLogger(__name__)
 
 STATE = TopicSpec("mdm.correlator.state.v1", "correlator entry (binary)", "job id", 12,
                   Cleanup.COMPACT)
@@ -72,37 +66,3 @@ def decode(data: bytes) -> Entry:
         raise CorruptEntry("state entry without enrollment, request or tenant")
     return Entry(kind, enrollment_id, request_id, tenant, texts[3], texts[4], texts[5], texts[6],
                  pushed, None if tua < 0 else tua, flags, repush, due, repushed)
-
-
-def read_partition(
-    settings: KafkaSettings, topic: str, partition: int, timeout_s: float = 60.0
-) -> Iterator[tuple[bytes, Entry | None]]:
-    """Every (key, entry-or-tombstone) of one state partition up to its end, in log order.
-
-    An unreadable entry is logged and skipped: losing one pending push beats not starting.
-    """
-    consumer = Consumer(settings.consumer_config(
-        f"{topic}.restore", **{"enable.auto.commit": False}))
-    try:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, partition), timeout=timeout_s)
-        if high <= low:
-            return
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        while True:
-            msgs = consumer.consume(1000, timeout=1.0)
-            for msg in msgs:
-                if msg.error():
-                    continue
-                value = msg.value()
-                try:
-                    yield msg.key() or b"", decode(value) if value else None
-                except CorruptEntry as exc:
-                    log.error("skipping state entry %s@%d: %s", topic, msg.offset(), exc)
-                if (msg.offset() or 0) >= high - 1:
-                    return
-            if not msgs and (consumer.position([TopicPartition(topic, partition)])[0].offset
-                             >= high):
-                return
-    finally:
-        consumer.close()

@@ -26,9 +26,17 @@ class CorrelatorSettings(BaseSettings):
     self_heal_delay_ms: int = 25 * HOUR_MS
     #: Timer resolution: deadlines are bucketed by this many ms (memory: 4 bytes per timer).
     timer_tick_ms: int = 100
+    #: Consumer group of the outcomes (`<group_id>.contacts` remembers dead-lettered check-ins).
     group_id: str = "mdmpush-correlator"
+    #: Records taken per consume() call from each input.
     consume_batch: int = 500
     #: Job ids whose verdict was given recently, to drop a duplicated SENT outcome.
     dedupe_capacity: int = 100_000
     #: Prometheus port; 0 disables the endpoint.
     metrics_port: int = 9103
+    #: Longest the start-up replay of the check-ins (or a restore of the state) may take.
+    replay_timeout_s: float = 600.0
+    #: Longest a batch's prerequisites may take to be acknowledged before the process stops.
+    flush_timeout_s: float = 30.0
+    #: Longest close() may take (group leave, flush): well under a pod's 30 s grace period.
+    close_timeout_s: float = 15.0

@@ -1,4 +1,4 @@
-"""Correlator memory bar (DESIGN.md section 9): bytes per pending push at 1,000,000 pending.
+"""Correlator memory bar (<= 200 bytes per pending push) at 1,000,000 pending.
 
 Run: `.venv/bin/python tests/bench/bench_correlator_memory.py [count]`. Inserts `count` SENT-
 outcome pushes (distinct enrollments, 64-hex tokens, UUID PushMagic and apns-id, 10,000 targets

@@ -13,12 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
-from services.common.kafka import make_producer
+from services.common.kafka.producer import ReliableProducer
+from services.common.kafka.reader import reader_consumer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 
@@ -51,6 +52,16 @@ class Correlator:
         self.proc = subprocess.Popen([sys.executable, "-m", "services.correlator"], cwd=ROOT,
                                      env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
+    def wait_for_log(self, text: str, timeout_s: float = 30) -> None:
+        """Until the process has logged `text` (it must still be running)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.log.read_text(errors="replace"):
+                return
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.02)
+        raise AssertionError(f"no {text!r} in the correlator's log within {timeout_s}s")
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -71,6 +82,9 @@ def running(kafka: KafkaSettings, clock: Clock, **settings: Any) -> Iterator[Cor
     c = Correlator(kafka, clock, **settings)
     c.start()
     try:
+        # The rules' timers run on the records' own times: feeding records before the
+        # correlator holds its partitions would spend their race window on its start-up.
+        c.wait_for_log("assigned outcomes partitions")
         yield c
     finally:
         c.stop()
@@ -80,7 +94,7 @@ class Feed:
     """Produces check-ins and outcomes the way the gateway and the sender do."""
 
     def __init__(self, kafka: KafkaSettings, topics: Topics, clock: Clock) -> None:
-        self.producer = make_producer(kafka)
+        self.producer = ReliableProducer(kafka, name="test-feed")
         self.serde = AvroSerde()
         self.topics = topics
         self.clock = clock
@@ -119,12 +133,10 @@ class Feed:
         return record
 
     def raw(self, topic: str, value: bytes, key: str = "poison") -> None:
-        self.producer.produce(topic, value=value, key=key)
-        self.producer.flush(10)
+        self.producer.produce_sync(topic, value, key, timeout_s=10)
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
-        self.producer.produce(topic, value=value, key=key)
-        self.producer.flush(10)
+        self.producer.produce_sync(topic, value, key, timeout_s=10)
 
 
 def token_of(enrollment: str) -> str:
@@ -138,7 +150,7 @@ class Reader:
         self.topic = topic
         self.schema = schema
         self.serde = AvroSerde()
-        self.consumer = Consumer(kafka.consumer_config(f"reader-{uuid.uuid4().hex}"))
+        self.consumer = reader_consumer(kafka, "test-reader")
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         self.records: list[dict[str, Any]] = []

@@ -32,6 +32,7 @@ def test_kill_and_restart_loses_and_doubles_no_verdict(
     proc = Correlator(kafka_settings, clock, race_window_ms=4_000, deadline_ms=4_000)
     try:
         proc.start()
+        proc.wait_for_log("assigned outcomes partitions")
         for e in devices:
             feed.outcome(e)
         for e in answering[:50]:

@@ -1,0 +1,388 @@
+"""The correlator's runner: Kafka in, the core's effects out, offsets stored only when safe.
+
+The rules live in core.py; this module owns the clients and the order of writes that makes a
+crash lose and double no verdict:
+- Enrollment state is rebuilt at start by replaying `mdm.checkin.events.v1` from the beginning
+  (every instance reads every partition: the stale-magic check looks across enrollments of one
+  UDID, which live on any partition). Its merge is order-independent (enrollments.py).
+- Pending pushes are consumed from `mdm.push.outcomes.v1` in a consumer group and mirrored in the
+  compacted state topic (changelog.py), partition for partition; assigning outcomes partition p
+  restores state partition p before anything of p is judged.
+- Every verdict is produced into the partition of its SENT outcome. The correlator reads its own
+  verdicts back ("echo"), and only then tombstones the state entry; the echo's offset is stored
+  after the tombstone is acknowledged. After a crash, the restored entry is dropped when its
+  echo is re-read, which happens before any verdict is allowed: the core keeps a partition's
+  gate closed until the consumer has read up to the end the partition had when assigned.
+- Prerequisites (alerts, re-push jobs, state entries, dead letters: `effects.is_prerequisite`)
+  are flushed and checked first; verdicts and the tombstones of sent self-healing pushes follow;
+  a batch's outcome offsets are stored after that flush. A crash can repeat an alert or a
+  re-push job (same job id), never a verdict.
+
+Delivery errors stop the process with the error, never store past them: a refused prerequisite
+fails the flush before any offset of its batch is stored; a refused verdict or tombstone (whose
+outcome offset may be stored already) is raised at the next batch, and its push, still in the
+state topic, is judged again after the restart. The check-ins' replay and the state's restore
+stop at SIGTERM; `close()` is bounded by `close_timeout_s`.
+
+Timers are checked in the loop (pending.py's wheel); nothing sleeps in the poll loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from services.common.admin import create_topics
+from services.common.catalogue import Topics
+from services.common.clock import Clock
+from services.common.errors import DecodeError
+from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
+from services.common.kafka.logs import client_logger
+from services.common.kafka.producer import DeliveryError, ReliableProducer
+from services.common.kafka.reader import read_to_end
+from services.common.serde import AvroSerde
+from services.common.settings import KafkaSettings
+from services.correlator import changelog
+from services.correlator.core import CorrelatorCore
+from services.correlator.effects import (
+    Alert,
+    DeadLetter,
+    Effect,
+    RepushJob,
+    Source,
+    StateWrite,
+    Verdict,
+    is_prerequisite,
+)
+from services.correlator.metrics import CorrelatorMetrics
+from services.correlator.settings import CorrelatorSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "correlator"
+
+
+class Stopped(Exception):
+    """SIGTERM/SIGINT (or `stop()`) arrived during the start-up replay or a restore."""
+
+
+class CorrelatorRunner:
+    def __init__(
+        self,
+        settings: CorrelatorSettings,
+        kafka: KafkaSettings,
+        serde: AvroSerde,
+        clock: Clock,
+        metrics: CorrelatorMetrics | None = None,
+    ) -> None:
+        self.s = settings
+        self.kafka = kafka
+        self.serde = serde
+        self.clock = clock
+        self.metrics = metrics or CorrelatorMetrics()
+        self.topics = Topics(kafka.topic_prefix)
+        self.state_topic = f"{kafka.topic_prefix}{changelog.STATE.name}"
+        self.core = CorrelatorCore(settings)
+        self.producer = ReliableProducer(kafka, name=SERVICE)
+        self.dlq = DeadLetterWriter(self.producer, self.topics.dlq, service=SERVICE,
+                                    limit=DlqLimit.from_settings(kafka))
+        self.outcomes: Consumer | None = None
+        self.contacts: Consumer | None = None
+        self.running = True
+        #: Whether the last close() finished within `close_timeout_s`.
+        self.closed_in_time = True
+        self._flush_needed = False
+        #: Verdicts and after-job tombstones of the batch: written after its prerequisites.
+        self._after: list[Effect] = []
+        #: check-ins partition -> offset past the last dead-lettered one, to store after a flush.
+        self._checkins_dead: dict[int, int] = {}
+        #: Refusals of records produced after the prerequisites (checked every batch).
+        self._lost: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def run(self) -> None:
+        """Start, loop until `stop()` (SIGTERM/SIGINT from __main__), close within the bound."""
+        try:
+            self.start()
+            while self.running:
+                self.step()
+        except Stopped:
+            log.info("stopped during start-up")
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Create the state topic, replay the check-ins, join the outcomes group."""
+        self._ensure_state_topic()
+        self._replay_checkins()
+        self.outcomes = Consumer(self.kafka.consumer_config(self.s.group_id),
+                                 logger=client_logger(f"{SERVICE}.outcomes"))
+        self.outcomes.subscribe([self.topics.outcomes], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke)
+
+    def stop(self, *_: Any) -> None:
+        self.running = False
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def close(self) -> None:
+        """Leave the group, flush what is queued, release the clients: all within
+        `close_timeout_s` (a broker that does not answer must not outlast the pod's grace)."""
+        worker = threading.Thread(target=self._close_clients, name="correlator-close",
+                                  daemon=True)
+        worker.start()
+        worker.join(self.s.close_timeout_s)
+        self.closed_in_time = not worker.is_alive()
+        if not self.closed_in_time:
+            log.error("close did not finish within %.1f s; leaving without it (offsets stored "
+                      "so far are safe, the state topic covers the rest)", self.s.close_timeout_s)
+
+    def _close_clients(self) -> None:
+        self.running = False
+        for consumer in (self.outcomes, self.contacts):
+            if consumer is not None:
+                try:
+                    consumer.close()  # the outcomes group's revoke flushes the producer
+                except Exception:  # closing: log it, go on releasing the rest
+                    log.exception("closing a consumer failed")
+        try:
+            self.producer.close(self.s.close_timeout_s)
+        except DeliveryError as exc:
+            log.error("records left unacknowledged at close: %s", exc)
+        if self._lost:
+            log.error("records refused by Kafka at close: %s", "; ".join(self._lost[:5]))
+
+    def _ensure_state_topic(self) -> None:
+        admin = AdminClient(self.kafka.admin_config(), logger=client_logger(f"{SERVICE}.admin"))
+        meta = admin.list_topics(self.topics.outcomes, timeout=30)
+        parts = meta.topics[self.topics.outcomes].partitions
+        if not parts:
+            raise RuntimeError(f"topic {self.topics.outcomes} does not exist")
+        create_topics(self.kafka, [changelog.STATE], partitions_override=len(parts))
+
+    def _until_stopped(self, messages: Iterator[Message], what: str) -> Iterator[Message]:
+        """`messages`, until a stop is asked for (then the read is closed and Stopped raised)."""
+        try:
+            for msg in messages:
+                if not self.running:
+                    raise Stopped(f"stopped during {what}")
+                yield msg
+        finally:
+            if isinstance(messages, Generator):
+                messages.close()  # the reader's consumer, at once
+
+    def _replay_checkins(self) -> None:
+        """Read every check-in up to the current end before judging any push, then follow the
+        topic live from where the replay ended."""
+        topic = self.topics.checkins
+        self.contacts = Consumer(self.kafka.consumer_config(f"{self.s.group_id}.contacts"),
+                                 logger=client_logger(f"{SERVICE}.checkins"))
+        parts = self.contacts.list_topics(topic, timeout=30).topics[topic].partitions
+        committed = self.contacts.committed([TopicPartition(topic, p) for p in parts],
+                                            timeout=30)
+        # This group's offsets only remember which poison check-ins were dead-lettered.
+        self.core.mark_dead_lettered({tp.partition: tp.offset for tp in committed
+                                      if tp.offset >= 0})
+        log.info("replaying check-ins of %s", topic)
+        resume: dict[int, int] = {}
+        now = self.clock.now_ms()
+        replay = read_to_end(self.kafka, topic, timeout_s=self.s.replay_timeout_s,
+                             name=f"{SERVICE}.replay")
+        for msg in self._until_stopped(replay, "the check-ins' replay"):
+            p, offset = where(msg)
+            resume[p] = offset + 1
+            self._on_checkin(msg, now)
+        self._write_batch()
+        self.contacts.assign([TopicPartition(topic, p, resume.get(p, OFFSET_BEGINNING))
+                              for p in parts])
+        self._store_checkin_offsets()
+        log.info("replayed check-ins of %d enrollments", len(self.core.book.ids))
+
+    # -- rebalance ---------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        self._restore([tp.partition for tp in committed])
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            start = tp.offset if tp.offset >= 0 else low
+            self._apply(self.core.assign(tp.partition, None if start >= high else high))
+        log.info("assigned outcomes partitions %s", [tp.partition for tp in partitions])
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.producer.flush(self.s.flush_timeout_s)
+        self._raise_lost()
+        self.core.revoke(tp.partition for tp in partitions)
+
+    def _restore(self, partitions: Iterable[int]) -> None:
+        """Replay the state partitions in log order: later entries replace, tombstones delete.
+        An unreadable entry is logged and skipped: losing one pending push beats not starting."""
+        wanted = list(partitions)
+        state = read_to_end(self.kafka, self.state_topic, partitions=wanted,
+                            timeout_s=self.s.replay_timeout_s, name=f"{SERVICE}.restore")
+        for msg in self._until_stopped(state, "the state's restore"):
+            p, offset = where(msg)
+            key = (msg.key() or b"").decode(errors="replace")
+            value = msg.value()
+            try:
+                entry = changelog.decode(value) if value else None
+            except changelog.CorruptEntry as exc:
+                log.error("skipping state entry %s@%d/%d: %s", self.state_topic, p, offset, exc)
+                continue
+            self.core.restore(p, key, entry)
+        log.info("state partitions %s restored: %d live entries in all", wanted,
+                 len(self.core.store))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def step(self) -> None:
+        """One iteration: read both inputs, fire due timers, write, store offsets."""
+        assert self.outcomes is not None and self.contacts is not None
+        out_msgs = self.outcomes.consume(self.s.consume_batch, timeout=0.05)
+        in_msgs = self.contacts.consume(self.s.consume_batch, timeout=0)
+        now = self.clock.now_ms()
+        for msg in in_msgs:
+            if not msg.error():
+                self._on_checkin(msg, now)
+        for msg in out_msgs:
+            if not msg.error():
+                self._on_outcome(msg, now)
+        if len(in_msgs) < self.s.consume_batch:
+            self._apply(self.core.tick(self.clock.now_ms()))
+        self._write_batch()
+        latest: dict[int, int] = {}
+        for msg in out_msgs:
+            if not msg.error():
+                p, offset = where(msg)
+                latest[p] = max(latest.get(p, -1), offset)
+        if latest:
+            self.outcomes.store_offsets(offsets=[
+                TopicPartition(self.topics.outcomes, p, o + 1) for p, o in latest.items()])
+        self._store_checkin_offsets()
+        self.metrics.pending.set(len(self.core.store))
+
+    def _on_checkin(self, msg: Message, now: int) -> None:
+        self.dlq.consumed()
+        try:
+            event = self.serde.decode_as(msg.value(), "CheckinEvent")
+        except DecodeError as exc:
+            p, offset = where(msg)
+            self._apply(self.core.poison_checkin(p, offset, exc.reason), msg)
+            return
+        self._apply(self.core.checkin(event, now))
+
+    def _on_outcome(self, msg: Message, now: int) -> None:
+        self.dlq.consumed()
+        p, offset = where(msg)
+        try:
+            record = self.serde.decode_as(msg.value(), "PushOutcome")
+        except DecodeError as exc:
+            self._apply(self.core.poison_outcome(p, offset, exc.reason), msg)
+            return
+        self._apply(self.core.outcome(record, p, offset, now))
+
+    # -- writing the core's effects ----------------------------------------------------------
+    def _apply(self, effects: list[Effect], source: Message | None = None) -> None:
+        """Queue prerequisites now, keep the rest for after the batch's flush; count them."""
+        for effect in effects:
+            self._count(effect)
+            if not is_prerequisite(effect):
+                self._after.append(effect)
+                continue
+            self._flush_needed = True
+            if isinstance(effect, DeadLetter):
+                assert source is not None, "a dead letter comes with its source record"
+                self._dead_letter(effect, source)
+            else:
+                self._produce(effect)
+
+    def _write_batch(self) -> None:
+        """Flush and check the prerequisites, then queue verdicts and after-job tombstones."""
+        if self._flush_needed:
+            self.producer.flush(self.s.flush_timeout_s)  # raises: no offset of this batch stored
+            self._flush_needed = False
+        for effect in self._after:
+            self._produce(effect, self._on_after_delivery)
+        self._after.clear()
+        self.producer.poll(0)
+        self._raise_lost()
+
+    def _produce(self, effect: Effect, on_delivery: Any = None) -> None:
+        topic, key, value, partition = self._record(effect)
+        self.producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
+
+    def _record(self, effect: Effect) -> tuple[str, bytes, bytes | None, int | None]:
+        """(topic, key, value, partition) of an effect's record."""
+        match effect:
+            case Verdict(partition=p, record=rec):
+                return (self.topics.outcomes, rec["enrollment_id"].encode(),
+                        self.serde.encode("PushOutcome", rec, self.topics.outcomes), p)
+            case Alert(record=rec):
+                return (self.topics.alerts, rec["enrollment_id"].encode(),
+                        self.serde.encode("UnansweredPush", rec, self.topics.alerts), None)
+            case RepushJob(record=rec):
+                # Keyed by the push topic: the shard is not known here, so a certificate with
+                # `shards > 1` gets its re-pushes on the unsharded key.
+                return (self.topics.jobs_priority, (rec["topic"] or "").encode(),
+                        self.serde.encode("PushJob", rec, self.topics.jobs_priority), None)
+            case StateWrite(partition=p, job_id=job, entry=entry):
+                return (self.state_topic, job.encode(),
+                        None if entry is None else changelog.encode(entry), p)
+        raise TypeError(f"no record for {effect!r}")
+
+    def _dead_letter(self, effect: DeadLetter, msg: Message) -> None:
+        log.warning("poison record %s@%d/%d: %s", msg.topic(), effect.partition, effect.offset,
+                    effect.reason)
+        self.dlq.write(source_topic=msg.topic() or "", partition=effect.partition,
+                       offset=effect.offset, key=msg.key(), value=msg.value(),
+                       reason=effect.reason)
+        if effect.source is Source.CHECKINS:
+            self._checkins_dead[effect.partition] = effect.offset + 1
+
+    def _store_checkin_offsets(self) -> None:
+        """After the flush that acknowledged their dead letters (this group's only offsets)."""
+        if self._checkins_dead and self.contacts is not None:
+            self.contacts.store_offsets(offsets=[
+                TopicPartition(self.topics.checkins, p, o) for p, o in self._checkins_dead.items()])
+            self._checkins_dead.clear()
+
+    def _on_after_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._lost.append(f"{msg.topic()}[{msg.partition()}]: {err.str()} ({err.name()})")
+
+    def _raise_lost(self) -> None:
+        if self._lost:
+            raise DeliveryError(
+                f"Kafka refused {len(self._lost)} verdict/tombstone record(s), first: "
+                f"{self._lost[0]}; stopping: their pushes are still in {self.state_topic} and "
+                "are judged again after a restart")
+
+    def _count(self, effect: Effect) -> None:
+        m = self.metrics
+        match effect:
+            case Verdict(record=rec):
+                answered = rec["state"] == "ANSWERED"
+                m.verdicts.labels(rec["state"], "" if answered else rec["reason"]).inc()
+                if answered:
+                    m.answer_latency.observe(rec["latency_ms"] / 1000)
+            case Alert(record=rec, at_deadline=at_deadline):
+                m.alerts.labels(rec["diagnosis"].lower()).inc()
+                if at_deadline:
+                    m.lateness.observe(max(0, rec["flagged_at"] - rec["deadline_at"]) / 1000)
+            case RepushJob(cause=cause):
+                m.repushes.labels(cause.value).inc()
+            case DeadLetter(source=source):
+                m.dlq.labels(source.value).inc()
+
+
+def where(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed message, which always has both."""
+    p, offset = msg.partition(), msg.offset()
+    assert p is not None and offset is not None
+    return p, offset
