@@ -91,6 +91,8 @@ class Supervisor:
     def start(self) -> None:
         """Start every child in order, waiting for each one's `ready` check."""
         for child in self.children:
+            if self._stopping.is_set():
+                return  # Ctrl-C while starting: start nothing more
             self._spawn(child)
             ready = child.spec.ready
             if ready is None:
