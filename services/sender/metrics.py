@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-#: Why the sender set a record aside: undecodable input, or attempts exhausted.
-DLQ_CAUSES = ("undecodable", "exhausted")
+#: Why the sender set a record aside: undecodable input, attempts exhausted, or Kafka refused one
+#: of the job's records for good (service.py).
+DLQ_CAUSES = ("undecodable", "exhausted", "refused")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
 
 

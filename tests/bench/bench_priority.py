@@ -20,8 +20,7 @@ from pathlib import Path
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from confluent_kafka import Producer
-
+from services.common.kafka.producer import ReliableProducer
 from tests.support.bench_env import bench_workspace, fresh_kafka, sender_process, sim_process
 from tests.support.sender_harness import SERDE, Reader, job, produce_jobs, sender_settings
 
@@ -43,18 +42,17 @@ def main() -> None:
             with sender_process(settings, kafka, directory / "sender.log"):
                 while not outcomes.records:  # the sender is draining the backlog
                     outcomes.poll(0.2)
-                producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
+                producer = ReliableProducer(kafka, name="bench-priority", **{"linger.ms": 0})
                 # Connect and get a producer id first, as the fan-out's long-lived producer has:
                 # otherwise the first priority jobs wait ~0.5 s for it, and that was the whole p99.
-                producer.produce(topics.dlq, b"warm-up")
-                producer.flush(10)
+                producer.produce_sync(topics.dlq, b"warm-up")
                 for n in range(args.priority):
                     record = job(topic, 1_000_000 + n, lane="PRIORITY", request="prio")
                     producer.produce(topics.jobs_priority, SERDE.encode("PushJob", record),
                                      key=topic)
                     producer.poll(0)
                     time.sleep(0.05)
-                producer.flush(10)
+                producer.close()  # flushes: raises if a priority job was not acknowledged
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
                     outcomes.poll(0.2)

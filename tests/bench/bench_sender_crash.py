@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from confluent_kafka import Consumer, TopicPartition
 
+from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
 from services.sender.commit_marks import decode_marks
 from tests.support.bench_env import bench_workspace, fresh_kafka, sender_process
@@ -80,7 +81,8 @@ def uncommitted_tail(kafka: KafkaSettings, group: str, topic: str, outcomes: Rea
     them; see services/sender/commit_marks.py).
 
     Job n sits at offset n (one partition, produced in order, ids ``req/E<n>``)."""
-    consumer = Consumer(kafka.consumer_config(group, **{"enable.auto.commit": False}))
+    consumer = Consumer(kafka.consumer_config(group, **{"enable.auto.commit": False}),
+                        logger=client_logger("bench-crash"))
     try:
         [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
     finally:

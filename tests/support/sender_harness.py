@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, retry_topic
-from services.common.kafka import Headers, make_producer, produce_sync
+from services.common.kafka.producer import Headers, ReliableProducer
+from services.common.kafka.reader import assign_from_beginning, reader_consumer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.sender.runner import build_sender
@@ -163,29 +162,30 @@ def job(topic: str, n: int, *, lane: str = "BULK", request: str = "req", token: 
 def produce_jobs(kafka: KafkaSettings, topic_name: str, jobs: Iterable[dict[str, Any]],
                  key: Callable[[dict[str, Any]], str] = lambda j: j["topic"],
                  partition: int | None = None) -> int:
-    """Produce PushJobs keyed by certificate topic (to one `partition` if given)."""
-    producer = Producer(kafka.producer_config(**{"linger.ms": 20}))
-    where: dict[str, Any] = {} if partition is None else {"partition": partition}
+    """Produce PushJobs keyed by certificate topic (to one `partition` if given); every one
+    acknowledged on return."""
+    producer = ReliableProducer(kafka, name="test-jobs", **{"linger.ms": 20})
     count = 0
-    for record in jobs:
-        while True:
-            try:
-                producer.produce(topic_name, SERDE.encode("PushJob", record), key=key(record),
-                                 **where)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        count += 1
-        if count % 10_000 == 0:
-            producer.poll(0)
-    remaining = producer.flush(60)
-    assert remaining == 0, f"{remaining} jobs not acknowledged"
+    try:
+        for record in jobs:
+            producer.produce(topic_name, SERDE.encode("PushJob", record), key=key(record),
+                             partition=partition)
+            count += 1
+            if count % 10_000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+    finally:
+        producer.close()
     return count
 
 
 def produce_raw(kafka: KafkaSettings, topic_name: str, value: bytes, key: str,
                 headers: Headers | None = None) -> None:
-    produce_sync(make_producer(kafka), topic_name, value, key=key, headers=headers)
+    producer = ReliableProducer(kafka, name="test-raw")
+    try:
+        producer.produce_sync(topic_name, value, key=key, headers=headers)
+    finally:
+        producer.close()
 
 
 class Reader:
@@ -195,11 +195,8 @@ class Reader:
         self.topic = topic
         self.decode = decode
         self.records: list[Any] = []
-        self.consumer = Consumer(kafka.consumer_config(
-            f"reader-{uuid.uuid4().hex}", **{"enable.auto.commit": False}))
-        meta = self.consumer.list_topics(topic, timeout=10)
-        parts = meta.topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self.consumer = reader_consumer(kafka, "test-reader")
+        assign_from_beginning(self.consumer, topic, timeout_s=10)
 
     def poll(self, timeout_s: float = 0.1) -> int:
         messages = self.consumer.consume(1000, timeout_s)
