@@ -8,7 +8,6 @@ own policy and the default applies again.
 
 from __future__ import annotations
 
-from services.common.kafka import produce_sync
 from services.common.policy import DEFAULT_CERTIFICATE, PushPolicy
 from services.sdk.publisher import KafkaPublisher
 
@@ -23,8 +22,8 @@ class PolicyPublisher(KafkaPublisher):
     def set(self, policy: PushPolicy) -> None:
         """Publish `policy` (ValueError with the reason if it is out of range)."""
         value = self.serde.encode("PushPolicy", policy.to_record(), self.topic)
-        produce_sync(self.producer, self.topic, value, key=policy.certificate)
+        self.producer.produce_sync(self.topic, value, key=policy.certificate)
 
     def clear(self, certificate: str) -> None:
         """Remove the certificate's own policy (a tombstone): the default applies again."""
-        produce_sync(self.producer, self.topic, None, key=certificate)
+        self.producer.produce_sync(self.topic, None, key=certificate)

@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import Producer
-
 from services.common.catalogue import Topics
-from services.common.kafka import make_producer, produce_sync
+from services.common.kafka.producer import ReliableProducer
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 
@@ -60,19 +58,21 @@ class PushRequest:
 
 class KafkaPublisher:
     """A producer for one of the catalogue's topics (`topic_name`: a Topics attribute), with
-    the serde the settings ask for (Confluent format when a registry is configured)."""
+    the serde the settings ask for (Confluent format when a registry is configured). Every
+    publish waits for Kafka's acknowledgement and raises DeliveryError (PermanentDeliveryError
+    for a record Kafka can never accept) otherwise."""
 
     topic_name = ""
 
     def __init__(
         self,
         settings: KafkaSettings | None = None,
-        producer: Producer | None = None,
+        producer: ReliableProducer | None = None,
         serde: AvroSerde | None = None,
     ) -> None:
         self.settings = settings or KafkaSettings()
         self.topic: str = getattr(Topics(self.settings.topic_prefix), self.topic_name)
-        self.producer = producer or make_producer(self.settings)
+        self.producer = producer or ReliableProducer(self.settings, name="sdk")
         self.serde = serde or serde_for(self.settings)
 
 
@@ -84,5 +84,5 @@ class PushPublisher(KafkaPublisher):
     def publish(self, request: PushRequest) -> str:
         """Publish and wait for Kafka's acknowledgement; returns the request id."""
         value = self.serde.encode("NotificationRequest", request.to_record(), self.topic)
-        produce_sync(self.producer, self.topic, value, key=request.tenant)
+        self.producer.produce_sync(self.topic, value, key=request.tenant)
         return request.request_id

@@ -9,7 +9,7 @@ from services.common.catalogue import Topics
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.sdk.policy import PushPolicy
-from services.sender.policy import PolicyBook, PolicyFeed
+from services.sender.policy import PolicyBook, policy_view
 
 CERT = "com.apple.mgmt.External.5a0c3c36-0b9e-4b8b-a4f3-54c6f2a3d2a1"
 FALLBACK = PushPolicy(bulk_per_minute=7.0)
@@ -17,12 +17,11 @@ FALLBACK = PushPolicy(bulk_per_minute=7.0)
 
 def sender_view(kafka: KafkaSettings, topics: Topics) -> PushPolicy:
     """The policy a sender starting now would apply to CERT."""
-    book = PolicyBook(FALLBACK)
-    feed = PolicyFeed(kafka, topics.config, AvroSerde(), book)
+    book = PolicyBook(FALLBACK, policy_view(kafka, topics.config, AvroSerde()))
     try:
-        feed.load()
+        book.load()
     finally:
-        feed.close()
+        book.close()
     return book.for_topic(CERT)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from services.common.catalogue import Topics
-from services.common.kafka import DeliveryError, make_producer
+from services.common.kafka.producer import ReliableProducer, delivery_error
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 
@@ -35,19 +35,20 @@ class CheckinSink(Protocol):
 class KafkaCheckinSink:
     """Produces CheckinEvents (Avro, key = enrollment id) to the catalogue's check-in topic.
 
-    Asynchronous: ``send`` returns once librdkafka has the record; :meth:`flush` reports any
-    record Kafka refused, so a test never mistakes a lost check-in for a silent device.
+    Asynchronous: ``send`` returns once librdkafka has the record (waiting while its local queue
+    is full); :meth:`flush` reports any record Kafka refused, so a test never mistakes a lost
+    check-in for a silent device.
     """
 
     def __init__(
         self,
         settings: KafkaSettings,
         serde: AvroSerde | None = None,
-        producer: Producer | None = None,
+        producer: ReliableProducer | None = None,
     ) -> None:
         self.topic = Topics(settings.topic_prefix).checkins
         self.serde = serde or AvroSerde()
-        self._producer = producer or make_producer(settings)
+        self._producer = producer or ReliableProducer(settings, name="sim-fleet")
         self._errors: list[KafkaError] = []
         self._lock = threading.Lock()
         self.acknowledged = 0
@@ -55,12 +56,7 @@ class KafkaCheckinSink:
     def send(self, event: dict[str, Any]) -> None:
         value = self.serde.encode("CheckinEvent", event, self.topic)
         key = event["enrollment_id"].encode()
-        while True:
-            try:
-                self._producer.produce(self.topic, value=value, key=key, on_delivery=self._done)
-                break
-            except BufferError:  # local queue full: let librdkafka drain it, then retry
-                self._producer.poll(0.05)
+        self._producer.produce(self.topic, value, key, on_delivery=self._done)
         self._producer.poll(0)
 
     def _done(self, err: KafkaError | None, _msg: Message) -> None:
@@ -71,13 +67,14 @@ class KafkaCheckinSink:
                 self._errors.append(err)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        remaining = self._producer.flush(timeout_s)
-        if remaining:
-            raise DeliveryError(f"{remaining} check-in(s) not acknowledged in {timeout_s}s")
+        """Raise DeliveryError (PermanentDeliveryError when it can never succeed) if a
+        check-in was refused or is still unacknowledged after `timeout_s`."""
+        self._producer.flush(timeout_s)
         with self._lock:
             errors, self._errors = self._errors, []
         if errors:
-            raise DeliveryError(f"Kafka refused {len(errors)} check-in(s): {errors[0]}")
+            error = delivery_error(errors[0], self.topic)
+            raise type(error)(f"{len(errors)} check-in(s) refused; the first: {error}")
 
 
 class RecordingSink:
