@@ -15,6 +15,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from services.common.errors import LocalKafkaError
+from services.common.kafka.logs import client_logger
 from services.devstack import procs
 from services.devstack.kafka_install import KafkaInstall, ensure_installed
 from services.devstack.paths import cache_dir, state_dir
@@ -133,7 +134,9 @@ class LocalKafka:
         if not procs.port_open(HOST, self.kafka_port):
             return False
         try:
-            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+            # Quiet (log_level 0): refused connections are expected while the broker starts.
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0},
+                                logger=client_logger("devstack-probe"))
             md = admin.list_topics(timeout=2)
         except Exception:  # KafkaException or a transport error: not ready yet
             return False

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 from services.common.accounting import TERMINAL_STATES, Accounting
 from services.common.catalogue import Topics
 from services.common.errors import DecodeError
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 
@@ -26,8 +27,10 @@ class OutcomeTracker:
                  ) -> None:
         self.topics = Topics(kafka.topic_prefix)
         self.final_states = final_states
+        # Quiet (log_level 0): the demo stops Kafka while the tracker may still be polling.
         self._consumer = Consumer(kafka.consumer_config(
-            f"{kafka.topic_prefix}tracker-{time.monotonic_ns()}", **{"log_level": 0}))
+            f"{kafka.topic_prefix}tracker-{time.monotonic_ns()}", **{"log_level": 0}),
+            logger=client_logger("devstack-tracker"))
         self._serde = AvroSerde()
         self._lock = threading.Lock()
         self.outcomes: list[dict[str, Any]] = []
