@@ -1,4 +1,4 @@
-"""`mdmpush kafka up | down | status`: the real local Kafka 2.3.0 of DESIGN.md section 8."""
+"""`mdmpush kafka up | down | status`: a real local Kafka 2.3.0 for tests and the demo."""
 
 from __future__ import annotations
 

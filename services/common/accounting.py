@@ -1,4 +1,4 @@
-"""Which outcome ends a (request, target), per DESIGN.md section 6's accounting guarantee.
+"""Which outcome ends a (request, target): the accounting guarantee of docs/CONTRACTS.md.
 
 Every (request, target) must end in exactly one terminal state. Only first pushes count
 (`repush == 0`): a correlator re-push's own outcomes are evidence, not a second verdict.

@@ -1,7 +1,7 @@
 """The one definition of every Kafka topic: used by `mdmpush topics create`, the tests and deploy/.
 
 Retry tiers are topics with one fixed delay each, so every topic is FIFO by due time and a
-consumer can pause a partition until its head is due (DESIGN.md section 3).
+consumer can pause a partition until its head is due.
 """
 
 from __future__ import annotations

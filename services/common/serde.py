@@ -1,4 +1,4 @@
-"""Avro on the wire, in the two formats DESIGN.md section 4 names, with one decoder for both.
+"""Avro on the wire, in two formats, with one decoder for both.
 
 - Confluent Schema Registry format (`00` + 4-byte schema id + body) when a registry is configured.
 - Avro single-object encoding (`C3 01` + 8-byte CRC-64-AVRO fingerprint + body) otherwise,

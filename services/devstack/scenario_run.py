@@ -17,7 +17,7 @@ from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.fleet import Cause, Scenario
 from services.sim.fleet.accuracy import Confusion, verdicts
 
-#: Causes whose diagnosis the server can observe (DESIGN.md section 7 evidence), bar >= 99 %.
+#: Causes whose diagnosis the server can observe (its own evidence), bar >= 99 %.
 OBSERVABLE = ("unenrolled", "wrong_topic", "stale_token", "stale_push_magic", "enrollment_race")
 
 
