@@ -9,11 +9,11 @@ import sys
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
-from services.common.kafka import make_producer
+from services.common.config_reference import describe
 from services.common.logging_setup import configure_logging
 from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
-from services.gateway.producer import AsyncProducer
+from services.gateway.producer import gateway_producer
 from services.gateway.server import Gateway, StartupRefused
 from services.gateway.settings import GatewaySettings
 
@@ -32,10 +32,23 @@ async def _serve(gateway: Gateway) -> None:
         await gateway.stop()
 
 
+def print_help() -> None:
+    """`--help`: every setting (variable, default, meaning), without touching Kafka or ports."""
+    sys.stdout.write("python -m services.gateway: HTTP in front of Kafka (webhook, check-ins, "
+                     "push API). Configured by environment variables:\n")
+    for model in (describe(GatewaySettings), describe(KafkaSettings)):
+        for setting in model.settings:
+            sys.stdout.write(f"  {setting.variable} (default {setting.default}): "
+                             f"{setting.meaning}\n")
+
+
 def main() -> None:
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print_help()
+        return
     configure_logging("gateway")
     settings, kafka = GatewaySettings(), KafkaSettings()
-    producer = AsyncProducer(make_producer(kafka))
+    producer = gateway_producer(kafka)
     gateway = Gateway(settings, producer, Topics(kafka.topic_prefix), serde_for(kafka),
                       Clock.from_settings())
     try:

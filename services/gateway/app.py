@@ -36,6 +36,10 @@ from services.gateway.webhook import event_to_checkin
 from services.sdk.publisher import PushRequest
 
 log = logging.getLogger(__name__)
+#: One line per request (principal, route, status, request/event id, refusal reason), so an
+#: operator can follow a push from the HTTP call. Paths are logged as route templates: the ids
+#: in them are in the request's record, and nothing secret is ever in a path or a reason.
+access_log = logging.getLogger("services.gateway.access")
 
 REQUESTS = Counter("mdmpush_gateway_requests_total", "HTTP requests by route and status",
                    ["route", "status"])
@@ -64,6 +68,7 @@ class Refused(Exception):
 
 def _admit(request: web.Request, principal: Principal) -> str:
     """Rate-limit the principal, then the tenant it acts for (?tenant=, operators only)."""
+    request["principal"] = principal.name
     wait = request.app[LIMITER].retry_after(principal.name)
     if wait:
         raise Refused(429, f"rate limit of principal {principal.name} exceeded",
@@ -83,14 +88,16 @@ def _api_principal(request: web.Request) -> Principal:
         raise Refused(401, str(exc), {"WWW-Authenticate": 'Basic realm="mdmpush"'}) from None
 
 
-async def _publish_checkin(app: web.Application, record: dict[str, Any]) -> web.Response:
+async def _publish_checkin(request: web.Request, record: dict[str, Any]) -> web.Response:
     try:
         check_checkin_event(record)
     except InvalidInput as exc:
         raise Refused(400, str(exc)) from None
+    app = request.app
     topic = app[TOPICS].checkins
     value = app[SERDE].encode("CheckinEvent", record, topic)
     await app[PRODUCER].send(topic, value, record["enrollment_id"])
+    request["event_id"] = record["event_id"]
     return web.json_response({"event_id": record["event_id"], "enrollment_id":
                               record["enrollment_id"], "message_type": record["message_type"]})
 
@@ -110,7 +117,7 @@ async def webhook(request: web.Request) -> web.Response:
     except (BadCheckin, InvalidInput) as exc:
         raise Refused(400, str(exc)) from None
     record["principal"] = principal.name
-    return await _publish_checkin(app, record)
+    return await _publish_checkin(request, record)
 
 
 async def checkin(request: web.Request) -> web.Response:
@@ -124,7 +131,7 @@ async def checkin(request: web.Request) -> web.Response:
     except BadCheckin as exc:
         raise Refused(400, str(exc)) from None
     record["principal"] = principal.name
-    return await _publish_checkin(app, record)
+    return await _publish_checkin(request, record)
 
 
 async def _queue_push(request: web.Request, ids: list[str]) -> tuple[PushRequest, int]:
@@ -153,6 +160,7 @@ async def _queue_push(request: web.Request, ids: list[str]) -> tuple[PushRequest
     record["principal"] = principal.name
     value = app[SERDE].encode("NotificationRequest", record, topic)
     await app[PRODUCER].send(topic, value, push_request.tenant)
+    request["request_id"] = push_request.request_id
     return push_request, record["requested_at"]
 
 
@@ -190,26 +198,32 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every answer is JSON, every status is counted; no plain-text error page ever leaks."""
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
+    reason: str | None = None
     try:
         response = await handler(request)
     except Refused as exc:
-        response = web.json_response({"error": exc.reason}, status=exc.status,
-                                     headers=exc.headers)
+        reason = exc.reason
+        response = web.json_response({"error": reason}, status=exc.status, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        reason = exc.reason
+        reason = str(exc.reason)
         if exc.status == 413:
             reason = f"body over {request.app[SETTINGS].max_body_bytes} bytes"
         response = web.json_response({"error": reason}, status=exc.status)
     except DeliveryError:
         log.exception("Kafka did not acknowledge a record (route %s)", route)
-        response = web.json_response({"error": "not stored: Kafka did not acknowledge; retry"},
-                                     status=503, headers={"Retry-After": "1"})
+        reason = "not stored: Kafka did not acknowledge; retry"
+        response = web.json_response({"error": reason}, status=503, headers={"Retry-After": "1"})
     except Exception:
         log.exception("unexpected error on route %s", route)
-        response = web.json_response({"error": "internal error"}, status=500)
+        reason = "internal error"
+        response = web.json_response({"error": reason}, status=500)
     REQUESTS.labels(route, str(response.status)).inc()
+    access_log.info("%s %s -> %d", request.method, route, response.status, extra={
+        "route": route, "status": response.status, "principal": request.get("principal"),
+        "request_id": request.get("request_id"), "event_id": request.get("event_id"),
+        "reason": reason if response.status >= 400 else None})
     return response
 
 

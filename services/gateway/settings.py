@@ -16,29 +16,40 @@ from services.common.principals import (
 
 
 class GatewaySettings(BaseSettings):
+    """The gateway: listeners, credentials (services/common/principals.py), abuse bounds, TLS."""
+
     model_config = SettingsConfigDict(env_prefix="MDMPUSH_GATEWAY_", frozen=True, extra="ignore")
 
+    #: Address of the public listener (NanoMDM/MicroMDM webhook, check-ins, push API).
     host: str = "127.0.0.1"
+    #: Port of the public listener.
     port: int = 9400
     #: Metrics, liveness and readiness: a port the ingress does not expose.
     ops_host: str = "127.0.0.1"
+    #: Port of /metrics, /livez and /readyz.
     ops_port: int = 9100
     #: YAML/JSON credentials file (see services/common/principals.py), e.g. a mounted Secret.
     principals_file: Path | None = None
     #: The same configuration as text, for deployments that pass it in the environment.
     principals: SecretStr | None = None
     #: One principal for `default_tenant` from two plain variables (single-tenant deployments).
+    #: API key (16+ chars) of that one principal: HTTP Basic password of the push API and /checkin.
     api_key: SecretStr | None = None
+    #: Webhook HMAC secret (16+ chars) of that one principal (X-Hmac-Signature, as NanoMDM signs).
     webhook_secret: SecretStr | None = None
+    #: The tenant of that one principal (in insecure development mode: of requests naming none).
     default_tenant: str = "default"
     #: Accept unauthenticated requests (local development only; logged loudly at start).
     insecure_dev: bool = False
-    #: Per principal: requests per second, and how many may come at once.
+    #: Per principal: requests per second (token bucket refill); over it -> 429 with Retry-After.
     rate_per_s: float = Field(default=50.0, gt=0)
+    #: Per principal: how many requests may come at once (token bucket size).
     rate_burst: int = Field(default=100, ge=1)
+    #: Largest request body accepted; larger -> 413.
     max_body_bytes: int = 1 << 20
     #: TLS on the public listener, for deployments without an ingress that terminates it.
     tls_cert_file: Path | None = None
+    #: Private key of the TLS certificate (PEM); set both or neither.
     tls_key_file: Path | None = None
 
     def load_principals(self) -> Principals:

@@ -24,10 +24,9 @@ from pydantic import SecretStr
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
-from services.common.kafka import make_producer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
-from services.gateway.producer import AsyncProducer
+from services.gateway.producer import AsyncProducer, gateway_producer
 from services.gateway.server import Gateway
 from services.gateway.settings import GatewaySettings
 
@@ -83,7 +82,7 @@ def running_gateway(kafka: KafkaSettings, topics: Topics,
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True)
     thread.start()
-    producer = producer or AsyncProducer(make_producer(kafka))
+    producer = producer or gateway_producer(kafka)
     gateway = Gateway(settings, producer, topics, AvroSerde(), Clock())
     try:
         public, ops = asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(30)

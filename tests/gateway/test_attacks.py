@@ -202,7 +202,8 @@ class _BrokenProducer(AsyncProducer):
     def __init__(self) -> None:  # no Kafka client: this one never sends
         pass
 
-    async def send(self, topic: str, value: bytes, key: str) -> None:
+    async def send(self, topic: str, value: bytes, key: str | bytes | None,
+                   headers: Any = None, partition: int | None = None) -> None:
         raise RuntimeError("internal detail /etc/secret-path")
 
     def close(self, timeout_s: float = 10.0) -> None:

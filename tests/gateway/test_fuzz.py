@@ -64,6 +64,7 @@ def _send(case: Case, base_url: str, session: requests.Session) -> requests.Resp
 
 
 @pytest.mark.kafka
+@pytest.mark.timeout(7200 if LARGE else 300)
 def test_fuzz_the_live_gateway(kafka_settings: KafkaSettings, topics: Topics) -> None:
     statuses: Counter[str] = Counter()
     operations: list[str] = []

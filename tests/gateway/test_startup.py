@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import plistlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,18 +16,28 @@ import httpx
 import pytest
 
 from services.common.catalogue import Topics
+from services.common.principals import hmac_signature
 from services.common.settings import KafkaSettings
 from services.devstack.procs import free_port, port_open, wait_for
-from tests.gateway.harness import ACME_KEY, PRINCIPALS, basic, count_records
+from tests.gateway.harness import (
+    ACME_KEY,
+    ACME_SECRET,
+    DEVICE_PLISTS,
+    GLOBEX_SECRET,
+    PRINCIPALS,
+    basic,
+    count_records,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _env(kafka: KafkaSettings, **gateway: str) -> dict[str, str]:
+def _env(kafka: KafkaSettings, log_level: str = "INFO", **gateway: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDMPUSH_GATEWAY_")}
     env.update({"MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
                 "MDMPUSH_KAFKA_TOPIC_PREFIX": kafka.topic_prefix, "MDMPUSH_LOG_FORMAT": "text"})
     env.update({f"MDMPUSH_GATEWAY_{k.upper()}": v for k, v in gateway.items()})
+    env["MDMPUSH_LOG_LEVEL"] = log_level
     return env
 
 
@@ -75,18 +87,38 @@ def _gateway_process(kafka: KafkaSettings, log: Path, **gateway: str) -> Iterato
 
 
 @pytest.mark.kafka
-def test_starts_with_a_mounted_credentials_file(
+def test_a_credentialed_gateway_logs_each_request_and_no_secret(
     kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
 ) -> None:
+    """Started from a mounted credentials file, at DEBUG: one access line per request, and
+    nothing of the keys, secrets, signatures, device tokens or PushMagic in the whole log."""
     path = tmp_path / "principals.json"
     path.write_text(json.dumps(PRINCIPALS))
-    with _gateway_process(kafka_settings, tmp_path / "gw.log", principals_file=str(path)) as url:
+    token_update = (DEVICE_PLISTS / "TokenUpdate.2.plist").read_bytes()
+    message = plistlib.loads(token_update)
+    event = json.dumps({"checkin_event": {
+        "raw_payload": base64.b64encode(token_update).decode()}}).encode()
+    signature = hmac_signature(event, ACME_SECRET.encode())
+    with _gateway_process(kafka_settings, tmp_path / "gw.log", principals_file=str(path),
+                          log_level="DEBUG") as url:
         assert httpx.get(url + "/v1/push/A", timeout=30).status_code == 401
         ok = httpx.get(url + "/v1/push/A", headers=basic(ACME_KEY), timeout=30)
         assert ok.status_code == 202, ok.text
+        assert httpx.put(url + "/checkin", content=token_update, headers=basic(ACME_KEY),
+                         timeout=30).status_code == 200
+        assert httpx.post(url + "/webhook", content=event, headers={
+            "X-Hmac-Signature": signature}, timeout=30).status_code == 200
+        assert httpx.post(url + "/webhook?tenant=globex", content=event, headers={
+            "X-Hmac-Signature": signature}, timeout=30).status_code == 403
     logged = (tmp_path / "gw.log").read_text()
-    assert "INSECURE" not in logged and ACME_KEY not in logged
+    assert "INSECURE" not in logged
+    assert "principal=acme-mdm" in logged and f"request_id={ok.json()['request_id']}" in logged
+    assert logged.count(" -> ") == 5, logged  # one access line per request
+    for secret in (ACME_KEY, ACME_SECRET, GLOBEX_SECRET, signature, basic(ACME_KEY)[
+            "Authorization"].split()[1], message["Token"].hex(), message["PushMagic"]):
+        assert secret not in logged
     assert count_records(kafka_settings, topics.requests) == 1
+    assert count_records(kafka_settings, topics.checkins) == 2
 
 
 @pytest.mark.kafka
