@@ -19,7 +19,8 @@ from services.common.settings import KafkaSettings
 from services.doctor.compare import build_report
 from services.doctor.feedback import build_feedback
 from services.doctor.history import load_history
-from services.doctor.registry_lookup import PROBE_TIMEOUT_S, lookup_registry
+from services.doctor.probe import PROBE_TIMEOUT_S
+from services.doctor.registry_lookup import lookup_registry
 from services.doctor.render import comparison_text, device_text, feedback_text, history_text
 from services.doctor.sysdiagnose import read_sysdiagnose
 
@@ -42,19 +43,27 @@ def register(sub: Any) -> None:
     who.add_argument("--enrollment", help="enrollment id to compare with")
     who.add_argument("--udid", help="device UDID to compare with (its live enrollment)")
     who.add_argument("--offline", action="store_true", help="show the device's values only")
-    s.add_argument("--kafka-timeout", type=float, default=PROBE_TIMEOUT_S, metavar="SECONDS",
-                   help="how long to wait for Kafka before skipping the comparison "
-                        f"(default {PROBE_TIMEOUT_S:g})")
+    _kafka_timeout(s, "skipping the comparison")
     s.set_defaults(func=run_sysdiagnose)
 
-    d = doctor.add_parser("device", help="an enrollment's record, push history and diagnosis")
+    d = doctor.add_parser("device", help="an enrollment's record, push history and diagnosis",
+                          epilog=EXIT_CODES)
     d.add_argument("enrollment_id")
+    _kafka_timeout(d, "giving up")
     d.set_defaults(func=run_device)
 
-    f = doctor.add_parser("feedback", help="the bundle Apple asks for when filing feedback")
+    f = doctor.add_parser("feedback", help="the bundle Apple asks for when filing feedback",
+                          epilog=EXIT_CODES)
     f.add_argument("enrollment_id")
     f.add_argument("--json", action="store_true", help="JSON instead of text")
+    _kafka_timeout(f, "giving up")
     f.set_defaults(func=run_feedback)
+
+
+def _kafka_timeout(parser: argparse.ArgumentParser, then: str) -> None:
+    parser.add_argument("--kafka-timeout", type=float, default=PROBE_TIMEOUT_S, metavar="SECONDS",
+                        help=f"how long to wait for Kafka before {then} "
+                             f"(default {PROBE_TIMEOUT_S:g})")
 
 
 def run_sysdiagnose(args: argparse.Namespace) -> int:
@@ -74,12 +83,14 @@ def run_sysdiagnose(args: argparse.Namespace) -> int:
 
 
 def run_device(args: argparse.Namespace) -> int:
-    history = load_history(KafkaSettings(), args.enrollment_id)
+    history = load_history(KafkaSettings(), args.enrollment_id,
+                           probe_timeout_s=args.kafka_timeout)
     print(history_text(history))
     return EXIT_PROBLEM if history.record is None and not history.outcomes else EXIT_OK
 
 
 def run_feedback(args: argparse.Namespace) -> int:
-    bundle = build_feedback(load_history(KafkaSettings(), args.enrollment_id))
+    bundle = build_feedback(load_history(KafkaSettings(), args.enrollment_id,
+                                         probe_timeout_s=args.kafka_timeout))
     print(json.dumps(bundle.to_json(), indent=2) if args.json else feedback_text(bundle))
     return EXIT_OK

@@ -1,9 +1,10 @@
 """An enrollment's push history and its current diagnosis, read back from the topics.
 
 Outcomes say what APNs answered and what the correlator concluded; alerts carry the
-correlator's diagnosis of an unanswered push (DESIGN.md section 7). The diagnosis shown is the
-newest evidence: an alert newer than the last terminal outcome wins, otherwise the last terminal
-outcome says it (an answered push after an old alert means the device is healthy again).
+correlator's diagnosis of an unanswered push (`services.correlator.diagnose`). The diagnosis
+shown is the newest evidence: an alert newer than the last terminal outcome wins, otherwise the
+last terminal outcome says it (an answered push after an old alert means the device is healthy
+again).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from services.common.registry_view import DeviceRecord, load_registry
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 from services.common.snapshot import read_topic
+from services.doctor.errors import DoctorError
+from services.doctor.probe import PROBE_TIMEOUT_S, probe
 
 Record = dict[str, Any]
 
@@ -28,7 +31,7 @@ DEAD_TOKEN_REASONS = frozenset({"Unregistered", "ExpiredToken", "token_dead"})
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
-    """A DESIGN.md section 7 name (or healthy / unknown / a skip reason) and its evidence."""
+    """A correlator diagnosis name (or healthy / unknown / a skip reason) and its evidence."""
 
     name: str
     why: str
@@ -58,11 +61,18 @@ class DeviceHistory:
 
 
 def load_history(
-    settings: KafkaSettings, enrollment_id: str, serde: AvroSerde | None = None
+    settings: KafkaSettings, enrollment_id: str, serde: AvroSerde | None = None,
+    probe_timeout_s: float = PROBE_TIMEOUT_S,
 ) -> DeviceHistory:
-    """Registry record, outcomes and alerts of one enrollment (three bounded scans)."""
+    """Registry record, outcomes and alerts of one enrollment (three bounded scans).
+
+    Raises DoctorError at once, with the reason, when Kafka or one of the topics is not there
+    (instead of three scans waiting out their timeouts)."""
     serde = serde or serde_for(settings)
     topics = Topics(settings.topic_prefix)
+    why = probe(settings, [topics.outcomes, topics.alerts, topics.registry], probe_timeout_s)
+    if why is not None:
+        raise DoctorError(why)
     outcomes = read_topic(settings, topics.outcomes, "PushOutcome", enrollment_id, serde)
     alerts = read_topic(settings, topics.alerts, "UnansweredPush", enrollment_id, serde)
     return DeviceHistory(

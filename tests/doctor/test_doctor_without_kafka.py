@@ -1,7 +1,9 @@
-"""`mdmpush doctor sysdiagnose` when the registry cannot be read: the device's values, one line
-saying why the comparison was skipped, exit code 3 — and none of librdkafka's raw lines.
+"""The doctor when Kafka or its topics are not there: `sysdiagnose` shows the device's values and
+one line saying why the comparison was skipped (exit 3); `device` and `feedback` fail in one line
+(exit 2). Within a second or so (a short metadata probe first) instead of a 30 s read timeout,
+and none of librdkafka's raw lines.
 
-The Kafka-down case runs the CLI as a real process, because librdkafka writes its raw lines to
+The Kafka-down cases run the CLI as a real process, because librdkafka writes its raw lines to
 the process's stderr from C, where an in-process capture would not see them.
 """
 
@@ -26,13 +28,19 @@ from tests.support.samples import TOPIC
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_kafka_down_shows_the_device_and_one_line(tmp_path: Path) -> None:
-    archive = make_tar(build_tree(tmp_path / "src"), tmp_path / "sysdiagnose.tar.gz")
+def mdmpush_with_kafka_down(*args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`mdmpush ARGS` as its own process, Kafka pointed at a closed port; returns the run and
+    that address."""
     closed = f"127.0.0.1:{free_port()}"  # nothing listens: connections are refused at once
     env = {**os.environ, "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": closed, "PYTHONPATH": str(REPO)}
-    run = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "doctor", "sysdiagnose", str(archive)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "services.cli.main", *args],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return run, closed
+
+
+def test_kafka_down_shows_the_device_and_one_line(tmp_path: Path) -> None:
+    archive = make_tar(build_tree(tmp_path / "src"), tmp_path / "sysdiagnose.tar.gz")
+    run, closed = mdmpush_with_kafka_down("doctor", "sysdiagnose", str(archive))
     assert run.returncode == EXIT_SKIPPED == 3, run.stdout + run.stderr
     out = run.stdout
     assert TOPIC in out and MAGIC in out and "token SHA-256 " in out
@@ -55,7 +63,7 @@ def test_missing_registry_topic_is_named(kafka_settings: KafkaSettings, tmp_path
     assert main(["doctor", "sysdiagnose", str(build_tree(tmp_path))]) == EXIT_SKIPPED
     out = capsys.readouterr().out
     assert MAGIC in out
-    assert f"comparison with the registry skipped: the registry topic {registry} does not " \
+    assert f"comparison with the registry skipped: topic {registry} does not " \
            "exist" in out
     assert "registry: enrollment" not in out
 
@@ -76,3 +84,24 @@ def test_silent_broker_is_waited_for_only_as_long_as_asked(
     assert MAGIC in out
     assert f"comparison with the registry skipped: Kafka at {address} did not answer within 1 s" \
         in out
+
+
+@pytest.mark.parametrize("command", ["device", "feedback"])
+def test_history_commands_with_kafka_down_fail_in_one_line(command: str) -> None:
+    run, closed = mdmpush_with_kafka_down("doctor", command, "E1")
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert run.stderr.splitlines() == [
+        f"mdmpush: error: Kafka at {closed} is unreachable "
+        f"(Connect to ipv4#{closed} failed: Connection refused)"]
+
+
+@pytest.mark.kafka
+def test_history_commands_name_a_missing_topic(kafka_settings: KafkaSettings,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MDMPUSH_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
+    monkeypatch.setenv("MDMPUSH_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
+    assert main(["doctor", "device", "E1"]) == 2
+    outcomes = Topics(kafka_settings.topic_prefix).outcomes
+    assert f"mdmpush: error: topic {outcomes} does not exist" in capsys.readouterr().err
