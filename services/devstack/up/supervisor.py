@@ -69,11 +69,14 @@ class Child:
     exits: list[int] = field(default_factory=list)
 
 
+#: Loaded once in the parent: the code between fork and exec must not load libraries.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM me when the supervisor dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Supervisor:
