@@ -6,7 +6,10 @@ SIGTERM/SIGINT stop the worker cleanly (offsets of finished work committed).
 
 from __future__ import annotations
 
+import sys
+
 import faust
+from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
 from services.common.admin import replication
@@ -21,7 +24,11 @@ def main() -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, kafka, replication(kafka))
+    try:
+        rep = replication(kafka)  # waits up to 30 s for a broker that is still starting
+    except KafkaException as exc:
+        sys.exit(f"fan-out: Kafka at {kafka.bootstrap_servers} did not answer: {exc.args[0]}")
+    app = create_app(settings, kafka, rep)
     worker = faust.Worker(app, loglevel=settings.log_level, workdir=settings.data_dir)
     worker.execute_from_commandline()
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import textwrap
 
-from services.common.kafka.logs import QUIET_S, REMIND_S, OutageFilter
+import pytest
+
+from services.common.kafka.logs import QUIET_S, REMIND_S, OutageFilter, quiet_async_clients
 
 SCRIPT = textwrap.dedent("""
     import logging
@@ -76,3 +78,15 @@ def test_outage_filter_collapses_reminds_and_recovers() -> None:
     assert f.filter(_record(logging.ERROR, "Connection refused"))  # a new outage is news
     clock.now += QUIET_S
     assert f.filter(_record(logging.ERROR, "after a quiet minute"))
+
+
+def test_aiokafka_reconnect_errors_collapse(caplog: pytest.LogCaptureFixture) -> None:
+    """faust's clients (aiokafka) log each failed reconnect: one line per outage gets through."""
+    quiet_async_clients()
+    quiet_async_clients()  # idempotent: still one filter
+    logger = logging.getLogger("aiokafka.conn")
+    assert sum(isinstance(f, OutageFilter) for f in logger.filters) == 1
+    with caplog.at_level(logging.ERROR, logger="aiokafka.conn"):
+        for _ in range(50):
+            logger.error("Unable connect to node with id 0: Connect call failed")
+    assert len([r for r in caplog.records if r.name == "aiokafka.conn"]) == 1

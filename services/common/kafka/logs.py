@@ -28,16 +28,21 @@ REMIND_S = 300.0
 #: No warning for this long: the outage is over, the next warning is news again.
 QUIET_S = 60.0
 
-#: aiokafka (under faust) logs every failed reconnect at ERROR, several loggers deep.
+#: aiokafka (under faust) logs every failed reconnect at ERROR, several loggers deep, and faust's
+#: driver repeats the consumer's complaints (filters do not apply to child loggers: each is named).
 _ASYNC_CLIENT_LOGGERS = (
     "aiokafka",
-    "aiokafka.conn",
+    "aiokafka.admin.client",
     "aiokafka.client",
     "aiokafka.cluster",
-    "aiokafka.consumer.group_coordinator",
+    "aiokafka.conn",
+    "aiokafka.consumer.consumer",
     "aiokafka.consumer.fetcher",
-    "aiokafka.producer.sender",
+    "aiokafka.consumer.group_coordinator",
     "aiokafka.producer.producer",
+    "aiokafka.producer.sender",
+    "faust.transport.consumer",
+    "faust.transport.drivers.aiokafka",
 )
 
 _lock = threading.Lock()
