@@ -29,7 +29,8 @@ def register(sub: Any) -> None:
     p.add_argument("--topic", action="append", default=[], metavar="TOPIC",
                    help="with --simulate: a push topic to issue a certificate for (repeatable)")
     p.add_argument("--bootstrap", metavar="HOST:PORT",
-                   help="an existing Kafka cluster (default: the local one, started if needed)")
+                   help="an existing Kafka cluster (default: MDMPUSH_KAFKA_BOOTSTRAP_SERVERS "
+                        "if set, else the local one, started if needed)")
     p.add_argument("--state-dir", type=Path, default=None,
                    help="logs, credentials, certificates (default: <state>/up)")
     p.add_argument("--partitions", type=int, default=None,

@@ -82,8 +82,12 @@ class Stack:
 
     # -- preparation --------------------------------------------------------------------------
     def _kafka(self) -> str:
-        if self.options.bootstrap:
-            return self.options.bootstrap
+        """--bootstrap, else MDMPUSH_KAFKA_BOOTSTRAP_SERVERS, else the local Kafka (started
+        here if it is not running, and then stopped here too)."""
+        given = self.options.bootstrap or self.environ.get("MDMPUSH_KAFKA_BOOTSTRAP_SERVERS")
+        if given:
+            self.say(f"[up] Kafka: {given}")
+            return given
         kafka = LocalKafka()
         running = kafka.status().ready
         status = kafka.up()
