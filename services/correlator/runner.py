@@ -225,6 +225,7 @@ class CorrelatorRunner:
         """Replay the state partitions in log order: later entries replace, tombstones delete.
         An unreadable entry is logged and skipped: losing one pending push beats not starting."""
         wanted = list(partitions)
+        log.info("restoring state partitions %s", wanted)
         state = read_to_end(self.kafka, self.state_topic, partitions=wanted,
                             timeout_s=self.s.replay_timeout_s, name=f"{SERVICE}.restore")
         for msg in self._until_stopped(state, "the state's restore"):

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
@@ -58,3 +59,55 @@ def test_kill_and_restart_loses_and_doubles_no_verdict(
     assert all(states[e] == "ANSWERED" for e in answering)
     assert all(states[e] == "UNANSWERED" for e in devices[N // 2:])
     assert {r["enrollment_id"] for r in alerts.records} == set(devices[N // 2:])
+
+
+def test_a_refused_write_stops_the_correlator_before_its_offset_is_stored(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    """A record Kafka can never accept (here: larger than the producer allows) is a
+    configuration error: the correlator stops with it, and the outcome it came from is read
+    again after the restart, so its push is still judged."""
+    clock = Clock()
+    feed = Feed(kafka_settings, topics, clock)
+    outcomes = Reader(kafka_settings, topics.outcomes, "PushOutcome")
+    now = clock.now_ms()
+    for e in ("E1", "E2"):
+        feed.token_update(e, now - 60_000)
+    proc = Correlator(kafka_settings, clock)
+    proc.env["MDMPUSH_KAFKA_PRODUCER_OVERRIDES"] = '{"message.max.bytes": 1000}'
+    group = proc.env["MDMPUSH_CORRELATOR_GROUP_ID"]
+    try:
+        proc.start()
+        proc.wait_for_log("assigned outcomes partitions")
+        feed.outcome("E1")
+        feed.checkin("E1")
+        outcomes.wait(lambda rs: len(verdicts(rs)) == 1, what="the first verdict")
+        # Its state entry is larger than the producer's limit: refused before queueing.
+        feed.outcome("E2", push_magic="M" * 1500)
+        assert proc.proc is not None
+        assert proc.proc.wait(20) == 1
+        outcomes.wait(lambda rs: any(r["enrollment_id"] == "E2" for r in rs), what="E2's SENT")
+        big = next(m for m in outcomes.messages if m.key() == b"E2")
+        offset = big.offset()
+        assert offset is not None
+        assert committed_offset(kafka_settings, group, topics.outcomes, big.partition()) <= offset
+        del proc.env["MDMPUSH_KAFKA_PRODUCER_OVERRIDES"]
+        proc.start()
+        feed.checkin("E2")
+        outcomes.wait(lambda rs: any(r["enrollment_id"] == "E2" for r in verdicts(rs)),
+                      what="the verdict of the push that stopped the first run")
+    finally:
+        proc.stop()
+        outcomes.close()
+    assert "correlator stopped: Kafka refused a record" in proc.log.read_text()
+    assert Counter(r["job_id"] for r in verdicts(outcomes.records)) == {
+        "req-1/E1": 1, "req-1/E2": 1}
+
+
+def committed_offset(kafka: KafkaSettings, group: str, topic: str, partition: int | None) -> int:
+    consumer = Consumer(kafka.consumer_config(group))
+    try:
+        (tp,) = consumer.committed([TopicPartition(topic, partition or 0)], timeout=10)
+        return int(tp.offset)
+    finally:
+        consumer.close()

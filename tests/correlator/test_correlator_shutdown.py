@@ -1,4 +1,5 @@
-"""SIGTERM in the middle of the start-up replay: the correlator stops at once, cleanly."""
+"""SIGTERM in the middle of the start-up work (the check-ins' replay, the state's restore): the
+correlator stops at once and exits cleanly instead of finishing it first."""
 
 from __future__ import annotations
 
@@ -6,44 +7,72 @@ import subprocess
 
 import pytest
 
+from services.common.admin import create_topics
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.kafka.producer import ReliableProducer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
-from tests.correlator.harness import Correlator
+from services.correlator import changelog
+from services.correlator.pending import LANE_PRIORITY, PENDING, Entry
+from tests.correlator.harness import TOPIC_A, Correlator
 
 pytestmark = pytest.mark.kafka
 
-#: Enough check-ins that replaying them takes seconds even on a fast machine.
-CHECKINS = 400_000
+#: Enough records that reading them takes seconds even on a fast machine (~16 s for the
+#: check-ins on the 2-core test machine).
+RECORDS = 400_000
 
 
-def test_sigterm_during_the_check_in_replay_stops_it(
-    kafka_settings: KafkaSettings, topics: Topics
-) -> None:
-    clock = Clock()
+def fill_checkins(kafka: KafkaSettings, topics: Topics, clock: Clock) -> None:
     event = {"event_id": "e", "enrollment_id": "E1", "tenant": "acme",
              "message_type": "COMMAND_REPORT", "raw_message_type": "", "udid": "E1",
              "topic": None, "token_hex": None, "push_magic": None, "command_uuid": None,
              "status": None, "occurred_at": clock.now_ms(), "source": "sim"}
     value = AvroSerde().encode("CheckinEvent", event)
-    producer = ReliableProducer(kafka_settings, name="test-feed", **{"linger.ms": 50})
-    for i in range(CHECKINS):
+    producer = ReliableProducer(kafka, name="test-feed", **{"linger.ms": 50})
+    for i in range(RECORDS):
         producer.produce(topics.checkins, value, key=f"E{i % 1000}")
     producer.close(60)
+
+
+def fill_state(kafka: KafkaSettings, topics: Topics, clock: Clock) -> None:
+    """One pending push, written over and over (each restores over the one before)."""
+    create_topics(kafka, [changelog.STATE], partitions_override=2)
+    state_topic = f"{kafka.topic_prefix}{changelog.STATE.name}"
+    now = clock.now_ms()
+    entry = Entry(PENDING, "E1", "req-1", "acme", TOPIC_A, "ab" * 32, "m-E1", None, now,
+                  now - 60_000, LANE_PRIORITY, 0)
+    value = changelog.encode(entry)
+    producer = ReliableProducer(kafka, name="test-feed", **{"linger.ms": 50})
+    for i in range(RECORDS):
+        producer.produce(state_topic, value, key=entry.job_id, partition=i % 2)
+    producer.close(60)
+
+
+@pytest.mark.parametrize(("fill", "started"), [
+    (fill_checkins, "replaying check-ins"),
+    (fill_state, "restoring state partitions"),
+], ids=["check-in replay", "state restore"])
+def test_sigterm_during_start_up_stops_it(
+    kafka_settings: KafkaSettings, topics: Topics, fill: object, started: str
+) -> None:
+    clock = Clock()
+    assert callable(fill)
+    fill(kafka_settings, topics, clock)
     proc = Correlator(kafka_settings, clock)
     try:
         proc.start()
-        proc.wait_for_log("replaying check-ins")
+        proc.wait_for_log(started)
         assert proc.proc is not None
         proc.proc.terminate()
         try:
             code = proc.proc.wait(20)
         except subprocess.TimeoutExpired:
-            raise AssertionError("the correlator ignored SIGTERM during its replay") from None
+            raise AssertionError(f"the correlator ignored SIGTERM after {started!r}") from None
     finally:
         proc.stop()
     log = proc.log.read_text()
     assert code == 0, log
-    assert "stopped during start-up" in log and "replayed check-ins" not in log, log
+    assert "stopped during start-up" in log, log
+    assert "replayed check-ins" not in log if "replay" in started else "restored" not in log, log
