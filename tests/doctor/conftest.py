@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.common.catalogue import Topics
-from services.common.kafka import make_producer
+from services.common.kafka.producer import ReliableProducer
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from tests.doctor.history_samples import ENROLLMENT, failing_history
@@ -20,7 +20,7 @@ class Publisher:
     """Produces records as the pipeline's services would: Avro values keyed by enrollment id."""
 
     def __init__(self, settings: KafkaSettings) -> None:
-        self.producer = make_producer(settings)
+        self.producer = ReliableProducer(settings, name="test")
         self.serde = AvroSerde()
 
     def send(self, topic: str, schema: str, key: str, value: dict[str, Any] | bytes | None
@@ -30,7 +30,8 @@ class Publisher:
         self.producer.produce(topic, value=data, key=key)
 
     def flush(self) -> None:
-        assert self.producer.flush(30) == 0
+        """Raises DeliveryError if a record was not acknowledged."""
+        self.producer.flush(30)
 
 
 @pytest.fixture
@@ -38,6 +39,7 @@ def publisher(kafka_settings: KafkaSettings) -> Iterator[Publisher]:
     pub = Publisher(kafka_settings)
     yield pub
     pub.flush()
+    pub.producer.close()
 
 
 @pytest.fixture
