@@ -38,6 +38,13 @@ def assign_from_beginning(consumer: Consumer, topic: str, timeout_s: float) -> d
     metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     partitions = list(metadata.partitions) if metadata is not None else []
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return _non_empty_ends(consumer, topic, partitions, timeout_s)
+
+
+def _non_empty_ends(
+    consumer: Consumer, topic: str, partitions: Iterable[int], timeout_s: float
+) -> dict[int, int]:
+    """partition -> high watermark, for the partitions that hold records."""
     ends: dict[int, int] = {}
     for p in partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
@@ -119,12 +126,7 @@ def _ends(
     unknown = set(wanted) - set(metadata.partitions)
     if unknown:
         raise TopicReadError(f"topic {topic} has no partition(s) {sorted(unknown)}")
-    ends: dict[int, int] = {}
-    for p in wanted:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-        if high > low:
-            ends[p] = high
-    return ends
+    return _non_empty_ends(consumer, topic, wanted, timeout_s)
 
 
 def _drop_finished(consumer: Consumer, topic: str, ends: dict[int, int]) -> None:
