@@ -21,7 +21,12 @@ from services.common.kafka.producer import DeliveryError
 from services.common.settings import KafkaSettings
 from services.dlq import runner
 from services.dlq.render import render_dead_letter, render_groups
+from services.dlq.replay import Replay
 from services.dlq.select import Selection, group, parse_since
+from services.doctor.times import iso
+
+#: Replayed / already-replayed records listed one per line up to this many.
+LIST_LIMIT = 20
 
 
 def register(sub: Any) -> None:
@@ -90,19 +95,30 @@ def _replay(kafka: KafkaSettings, selection: Selection, args: argparse.Namespace
         if bar is not None:
             bar.close()
     verb = "would replay" if report.dry_run else "replayed"
-    for item in report.replayed:
-        job = item.dead.job
-        what = job["job_id"] if job else item.dead.record_name or "raw bytes"
-        print(f"{verb} {item.dead.coordinates} -> {item.topic} ({what})")
-    for dead, entry in report.already:
-        print(f"already replayed {dead.coordinates} (at {entry.get('at')}, to {entry.get('to')})")
-    for skipped in report.skipped:
+    _some([f"{verb} {item.dead.coordinates} -> {item.topic} ({_what(item)})"
+           for item in report.replayed])
+    _some([f"already replayed {dead.coordinates} (at {iso(entry.get('at'))}, to "
+           f"{entry.get('to')})" for dead, entry in report.already])
+    for skipped in report.skipped:  # these and failures need a look: every one is printed
         print(f"skipped {skipped.dead.coordinates}: {skipped.why}")
     for item, error in report.failed:
         print(f"FAILED {item.dead.coordinates} -> {item.topic}: {error}")
     print(f"{verb} {len(report.replayed)}, already replayed {len(report.already)}, "
           f"skipped {len(report.skipped)}, failed {len(report.failed)}")
     return 1 if report.failed else 0
+
+
+def _what(item: Replay) -> str:
+    job = item.dead.job
+    return job["job_id"] if job else item.dead.record_name or "raw bytes"
+
+
+def _some(lines: list[str], limit: int = LIST_LIMIT) -> None:
+    """The first `limit` lines, then how many more: a large replay stays readable."""
+    for line in lines[:limit]:
+        print(line)
+    if len(lines) > limit:
+        print(f"… and {len(lines) - limit} more")
 
 
 class ProgressBar:

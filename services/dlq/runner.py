@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
-from services.common.kafka.producer import ReliableProducer
+from services.common.kafka.producer import PermanentDeliveryError, ReliableProducer
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 from services.dlq import ledger
@@ -124,8 +124,11 @@ def _replay_batch(producer: ReliableProducer, ledger_topic: str, batch: list[Rep
             report.failed.append((item, str(err)))
 
     for item in batch:
-        producer.produce(item.topic, item.value, key=item.key, headers=item.headers,
-                         on_delivery=functools.partial(delivered, item))
+        try:
+            producer.produce(item.topic, item.value, key=item.key, headers=item.headers,
+                             on_delivery=functools.partial(delivered, item))
+        except PermanentDeliveryError as exc:  # refused before queueing (e.g. too large)
+            report.failed.append((item, str(exc)))
     producer.flush()
     for item in acked:
         job = item.dead.job

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from services.cli.main import main
 from services.common.catalogue import Topics
@@ -138,3 +139,27 @@ def test_replay_is_filtered_idempotent_and_dry_run_produces_nothing(
     again = [SERDE.decode_as(m.value(), "NotificationRequest") for m in back
              if m.value() != POISON]
     assert [r["request_id"] for r in again] == [REQUEST.request_id]
+
+
+def set_topic_config(kafka: KafkaSettings, topic: str, config: dict[str, str]) -> None:
+    admin = AdminClient(kafka.admin_config())
+    resource = ConfigResource(ResourceType.TOPIC, topic, set_config=config)
+    for future in admin.alter_configs([resource]).values():
+        future.result(30)
+
+
+@pytest.mark.kafka
+def test_a_replay_kafka_refuses_is_reported_and_stays_replayable(
+    kafka_settings: KafkaSettings, cli_env: Topics, capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_dlq(kafka_settings, cli_env)
+    set_topic_config(kafka_settings, cli_env.jobs_bulk, {"max.message.bytes": "64"})
+    assert main(["dlq", "replay", "--lane", "bulk"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAILED") == 3 and "replayed 0, already replayed 0, skipped 0, failed 3" in out
+    assert not load_replayed(kafka_settings)  # nothing marked done that was not put back
+
+    set_topic_config(kafka_settings, cli_env.jobs_bulk, {"max.message.bytes": "1000012"})
+    assert main(["dlq", "replay", "--lane", "bulk"]) == 0
+    assert "replayed 3, already replayed 0, skipped 0, failed 0" in capsys.readouterr().out
+    assert len(read_all(kafka_settings, cli_env.jobs_bulk)) == 3
