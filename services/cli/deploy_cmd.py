@@ -41,6 +41,7 @@ from services.common.catalogue import (
 )
 from services.correlator.changelog import STATE
 from services.correlator.settings import CorrelatorSettings
+from services.dlq.ledger import LEDGER
 from services.fanout.settings import FanoutSettings
 from services.monitoring.dashboards import rendered_files
 from services.monitoring.rules import render_prometheus_rule
@@ -65,8 +66,9 @@ def register(sub: Any) -> None:
 
 
 def internal_topics(prefix: str = "") -> list[TopicSpec]:
-    """Topics the services create for themselves unless declared: declared here, so that no
-    service needs topic creation at run time and every one is replicated like the catalogue's.
+    """Topics faust creates for the fan-out unless declared: declared here (as are the
+    correlator's state topic and `mdmpush dlq replay`'s ledger), so that no service needs topic
+    creation at run time and every one is replicated like the catalogue's.
 
     The fan-out's come from faust (app id `<prefix><app_id>`): the leader-election topic, the two
     internal streams and the changelogs of the two tables (services/fanout/app.py). The prefix is
@@ -98,7 +100,7 @@ def kafka_topics(cluster: str, replicas: int, min_insync: int,
                  prefix: str = "") -> list[dict[str, Any]]:
     """One KafkaTopic per topic any service uses, each replicated `replicas` times."""
     topics = Topics(prefix)
-    named = [(topics.name(s), s) for s in [*all_topics(), STATE]]
+    named = [(topics.name(s), s) for s in [*all_topics(), STATE, LEDGER]]
     named += [(s.name, s) for s in internal_topics(prefix)]
     docs = []
     for name, spec in named:
@@ -131,8 +133,6 @@ class Access:
     group_prefixes: tuple[str, ...] = ()
     #: Topic-name prefixes it owns outright (faust's internal topics).
     owned_topic_prefixes: tuple[str, ...] = ()
-    #: Literal group ids (with the deployment's topic prefix already applied).
-    literal_groups: tuple[str, ...] = ()
 
 
 def _access(prefix: str) -> dict[str, Access]:
@@ -145,8 +145,8 @@ def _access(prefix: str) -> dict[str, Access]:
         "gateway": Access(reads=(), writes=(CHECKINS, REQUESTS)),
         # services/fanout: faust group `<app id>` on requests and check-ins, the dead-token feed
         # (group `<app id>-dead-tokens`) on outcomes, the policy reader (throw-away group id
-        # `mdmpush-fanout-config-<uuid>`) on config; writes jobs, SKIPPED outcomes, DeviceRecords,
-        # poison records; faust creates and uses its own `<app id>-*` topics.
+        # `mdmpush-fanout-config-<id>`, never committed) on config; writes jobs, SKIPPED
+        # outcomes, DeviceRecords, poison records; faust creates and uses its `<app id>-*` topics.
         "fanout": Access(
             reads=(REQUESTS, CHECKINS, CONFIG, OUTCOMES),
             writes=(JOBS_PRIORITY, JOBS_BULK, OUTCOMES, REGISTRY, DLQ),
@@ -154,21 +154,21 @@ def _access(prefix: str) -> dict[str, Access]:
             owned_topic_prefixes=(f"{fanout_id}-",),
         ),
         # services/sender: group `group_id` on the job lanes and retry tiers (and describes it for
-        # the member count), the policy reader (`mdmpush-sender-config-<uuid>`) on config.
+        # the member count), the policy reader (`mdmpush-sender-policies-<id>`) on config.
         "sender": Access(
             reads=(JOBS_PRIORITY, JOBS_BULK, *retries, CONFIG),
             writes=(*retries, DLQ, OUTCOMES),
             group_prefixes=(sender_group,),
         ),
         # services/correlator: group `group_id` on outcomes, `<group_id>.contacts` on check-ins,
-        # `<state topic>.restore` to restore its state; writes verdicts, alerts, re-push jobs,
-        # poison records and its state, which it creates if missing (app.py _ensure_state_topic).
+        # readers `mdmpush-correlator.replay-<id>` and `.restore-<id>` (common/kafka/reader.py)
+        # for the replay and its state; writes verdicts, alerts, re-push jobs, poison records
+        # and its state, which it creates if missing (runner.py _ensure_state_topic).
         "correlator": Access(
             reads=(OUTCOMES, CHECKINS, STATE),
             writes=(OUTCOMES, ALERTS, JOBS_PRIORITY, DLQ, STATE),
             creates=(STATE,),
             group_prefixes=(correlator_group,),
-            literal_groups=(f"{prefix}{STATE.name}.restore",),
         ),
     }
 
@@ -200,8 +200,6 @@ def _acls(access: Access, prefix: str) -> list[dict[str, Any]]:
     for group in access.group_prefixes:
         if not any(group != other and group.startswith(other) for other in access.group_prefixes):
             grant("group", group, "prefix", ("Read", "Describe"))
-    for group in access.literal_groups:
-        grant("group", group, "literal", ("Read", "Describe"))
     return [
         {"resource": {"type": kind, "name": name, "patternType": pattern},
          "operations": sorted(ops)}

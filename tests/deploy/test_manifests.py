@@ -21,6 +21,7 @@ from services.cli.deploy_cmd import (
 from services.common.catalogue import Topics, all_topics
 from services.correlator.changelog import STATE
 from services.correlator.settings import CorrelatorSettings
+from services.dlq.ledger import LEDGER
 from services.fanout.app import create_app
 from services.fanout.settings import FanoutSettings
 from services.monitoring.dashboards import DASHBOARDS, Dashboard, rendered_files
@@ -42,8 +43,8 @@ def test_generated_manifest_is_current(path: Path, text: str, command: str) -> N
 
 
 def test_every_topic_a_service_uses_is_declared() -> None:
-    """The catalogue, the correlator's state topic and every internal topic faust would create
-    (read from a real, unstarted fan-out app), so no service creates a topic at run time."""
+    """The catalogue, the correlator's state topic, the DLQ replay ledger and every internal topic
+    faust would create (read from a real, unstarted fan-out app): none is created at run time."""
     declared = {d["spec"]["topicName"] for d in yaml.safe_load_all(render_topics())}
     app = create_app(FanoutSettings(), None)
     faust_topics = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
@@ -51,7 +52,7 @@ def test_every_topic_a_service_uses_is_declared() -> None:
     faust_topics |= {name for agent in app.agents.values()
                      for name in agent.channel.get_topic_name().split(",")
                      if name.startswith(app.conf.id)}
-    expected = {Topics().name(s) for s in [*all_topics(), STATE]} | faust_topics
+    expected = {Topics().name(s) for s in [*all_topics(), STATE, LEDGER]} | faust_topics
     assert declared == expected
     assert {s.name for s in internal_topics()} == faust_topics
 
@@ -89,11 +90,13 @@ def test_consumers_may_use_the_groups_their_code_uses() -> None:
     fanout = FanoutSettings().app_id
     sender = SenderSettings().group_id
     correlator = CorrelatorSettings().group_id
+    # Readers (common/kafka/reader.py) take the group `mdmpush-<name>-<random>`, never committed.
     for service, group in [("fanout", fanout), ("fanout", f"{fanout}-dead-tokens"),
-                           ("fanout", "mdmpush-fanout-config-0f3a"), ("sender", sender),
-                           ("sender", "mdmpush-sender-config-0f3a"), ("correlator", correlator),
-                           ("correlator", f"{correlator}.contacts"),
-                           ("correlator", f"{STATE.name}.restore")]:
+                           ("fanout", "mdmpush-fanout-config-0f3a9c1d"), ("sender", sender),
+                           ("sender", "mdmpush-sender-policies-0f3a9c1d"),
+                           ("correlator", correlator), ("correlator", f"{correlator}.contacts"),
+                           ("correlator", "mdmpush-correlator.replay-0f3a9c1d"),
+                           ("correlator", "mdmpush-correlator.restore-0f3a9c1d")]:
         assert _allowed(service, "group", group, "Read"), (service, group)
     assert not _allowed("sender", "group", correlator, "Read")
     assert not _allowed("correlator", "group", sender, "Read")
