@@ -149,8 +149,11 @@ def test_probes_and_ports(service: str) -> None:
         assert set(ports) == {"ops"}
         assert env[f"MDMPUSH_{service.upper()}_METRICS_PORT"] == str(OPS_PORTS[service])
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    if service == "sender":  # its drain bound, plus the final flush and commit
-        assert grace >= float(env["MDMPUSH_SENDER_SHUTDOWN_TIMEOUT_S"]) + 10
+    # The drain's own bound, plus 10 s for the final flush and commit, fits the grace period.
+    drain = {"sender": "MDMPUSH_SENDER_SHUTDOWN_TIMEOUT_S",
+             "correlator": "MDMPUSH_CORRELATOR_CLOSE_TIMEOUT_S"}.get(service)
+    if drain is not None:
+        assert grace >= float(env[drain]) + 10
     assert grace >= 30
 
 
