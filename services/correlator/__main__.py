@@ -1,6 +1,7 @@
 """`python -m services.correlator`: run the check-in correlator.
 
-Settings: `MDMPUSH_CORRELATOR_*` (settings.py), `MDMPUSH_KAFKA_*`, `MDMPUSH_CLOCK_*`.
+Settings: `MDMPUSH_CORRELATOR_*` (settings.py), `MDMPUSH_KAFKA_*`, `MDMPUSH_CLOCK_*`,
+`MDMPUSH_LOG_*`; `--help` lists them without touching Kafka or ports.
 """
 
 from __future__ import annotations
@@ -10,18 +11,35 @@ import os
 import sys
 
 from services.common.clock import Clock
+from services.common.config_reference import describe
 from services.common.errors import TopicReadError
 from services.common.kafka.dead_letter import DlqLimitExceeded
 from services.common.kafka.producer import DeliveryError
+from services.common.logging_setup import configure_logging
 from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
 from services.correlator.metrics import CorrelatorMetrics
 from services.correlator.runner import CorrelatorRunner
 from services.correlator.settings import CorrelatorSettings
 
+log = logging.getLogger("services.correlator")
+
+
+def print_help() -> None:
+    """`--help`: every setting (variable, default, meaning)."""
+    sys.stdout.write("python -m services.correlator: outcomes joined with check-ins; verdicts, "
+                     "alerts, re-pushes. Configured by environment variables:\n")
+    for model in (describe(CorrelatorSettings), describe(KafkaSettings)):
+        for setting in model.settings:
+            sys.stdout.write(f"  {setting.variable} (default {setting.default}): "
+                             f"{setting.meaning}\n")
+
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print_help()
+        return
+    configure_logging("correlator")
     settings, kafka = CorrelatorSettings(), KafkaSettings()
     metrics = CorrelatorMetrics()
     metrics.serve(settings.metrics_port)
@@ -31,7 +49,7 @@ def main() -> None:
         runner.run()
     except (DeliveryError, DlqLimitExceeded, TopicReadError) as exc:
         # Nothing past the failure was stored: a restart (once the cause is fixed) resumes there.
-        logging.getLogger("services.correlator").critical("correlator stopped: %s", exc)
+        log.critical("correlator stopped: %s", exc)
         code = 1
     else:
         code = 0
