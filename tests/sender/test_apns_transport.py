@@ -196,8 +196,11 @@ def test_error_answers_are_classified(factory: Factory, pki: Pki) -> None:
 def test_many_concurrent_requests_each_answered_once(
     factory: Factory, pki: Pki, sim: SimulatorThread
 ) -> None:
-    transport = factory(config_for(sim.url, pki))
-    answers = send_many(transport, pki.push.topic, 2000, deadline_s=20.0)
+    # The timeouts only bound a hang: httpx and the simulator share this process's GIL, and on a
+    # loaded machine 2,000 pushes took over 30 s (requests and a connect timed out at 5 s and 2 s);
+    # a correct transport ends far sooner.
+    transport = factory(config_for(sim.url, pki, request_timeout_s=60.0, connect_timeout_s=60.0))
+    answers = send_many(transport, pki.push.topic, 2000, deadline_s=120.0)
     transport.close()
     assert {a.status for a in answers} == {200}
     assert sim.snapshot().connections_opened == 1
@@ -208,7 +211,7 @@ def test_server_stream_limit_is_honoured(factory: Factory, pki: Pki) -> None:
     with start_simulator(pki, max_concurrent_streams=5) as sim:
         sim.faults.latency_ms = 2.0
         transport = factory(config_for(sim.url, pki))
-        answers = send_many(transport, pki.push.topic, 200, deadline_s=15.0)
+        answers = send_many(transport, pki.push.topic, 200, deadline_s=60.0)
         transport.close()
     assert {a.status for a in answers} == {200}
 
