@@ -1,12 +1,14 @@
 """Follow one request until every target is accounted for: `track(request_id)` yields progress.
 
-    for progress in track(request_id):
+    since = int(time.time() * 1000)
+    request_id = PushPublisher().publish(PushRequest(tenant="acme", target_all=True))
+    for progress in track(request_id, since_ms=since):
         print(progress.terminal, "/", progress.targets, progress.by_state)
     # the last one: progress.complete, progress.reasons (diagnoses of UNANSWERED, skip and
     # failure reasons)
 
-Bounded: the request record is looked up on the requests topic from `since_ms` (the push API
-and `mdmpush publish` give the request's time; default: the last 24 hours), and the outcomes
+Bounded: the request record is looked up on the requests topic from `since_ms` (the push API's
+answer gives the request's time; default: the last 24 hours), and the outcomes
 topic is then read from the request record's own Kafka timestamp minus a margin (clock skew
 between the publisher's and the services' hosts) — never from the beginning.
 
@@ -155,22 +157,30 @@ def track(
     try:
         assign_from_time(consumer, Topics(kafka.topic_prefix).outcomes, made_ms - MARGIN_MS,
                          timeout_s=30.0)
+        # Explicit targets are exact: outcomes keyed by other enrollments are not decoded.
+        keys = None if request["target_all"] else {t.encode() for t in view.targets}
         last: Progress | None = None
+        due = time.monotonic()
         while True:
-            for msg in consumer.consume(1000, interval_s):
-                if msg.error() is not None:
+            wait = max(0.0, due - time.monotonic())
+            for msg in consumer.consume(1000, wait):
+                if msg.error() is not None or (keys is not None and msg.key() not in keys):
                     continue
                 try:
                     view.add(serde.decode_as(msg.value(), "PushOutcome"))
                 except DecodeError:
                     continue  # a poison outcome is the correlator's to dead-letter, not ours
+            now = time.monotonic()
+            if now < due:
+                continue  # a busy topic: fold on, count once per interval
+            due = now + interval_s
             progress = view.progress()
             if progress != last:
                 yield progress
                 last = progress
             if progress.complete:
                 return
-            if timeout_s is not None and time.monotonic() - started > timeout_s:
+            if timeout_s is not None and now - started > timeout_s:
                 return
     finally:
         consumer.close()

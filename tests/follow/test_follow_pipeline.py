@@ -42,3 +42,12 @@ def test_track_a_tenant_wide_request_to_its_verdicts(pipeline_factory: PipelineF
     assert last.by_state == dict(Counter(accounting.state_of(t) for t in tenant))
     assert last.by_state.get("ANSWERED", 0) >= 1
     assert last.reasons.get("UNANSWERED", {}).get("device_unreachable", 0) >= 1
+
+    # Explicit targets, one of them unknown to the registry: exactly those, nothing else.
+    healthy = sorted(t.enrollment_id for t in scenario.truth if t.cause is Cause.HEALTHY)[:3]
+    explicit = PushPublisher(pipeline.kafka).publish(
+        PushRequest(tenant="acme", enrollment_ids=[*healthy, "NOT-ENROLLED"], initiator="user"))
+    final = list(track(explicit, settings=pipeline.kafka, interval_s=0.5, timeout_s=120))[-1]
+    assert final.complete, pipeline.logs()
+    assert final.by_state == {"ANSWERED": 3, "SKIPPED": 1}
+    assert final.reasons["SKIPPED"] == {"unknown_enrollment": 1}
