@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit, DlqLimitExceeded
-from services.common.kafka.producer import ReliableProducer
+from services.common.kafka.producer import DeliveryCallback, Headers, ReliableProducer
 from services.common.kafka.reader import read_to_end
 from services.common.settings import KafkaSettings
 from tests.common.kafka_topics import make_topic
@@ -60,11 +60,13 @@ def test_limit_judges_recent_records_not_the_whole_history() -> None:
     """After a long healthy run a flood of poison still trips (window of 100 records)."""
 
     class NoProducer:
-        def produce(self, *args: object, **kwargs: object) -> None:
+        def produce(self, topic: str, value: bytes | None, key: str | bytes | None = None,
+                    headers: Headers | None = None, partition: int | None = None,
+                    on_delivery: DeliveryCallback | None = None) -> None:
             """The limit is judged before anything is produced."""
 
     limit = DlqLimit(max_ratio=0.5, min_records=10, window=100)
-    writer = DeadLetterWriter(NoProducer(), "dlq", service="s", limit=limit)  # type: ignore[arg-type]
+    writer = DeadLetterWriter(NoProducer(), "dlq", service="s", limit=limit)
     writer.consumed(10_000)
     written = 0
     with pytest.raises(DlqLimitExceeded):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-from services.common.kafka.producer import DeliveryCallback, Headers, ReliableProducer
+from services.common.kafka.producer import DeliveryCallback, Headers
 from services.common.settings import KafkaSettings
 
 REASON_HEADER = "mdmpush.dlq.reason"
@@ -38,6 +39,21 @@ def dead_letter_headers(
         (SERVICE_HEADER, service.encode()),
         (AT_HEADER, str(int(time.time() * 1000)).encode()),
     ]
+
+
+class Produces(Protocol):
+    """What the writer needs of a producer: `ReliableProducer.produce`'s signature (the sender
+    hands it its Kafka I/O seam, whose in-memory twin serves broker-free tests)."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None: ...
 
 
 class DlqLimitExceeded(RuntimeError):
@@ -73,7 +89,7 @@ class DeadLetterWriter:
     is always over between `window` and `2 * window` recent records, in O(1)."""
 
     def __init__(
-        self, producer: ReliableProducer, topic: str, *, service: str, limit: DlqLimit
+        self, producer: Produces, topic: str, *, service: str, limit: DlqLimit
     ) -> None:
         self._producer = producer
         self.topic = topic

@@ -35,22 +35,12 @@ def assign_from_beginning(consumer: Consumer, topic: str, timeout_s: float) -> d
     """Assign every partition of `topic` from its beginning (none if the topic does not exist);
     returns partition -> end offset of the non-empty ones: once each is read up to its end,
     everything the topic held at the call has been read (the config readers' "loaded")."""
-    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-    partitions = list(metadata.partitions) if metadata is not None else []
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    return _non_empty_ends(consumer, topic, partitions, timeout_s)
-
-
-def _non_empty_ends(
-    consumer: Consumer, topic: str, partitions: Iterable[int], timeout_s: float
-) -> dict[int, int]:
-    """partition -> high watermark, for the partitions that hold records."""
-    ends: dict[int, int] = {}
-    for p in partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-        if high > low:
-            ends[p] = high
-    return ends
+    try:
+        positions = _positions(consumer, topic, None, None, timeout_s)
+    except TopicReadError:  # not created yet: nothing to read, and nothing assigned
+        positions = {}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in positions])
+    return {p: end for p, (start, end) in positions.items() if end > start}
 
 
 def reader_consumer(kafka: KafkaSettings, name: str) -> Consumer:
@@ -62,22 +52,40 @@ def reader_consumer(kafka: KafkaSettings, name: str) -> Consumer:
     )
 
 
+def assign_from_time(
+    consumer: Consumer, topic: str, since_ms: int | None, timeout_s: float
+) -> dict[int, int]:
+    """Assign every partition of `topic` at its first record written at or after `since_ms`
+    (the beginning when None, the end when no record is that new); returns partition -> end
+    offset at the call, for the partitions that have something to read. TopicReadError when
+    the topic does not exist or Kafka does not answer."""
+    try:
+        positions = _positions(consumer, topic, None, since_ms, timeout_s)
+    except KafkaException as exc:
+        raise TopicReadError(f"Kafka did not answer about {topic}: {exc.args[0]}") from exc
+    consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in positions.items()])
+    return {p: end for p, (start, end) in positions.items() if end > start}
+
+
 def read_to_end(
     kafka: KafkaSettings,
     topic: str,
     *,
     partitions: Iterable[int] | None = None,
+    since_ms: int | None = None,
     timeout_s: float = 30.0,
     name: str = "reader",
 ) -> Iterator[Message]:
-    """Every record `topic` held when called (in `partitions`, default all), in per-partition
-    offset order, then stop. Raises TopicReadError when the topic does not exist, Kafka does not
-    answer, or the read does not finish within `timeout_s`."""
+    """Every record `topic` held when called (in `partitions`, default all; written at or after
+    `since_ms` when given), in per-partition offset order, then stop. Raises TopicReadError when
+    the topic does not exist, Kafka does not answer, or the read does not finish within
+    `timeout_s`."""
     consumer = reader_consumer(kafka, name)
     try:
-        ends = _ends(consumer, kafka, topic, partitions, timeout_s)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        nexts = dict.fromkeys(ends, 0)  # a lower bound of each partition's next offset
+        positions = _positions(consumer, topic, partitions, since_ms, timeout_s)
+        ends = {p: end for p, (start, end) in positions.items() if end > start}
+        consumer.assign([TopicPartition(topic, p, positions[p][0]) for p in ends])
+        nexts = {p: positions[p][0] for p in ends}  # a lower bound of each next offset
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
@@ -108,25 +116,35 @@ def read_to_end(
         consumer.close()
 
 
-def _ends(
+def _positions(
     consumer: Consumer,
-    kafka: KafkaSettings,
     topic: str,
     partitions: Iterable[int] | None,
+    since_ms: int | None,
     timeout_s: float,
-) -> dict[int, int]:
-    """partition -> end offset of the non-empty partitions to read."""
+) -> dict[int, tuple[int, int]]:
+    """partition -> (offset to start at, end offset now) of the partitions to read."""
     metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     if metadata is None or metadata.error is not None:
         if metadata is None or metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-            raise TopicReadError(f"topic {topic} does not exist on {kafka.bootstrap_servers} "
-                                 f"(is MDMPUSH_KAFKA_TOPIC_PREFIX right?)")
+            raise TopicReadError(
+                f"topic {topic} does not exist (is MDMPUSH_KAFKA_TOPIC_PREFIX right?)")
         raise TopicReadError(f"topic {topic} cannot be read: {metadata.error}")
-    wanted = list(metadata.partitions) if partitions is None else list(partitions)
+    wanted = sorted(metadata.partitions) if partitions is None else list(partitions)
     unknown = set(wanted) - set(metadata.partitions)
     if unknown:
         raise TopicReadError(f"topic {topic} has no partition(s) {sorted(unknown)}")
-    return _non_empty_ends(consumer, topic, wanted, timeout_s)
+    found: dict[int, int] = {}
+    if since_ms is not None:
+        asked = [TopicPartition(topic, p, since_ms) for p in wanted]
+        found = {tp.partition: tp.offset
+                 for tp in consumer.offsets_for_times(asked, timeout=timeout_s)}
+    positions: dict[int, tuple[int, int]] = {}
+    for p in wanted:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        start = found.get(p, low)
+        positions[p] = (high if start < 0 else max(start, low), high)
+    return positions
 
 
 def _drop_finished(consumer: Consumer, topic: str, ends: dict[int, int]) -> None:
