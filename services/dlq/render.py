@@ -32,8 +32,9 @@ def mask(secret: str | None) -> str | None:
 
 
 def masked(record: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `record` with its secret fields masked."""
-    return {k: mask(v) if k in SECRET_FIELDS and isinstance(v, str) else v
+    """A copy of `record` with its secret fields masked, in nested records too."""
+    return {k: mask(v) if k in SECRET_FIELDS and isinstance(v, str)
+            else masked(v) if isinstance(v, dict) else v
             for k, v in record.items()}
 
 

@@ -9,7 +9,7 @@ from services.common.catalogue import Topics
 from services.common.kafka.dead_letter import dead_letter_headers
 from services.common.serde import AvroSerde
 from services.dlq.records import DeadLetter, read_dead_letter
-from services.dlq.render import mask, render_dead_letter
+from services.dlq.render import mask, masked, render_dead_letter
 from services.dlq.replay import REPLAY_AT, REPLAY_OF, NotReplayable, Replay, plan
 from services.dlq.select import Selection, group, parse_since
 from services.sdk.publisher import PushRequest
@@ -143,6 +143,7 @@ def test_show_masks_tokens_and_push_magic() -> None:
     assert f"{mask(token)}" in text and "req/E1" in text
     assert mask(token) == "abab…(64)…abab"
     assert mask("short") == "…(5)"
+    assert masked({"evidence": {"token_hex": token}}) == {"evidence": {"token_hex": mask(token)}}
     garbage = poison(3, TOPICS.requests, "fanout")
     shown = render_dead_letter(garbage, TOPICS)
     assert "not avro" not in shown and "bytes, sha256" in shown
