@@ -20,36 +20,57 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MDMPUSH_KAFKA_", frozen=True, extra="ignore")
 
+    #: Kafka brokers to connect to first, `host:port[,host:port...]` (librdkafka bootstrap.servers).
     bootstrap_servers: str = "127.0.0.1:9092"
+    #: Prefix of every client's client.id (`<client_id>-<role>`, e.g. mdmpush-sender), as the
+    #: brokers' logs and quotas see it.
     client_id: str = "mdmpush"
     #: Prepended to every topic name of the catalogue; tests use it to isolate themselves.
     topic_prefix: str = ""
+    #: How clients talk to the brokers (librdkafka security.protocol).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: SASL mechanism with SASL_* protocols (librdkafka sasl.mechanism).
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    #: SASL user name.
     sasl_username: str | None = None
+    #: SASL password (secret: never printed).
     sasl_password: SecretStr | None = None
+    #: CA bundle that signed the brokers' certificates (PEM file; SSL protocols).
     ssl_ca_location: str | None = None
+    #: Client certificate for mutual TLS (PEM file).
     ssl_certificate_location: str | None = None
+    #: Private key of the client certificate (PEM file).
     ssl_key_location: str | None = None
+    #: Password of that private key (secret: never printed).
     ssl_key_password: SecretStr | None = None
     #: Confluent Schema Registry; when unset, Avro single-object encoding is used.
     schema_registry_url: str | None = None
+    #: `user:password` for the Schema Registry (secret: never printed).
     schema_registry_basic_auth: SecretStr | None = None
+    #: Milliseconds a producer waits to fill a batch (librdkafka linger.ms); services may set
+    #: their own, `producer_overrides` wins over both.
     linger_ms: int = 5
+    #: Compression of produced batches (librdkafka compression.type).
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    #: Consumer group session timeout (at least the brokers' group.min.session.timeout.ms, 6 s).
     session_timeout_ms: int = 10000
+    #: Longest a consumer may go between polls before it leaves its group.
     max_poll_interval_ms: int = 300000
     #: librdkafka keys applied last, over every service's own defaults, to every producer /
     #: consumer: `MDMPUSH_KAFKA_PRODUCER_OVERRIDES='{"linger.ms": 20}'`.
     producer_overrides: dict[str, str | int | float | bool] = {}
+    #: The same for every consumer: `MDMPUSH_KAFKA_CONSUMER_OVERRIDES='{"fetch.min.bytes": 1}'`.
     consumer_overrides: dict[str, str | int | float | bool] = {}
     #: Internal and changelog topics (correlator state, faust changelogs): production 3/2. A
     #: cluster with fewer brokers gets the broker count, with one warning naming this setting.
     replication_factor: int = Field(default=3, ge=1)
+    #: min.insync.replicas of those topics (at most their replication factor): with acks=all a
+    #: write is acknowledged once this many replicas have it.
     min_insync_replicas: int = Field(default=2, ge=1)
     #: A consumer that dead-letters more than this share of what it consumed stops (judged once
     #: `dlq_min_records` were consumed): a wrong schema must not empty a topic into the DLQ.
     dlq_max_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: Records a consumer must have read before `dlq_max_ratio` is judged.
     dlq_min_records: int = Field(default=100, ge=1)
 
     def common_config(self) -> dict[str, Any]:
