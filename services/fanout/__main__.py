@@ -13,12 +13,26 @@ from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
 from services.common.admin import replication
+from services.common.config_reference import describe
 from services.common.settings import KafkaSettings
 from services.fanout.app import create_app
 from services.fanout.settings import FanoutSettings
 
 
+def print_help() -> None:
+    """`--help`: every setting (variable, default, meaning), without touching Kafka or ports."""
+    sys.stdout.write("python -m services.fanout: one fan-out worker (registry, request "
+                     "expansion). Configured by environment variables:\n")
+    for model in (describe(FanoutSettings), describe(KafkaSettings)):
+        for setting in model.settings:
+            sys.stdout.write(f"  {setting.variable} (default {setting.default}): "
+                             f"{setting.meaning}\n")
+
+
 def main() -> None:
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print_help()
+        return
     settings = FanoutSettings()
     kafka = KafkaSettings()
     if settings.metrics_port:
