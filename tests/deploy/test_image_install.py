@@ -73,6 +73,20 @@ def test_service_entry_point_loads(production_venv: Path, service: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+#: Services whose `--help` lists their settings without touching Kafka (the others are asked to,
+#: in the coordination requests; until then their entry point is only imported, above).
+WITH_HELP = ("gateway",)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", WITH_HELP)
+def test_service_answers_help(production_venv: Path, service: str) -> None:
+    result = _run(production_venv, "python", "-m", f"services.{service}", "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"MDMPUSH_{service.upper()}_" in result.stdout
+    assert "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS" in result.stdout
+
+
 @pytest.mark.slow
 def test_cli_answers_help(production_venv: Path) -> None:
     result = _run(production_venv, "mdmpush", "--help")
