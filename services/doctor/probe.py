@@ -4,8 +4,9 @@ The person running the doctor is often on a laptop with a customer's archive and
 reach. Without this probe every read would wait its 30 s timeout while librdkafka logs each
 refused connection; with it, the doctor knows within a fraction of a second (a refused or
 unresolvable broker) or `timeout_s` (a broker that never answers) and says so in one sentence,
-with librdkafka's own reason. The probe's client logs to a logger of its own that stays silent
-unless debug logging is on: its failure is reported once, in that sentence.
+with librdkafka's own reason. The probe's client logs through the common `client_logger`, raised
+to CRITICAL unless debug logging is on: its failure is reported once, in that sentence, not also
+as a log line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
 
 #: Default wait for the broker's metadata.
@@ -29,9 +31,6 @@ PROBE_STEP_S = 0.25
 #: librdkafka's "host:port/bootstrap: " prefix and " (after 0ms in state CONNECT)" suffix.
 _BROKER_PREFIX = re.compile(r"^\S+/(?:bootstrap|\d+): ")
 _STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+\)$")
-
-CLIENT_LOG = logging.getLogger("services.doctor.probe.librdkafka")
-
 
 class _ClientErrors:
     """The connection errors librdkafka reports through `error_cb` during the probe."""
@@ -54,10 +53,11 @@ def probe(settings: KafkaSettings, topics: Iterable[str], timeout_s: float = PRO
 
     Asks for the metadata of every topic rather than of `topics` alone, so that a broker with
     automatic topic creation does not create them for the doctor."""
-    CLIENT_LOG.setLevel(logging.NOTSET if logging.getLogger().isEnabledFor(logging.DEBUG)
+    client_log = client_logger("doctor-probe")
+    client_log.setLevel(logging.NOTSET if logging.getLogger().isEnabledFor(logging.DEBUG)
                         else logging.CRITICAL)
     errors = _ClientErrors()
-    client = Producer(settings.common_config(), logger=CLIENT_LOG, error_cb=errors)
+    client = Producer(settings.common_config(), logger=client_log, error_cb=errors)
     servers = settings.bootstrap_servers
     deadline = time.monotonic() + timeout_s
     try:
