@@ -6,9 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from services.correlator.diagnose import Diagnosis
-
-#: The inputs a poison record can come from.
-DLQ_SOURCES = ("checkins", "outcomes")
+from services.correlator.effects import Source
 
 #: Seconds (simulated) between a deadline and its flagging: the timer tick plus loop lag.
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
@@ -51,8 +49,8 @@ class CorrelatorMetrics:
         # (a series born at 1 is not) and deploy/prometheus/alerts.yaml sees it.
         for diagnosis in Diagnosis:
             self.alerts.labels(diagnosis.value.lower())
-        for source in DLQ_SOURCES:
-            self.dlq.labels(source)
+        for source in Source:
+            self.dlq.labels(source.value)
 
     def serve(self, port: int) -> None:
         """Expose /metrics on `port` (0: not at all)."""
