@@ -1,6 +1,7 @@
 """APNs provider API simulator: HTTP/2 + TLS on loopback, for tests, the demo and benchmarks.
 
-Never used in production. See :mod:`services.sim.apns.server` for the simulator,
-:mod:`services.sim.apns.certs` for the test PKI and :mod:`services.sim.apns.fleet_port` for the
-interface the device fleet implements.
+Never used in production. :mod:`services.sim.apns.server` is the simulator: it handles each
+request (faults, answer, counters) for :mod:`services.sim.apns.connection`, which only speaks
+HTTP/2; :mod:`services.sim.apns.certs` makes the test PKI and :mod:`services.sim.apns.fleet_port`
+is the interface the device fleet implements.
 """
