@@ -20,10 +20,10 @@ from confluent_kafka import KafkaError, Message
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.kafka.producer import PermanentDeliveryError, ReliableProducer
+from services.common.kafka.reader import read_to_end
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 from services.dlq import ledger
-from services.dlq.reading import read_since
 from services.dlq.records import DeadLetter, read_dead_letter
 from services.dlq.replay import NotReplayable, Replay, plan
 from services.dlq.select import Selection
@@ -45,8 +45,8 @@ def read_dead_letters(
     serde = serde or serde_for(kafka)
     topics = Topics(kafka.topic_prefix)
     found = []
-    for msg in read_since(kafka, topics.dlq, selection.since_ms, timeout_s=timeout_s,
-                          name="dlq"):
+    for msg in read_to_end(kafka, topics.dlq, since_ms=selection.since_ms, timeout_s=timeout_s,
+                           name="dlq"):
         dead = read_dead_letter(
             serde, topic=msg.topic() or topics.dlq, partition=msg.partition() or 0,
             offset=msg.offset() or 0, timestamp_ms=msg.timestamp()[1], key=msg.key(),

@@ -33,11 +33,10 @@ from typing import Any
 from services.common.accounting import TERMINAL_STATES, Accounting
 from services.common.catalogue import Topics
 from services.common.errors import DecodeError, MdmPushError
-from services.common.kafka.reader import reader_consumer
+from services.common.kafka.reader import assign_from_time, read_to_end, reader_consumer
 from services.common.registry_view import DeviceRecord, load_registry
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
-from services.dlq.reading import assign_from_time, read_since
 
 #: Outcomes are read from the request's time minus this (clocks of different hosts differ).
 MARGIN_MS = 60_000
@@ -119,7 +118,7 @@ def find_request(kafka: KafkaSettings, request_id: str, since_ms: int, *,
     """The NotificationRequest and its record's Kafka timestamp, searched from `since_ms` on."""
     serde = serde or serde_for(kafka)
     topic = Topics(kafka.topic_prefix).requests
-    for msg in read_since(kafka, topic, since_ms, timeout_s=timeout_s, name="track"):
+    for msg in read_to_end(kafka, topic, since_ms=since_ms, timeout_s=timeout_s, name="track"):
         try:
             request = serde.decode_as(msg.value(), "NotificationRequest")
         except DecodeError:

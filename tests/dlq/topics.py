@@ -6,17 +6,15 @@ from collections.abc import Iterable
 
 from confluent_kafka import Message
 
-from services.common.kafka.reader import read_to_end, reader_consumer
+from services.common.kafka.reader import assign_from_time, read_to_end, reader_consumer
 from services.common.settings import KafkaSettings
-from services.dlq.reading import assign_from_time
 
 
 def end_offsets(kafka: KafkaSettings, topics: Iterable[str]) -> dict[str, int]:
     """Topic -> records ever written to it (sum of its partitions' end offsets)."""
     consumer = reader_consumer(kafka, "test-ends")
     try:
-        return {topic: sum(high for _, high in
-                           assign_from_time(consumer, topic, None, 10.0).values())
+        return {topic: sum(assign_from_time(consumer, topic, None, 10.0).values())
                 for topic in topics}
     finally:
         consumer.close()
