@@ -18,6 +18,7 @@ from services.cli.deploy_cmd import (
     render_users,
     user_name,
 )
+from services.cli.main import main
 from services.common.catalogue import Topics, all_topics
 from services.correlator.changelog import STATE
 from services.correlator.settings import CorrelatorSettings
@@ -40,6 +41,15 @@ DASHBOARD_DIR = K8S / "base" / "dashboards"
 def test_generated_manifest_is_current(path: Path, text: str, command: str) -> None:
     assert path.read_text(encoding="utf-8") == text, (
         f"{path.relative_to(K8S)} is stale: run `mdmpush deploy {command} > {path}`")
+
+
+@pytest.mark.parametrize("command", ["topics", "users", "rules"])
+def test_cli_prints_the_committed_file(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mdmpush deploy <command>` (what the drift messages tell people to run) prints the file."""
+    committed = {"topics": KAFKA / "topics.yaml", "users": KAFKA / "users.yaml",
+                 "rules": K8S / "base" / "monitoring" / "prometheusrule.yaml"}[command]
+    assert main(["deploy", command]) == 0
+    assert capsys.readouterr().out == committed.read_text(encoding="utf-8")
 
 
 def test_every_topic_a_service_uses_is_declared() -> None:
