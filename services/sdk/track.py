@@ -142,8 +142,9 @@ def track(
     """Yield the request's progress whenever it changes, until every target is in a terminal
     state (the last one has `complete`), or until `timeout_s` (the last one has not).
 
-    `since_ms`: when the request was made, at the latest (default: looked for in the last 24
-    hours). RequestNotFoundError if it is not on the requests topic since then."""
+    `since_ms`: a time at or before the request (the push API answers with its requested_at);
+    the request is looked for from there on (default: in the last 24 hours).
+    RequestNotFoundError if it is not on the requests topic since then."""
     kafka = settings or KafkaSettings()
     serde = serde or serde_for(kafka)
     started = time.monotonic()
