@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from typing import Any
 
 from services.sdk.publisher import PushPublisher, PushRequest
@@ -37,5 +39,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mdmpush publish: {exc}")
         return 2
-    print(PushPublisher().publish(request))
+    requested_at = int(time.time() * 1000)
+    request_id = PushPublisher().publish(request, requested_at)
+    print(request_id)
+    print(f"follow it: mdmpush follow {request_id} --since {requested_at}", file=sys.stderr)
     return 0

@@ -81,8 +81,11 @@ class PushPublisher(KafkaPublisher):
 
     topic_name = "requests"
 
-    def publish(self, request: PushRequest) -> str:
-        """Publish and wait for Kafka's acknowledgement; returns the request id."""
-        value = self.serde.encode("NotificationRequest", request.to_record(), self.topic)
+    def publish(self, request: PushRequest, now_ms: int | None = None) -> str:
+        """Publish and wait for Kafka's acknowledgement; returns the request id.
+
+        `now_ms` becomes the record's requested_at (default: now); following the request
+        (`mdmpush follow ID --since <requested_at>`, services.sdk.track) starts there."""
+        value = self.serde.encode("NotificationRequest", request.to_record(now_ms), self.topic)
         self.producer.produce_sync(self.topic, value, key=request.tenant)
         return request.request_id
