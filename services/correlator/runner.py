@@ -112,8 +112,8 @@ class CorrelatorRunner:
             self.start()
             while self.running:
                 self.step()
-        except Stopped:
-            log.info("stopped during start-up")
+        except Stopped as stopped:
+            log.info("%s", stopped)
         finally:
             self.close()
 
