@@ -64,7 +64,7 @@ class Principal:
 
     def tenant_for(self, requested: str | None) -> str:
         """The tenant a request acts for: the principal's own, or the one an operator names."""
-        if requested is None or requested == "":
+        if requested is None:
             if self.operator:
                 raise NotAllowed(f"principal {self.name} serves several tenants: name one "
                                  "with ?tenant=")

@@ -56,6 +56,10 @@ PRODUCER: web.AppKey[AsyncProducer] = web.AppKey("producer", AsyncProducer)
 SERDE: web.AppKey[AvroSerde] = web.AppKey("serde", AvroSerde)
 TOPICS: web.AppKey[Topics] = web.AppKey("topics", Topics)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)
+#: What the access line reports about a request, set by the handlers as they learn it.
+PRINCIPAL_NAME: web.RequestKey[str] = web.RequestKey("principal", str)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+EVENT_ID: web.RequestKey[str] = web.RequestKey("event_id", str)
 
 
 class Refused(Exception):
@@ -68,7 +72,7 @@ class Refused(Exception):
 
 def _admit(request: web.Request, principal: Principal) -> str:
     """Rate-limit the principal, then the tenant it acts for (?tenant=, operators only)."""
-    request["principal"] = principal.name
+    request[PRINCIPAL_NAME] = principal.name
     wait = request.app[LIMITER].retry_after(principal.name)
     if wait:
         raise Refused(429, f"rate limit of principal {principal.name} exceeded",
@@ -97,7 +101,7 @@ async def _publish_checkin(request: web.Request, record: dict[str, Any]) -> web.
     topic = app[TOPICS].checkins
     value = app[SERDE].encode("CheckinEvent", record, topic)
     await app[PRODUCER].send(topic, value, record["enrollment_id"])
-    request["event_id"] = record["event_id"]
+    request[EVENT_ID] = record["event_id"]
     return web.json_response({"event_id": record["event_id"], "enrollment_id":
                               record["enrollment_id"], "message_type": record["message_type"]})
 
@@ -160,7 +164,7 @@ async def _queue_push(request: web.Request, ids: list[str]) -> tuple[PushRequest
     record["principal"] = principal.name
     value = app[SERDE].encode("NotificationRequest", record, topic)
     await app[PRODUCER].send(topic, value, push_request.tenant)
-    request["request_id"] = push_request.request_id
+    request[REQUEST_ID] = push_request.request_id
     return push_request, record["requested_at"]
 
 
@@ -221,8 +225,8 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         response = web.json_response({"error": reason}, status=500)
     REQUESTS.labels(route, str(response.status)).inc()
     access_log.info("%s %s -> %d", request.method, route, response.status, extra={
-        "route": route, "status": response.status, "principal": request.get("principal"),
-        "request_id": request.get("request_id"), "event_id": request.get("event_id"),
+        "route": route, "status": response.status, "principal": request.get(PRINCIPAL_NAME),
+        "request_id": request.get(REQUEST_ID), "event_id": request.get(EVENT_ID),
         "reason": reason if response.status >= 400 else None})
     return response
 

@@ -53,7 +53,10 @@ class Authenticator:
         return principal
 
     def tenant(self, principal: Principal, requested: str | None) -> str:
-        """The tenant the request acts for; NotAllowed (403) when the principal may not."""
+        """The tenant the request acts for; NotAllowed (403) when the principal may not,
+        InvalidInput (400) for a malformed ?tenant= (an empty one too: it names nothing)."""
+        if requested is not None:
+            check_tenant(requested)
         if principal is INSECURE_DEV:
             return check_tenant(requested or self.default_tenant)
         return principal.tenant_for(requested)

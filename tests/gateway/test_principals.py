@@ -11,6 +11,7 @@ from typing import Any
 import fastavro
 import pytest
 
+from services.common.limits import InvalidInput
 from services.common.principals import (
     NotAllowed,
     PrincipalConfigError,
@@ -88,9 +89,13 @@ def test_operators_must_name_a_tenant_of_theirs() -> None:
     auth = _auth()
     ops = auth.api_key(basic(OPS_KEY)["Authorization"])
     assert ops.operator and auth.tenant(ops, "globex") == "globex"
-    for requested in (None, "", "initech"):
+    for requested in (None, "initech"):
         with pytest.raises(NotAllowed):
             auth.tenant(ops, requested)
+    acme = auth.api_key(basic(ACME_KEY)["Authorization"])
+    for malformed in ("", "a b", "x" * 65):  # found by the fuzzer: ?tenant= was taken as absent
+        with pytest.raises(InvalidInput, match="tenant"):
+            auth.tenant(acme, malformed)
 
 
 def _with(change: Any) -> dict[str, Any]:
