@@ -13,6 +13,7 @@ import yaml
 
 from services.cli.deploy_cmd import SERVICES, user_name
 from services.common.catalogue import JOBS_BULK, JOBS_PRIORITY, OUTCOMES
+from services.common.config_reference import direct_variables, models
 from services.fanout.settings import FanoutSettings
 from services.monitoring.rules import load_groups
 from tests.deploy.rendering import (
@@ -270,3 +271,19 @@ def test_observability_objects_for_kube_prometheus_stack() -> None:
     dashboards = by_kind(docs, "ConfigMap")["mdmpush-dashboards"]
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert set(dashboards["data"]) == {"mdmpush-delivery.json", "mdmpush-arrival.json"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_variable_the_manifests_set_is_a_setting(overlay: str) -> None:
+    """A renamed or removed setting breaks this, not a pod that silently ignores its variable
+    (settings models ignore unknown variables)."""
+    known = {s.variable for model in models() for s in model.settings}
+    known |= {d.variable for d in direct_variables()}
+    docs = rendered(overlay)
+    used = set(by_kind(docs, "ConfigMap")["mdmpush-kafka"]["data"])
+    for deployment in by_kind(docs, "Deployment").values():
+        used |= set(_env(_container(deployment)))
+    for auth in by_kind(docs, "TriggerAuthentication").values():
+        used |= {ref["name"] for ref in auth["spec"]["env"]}
+    assert len(used) > 15
+    assert sorted(used - known) == []
