@@ -32,16 +32,23 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from services.common.admin import create_topics
+from services.common.admin import admin_client, create_topics
 from services.common.catalogue import Topics
 from services.common.clock import Clock
-from services.common.errors import DecodeError
+from services.common.errors import DecodeError, TopicReadError
 from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
 from services.common.kafka.logs import client_logger
 from services.common.kafka.producer import DeliveryError, ReliableProducer
@@ -161,8 +168,22 @@ class CorrelatorRunner:
             log.error("records refused by Kafka at close: %s", "; ".join(self._lost[:5]))
 
     def _ensure_state_topic(self) -> None:
-        admin = AdminClient(self.kafka.admin_config(), logger=client_logger(f"{SERVICE}.admin"))
-        meta = admin.list_topics(self.topics.outcomes, timeout=30)
+        """Wait for Kafka (in short calls, so a stop is seen), then create the state topic with
+        as many partitions as the outcomes topic."""
+        admin = admin_client(self.kafka)
+        log.info("waiting for Kafka at %s", self.kafka.bootstrap_servers)
+        deadline = time.monotonic() + self.s.kafka_wait_s
+        while True:
+            if not self.running:
+                raise Stopped("stopped while waiting for Kafka")
+            try:
+                meta = admin.list_topics(self.topics.outcomes, timeout=1.0)
+                break
+            except KafkaException as exc:
+                if time.monotonic() >= deadline:
+                    raise TopicReadError(
+                        f"Kafka at {self.kafka.bootstrap_servers} did not answer within "
+                        f"{self.s.kafka_wait_s:.0f}s: {exc.args[0]}") from exc
         parts = meta.topics[self.topics.outcomes].partitions
         if not parts:
             raise RuntimeError(f"topic {self.topics.outcomes} does not exist")

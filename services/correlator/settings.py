@@ -34,6 +34,8 @@ class CorrelatorSettings(BaseSettings):
     dedupe_capacity: int = 100_000
     #: Prometheus port; 0 disables the endpoint.
     metrics_port: int = 9103
+    #: Longest start-up waits for Kafka to answer before giving up (exit 1).
+    kafka_wait_s: float = 30.0
     #: Longest the start-up replay of the check-ins (or a restore of the state) may take.
     replay_timeout_s: float = 600.0
     #: Longest a batch's prerequisites may take to be acknowledged before the process stops.

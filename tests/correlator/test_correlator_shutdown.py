@@ -15,6 +15,7 @@ from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.correlator import changelog
 from services.correlator.pending import LANE_PRIORITY, PENDING, Entry
+from services.devstack.procs import free_port
 from tests.correlator.harness import TOPIC_A, Correlator
 
 pytestmark = pytest.mark.kafka
@@ -78,3 +79,24 @@ def test_sigterm_during_start_up_stops_it(
     log = proc.log.read_text()
     assert code == 0, log
     assert stopped in log and done not in log, log
+
+
+def test_sigterm_while_kafka_does_not_answer_stops_it(kafka_settings: KafkaSettings) -> None:
+    """Start-up against a broker address where nothing listens: the wait for Kafka is in short
+    calls, so SIGTERM ends it (and librdkafka's complaints are log records, not raw lines)."""
+    nowhere = kafka_settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    proc = Correlator(nowhere, Clock())
+    try:
+        proc.start()
+        proc.wait_for_log("waiting for Kafka")
+        assert proc.proc is not None
+        proc.proc.terminate()
+        try:
+            code = proc.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the correlator ignored SIGTERM while waiting for Kafka") from None
+    finally:
+        proc.stop()
+    log = proc.log.read_text()
+    assert code == 0, log
+    assert "stopped while waiting for Kafka" in log and "%3|" not in log, log
