@@ -17,7 +17,8 @@ class Lane(StrEnum):
     PRIORITY and BULK are the job's own lane (the PushJob schema's `Lane`); RETRY is a bulk job
     read back from a retry tier. Due retries come before fresh bulk jobs: they are older, and
     their tier delay is already the wait they were promised. RETRY uses the bulk bucket and the
-    bulk connection, and its outcomes say BULK."""
+    bulk connection, and its outcomes say BULK. The APNs pool's connection lanes are the job
+    lanes, PRIORITY and BULK (apns/pool.py)."""
 
     PRIORITY = "PRIORITY"
     RETRY = "RETRY"
@@ -25,7 +26,7 @@ class Lane(StrEnum):
 
     @property
     def job_lane(self) -> Lane:
-        """The lane of the job's own record (its bucket and its outcome's `lane`)."""
+        """The lane of the job's own record: its bucket, its connection, its outcome's `lane`."""
         return Lane.BULK if self is Lane.RETRY else self
 
 

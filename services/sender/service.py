@@ -47,7 +47,7 @@ from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde
 from services.sender.apns.breaker import BreakerRegistry
 from services.sender.apns.classify import Classification, Verdict, classify
-from services.sender.apns.pool import BULK, PRIORITY, ApnsPool, UnknownCertificateError
+from services.sender.apns.pool import ApnsPool, UnknownCertificateError
 from services.sender.apns.types import ApnsRequest, ApnsResponse
 from services.sender.job import LANES, Lane, PushJob, PushOutcome
 from services.sender.lanes import LaneBuffers, Pending
@@ -409,7 +409,7 @@ class Sender:
             push_type="mdm" if job["kind"] == "MDM" else "alert",
         )
         try:
-            self.pool.submit(request, lane=PRIORITY if item.lane is Lane.PRIORITY else BULK)
+            self.pool.submit(request, lane=item.lane.job_lane)
         except UnknownCertificateError:
             self._finish(item, [self._outcome(job, "FAILED", reason=WRONG_TOPIC)])
             return False

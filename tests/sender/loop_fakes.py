@@ -13,8 +13,9 @@ from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
 from services.common.kafka.memory import MemoryBroker, MemoryKafkaIO, MemoryRecord
 from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde
-from services.sender.apns.pool import BULK, UnknownCertificateError
+from services.sender.apns.pool import UnknownCertificateError
 from services.sender.apns.types import ApnsRequest, ApnsResponse, TransportError
+from services.sender.job import Lane
 from services.sender.policy import PolicyBook
 from services.sender.scheduler import NOT_BEFORE_HEADER
 from services.sender.service import Sender
@@ -49,12 +50,12 @@ class FakePool:
 
     def __init__(self, certificates: tuple[str, ...] = (CERT, OTHER)) -> None:
         self.certificates = set(certificates)
-        self.requests: list[tuple[ApnsRequest, str]] = []
-        self._waiting: dict[str, tuple[ApnsRequest, str]] = {}
+        self.requests: list[tuple[ApnsRequest, Lane]] = []
+        self._waiting: dict[str, tuple[ApnsRequest, Lane]] = {}
         self._answers: list[ApnsResponse] = []
 
     def submit(self, request: ApnsRequest, base_url: str | None = None, *,
-               lane: str = BULK) -> None:
+               lane: Lane = Lane.BULK) -> None:
         if request.topic not in self.certificates:
             raise UnknownCertificateError(request.topic)
         self.requests.append((request, lane))
@@ -64,7 +65,7 @@ class FakePool:
         answers, self._answers = self._answers, []
         return answers
 
-    def in_flight_for(self, topic: str, lane: str = BULK, base_url: str | None = None) -> int:
+    def in_flight_for(self, topic: str, lane: Lane = Lane.BULK, base_url: str | None = None) -> int:
         return sum(1 for r, ln in self._waiting.values() if r.topic == topic and ln == lane)
 
     def close(self) -> list[ApnsResponse]:

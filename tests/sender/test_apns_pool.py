@@ -17,6 +17,7 @@ from services.sender.apns.pool import (
     UnknownCertificateError,
 )
 from services.sender.apns.types import ApnsRequest, ApnsResponse
+from services.sender.job import Lane
 from services.sim.apns.certs import (
     CertificateAuthority,
     issue_push_certificate,
@@ -120,10 +121,10 @@ def test_priority_pushes_have_a_connection_of_their_own(
     for request in bulk:
         pool.submit(request)
     urgent = push(topic)
-    pool.submit(urgent, lane="priority")
+    pool.submit(urgent, lane=Lane.PRIORITY)
     answers = drain(pool, len(bulk) + 1)
     assert {a.correlation_id for a in answers} == {r.correlation_id for r in [*bulk, urgent]}
-    assert pool.open_clients == [(sim.url, topic, "priority"), (sim.url, topic, "bulk")]
+    assert pool.open_clients == [(sim.url, topic, Lane.PRIORITY), (sim.url, topic, Lane.BULK)]
     assert sim.snapshot().connections_opened == 2
     pool.close()
 
@@ -144,7 +145,7 @@ def test_idle_client_is_closed_and_reopened_on_demand(
     pool = ClientPool(store, sim.url, transport=transport, ca_path=ca.cert_path, idle_timeout_s=0.3)
     pool.submit(push(topic))
     assert [a.status for a in drain(pool, 1)] == [200]
-    assert pool.open_clients == [(sim.url, topic, "bulk")]
+    assert pool.open_clients == [(sim.url, topic, Lane.BULK)]
     deadline = time.monotonic() + 3.0
     while (pool.open_clients or sim.snapshot().connections_open) and time.monotonic() < deadline:
         pool.poll(0.05)

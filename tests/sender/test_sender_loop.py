@@ -19,7 +19,6 @@ from services.common.kafka.dead_letter import (
 from services.common.kafka.io import Position
 from services.common.kafka.producer import PermanentDeliveryError
 from services.common.policy import PushPolicy
-from services.sender.apns.pool import BULK, PRIORITY
 from services.sender.apns.types import TransportError
 from services.sender.commit_marks import encode_marks
 from services.sender.job import Lane
@@ -117,14 +116,14 @@ def test_priority_jobs_go_first_on_their_own_connection_and_keep_a_reserve() -> 
     loop.produce(PRIORITY_TOPIC, job(100, lane="PRIORITY"), job(101, lane="PRIORITY"))
     loop.step()
     lanes = [lane for _, lane in loop.pool.requests]
-    assert lanes == [BULK] * 3 + [PRIORITY] * 2  # the reserve took them at once
+    assert lanes == [Lane.BULK] * 3 + [Lane.PRIORITY] * 2  # the reserve took them at once
     finish(loop, steps=1)
     # With both lanes waiting, priority is served first: it was sent in the same turn as bulk
     # and bulk got only what the reserve leaves.
     loop.produce(PRIORITY_TOPIC, job(102, lane="PRIORITY"))
     loop.step()
-    assert loop.pool.requests[5][1] == PRIORITY
-    assert [lane for _, lane in loop.pool.requests[6:]] == [BULK] * 2
+    assert loop.pool.requests[5][1] == Lane.PRIORITY
+    assert [lane for _, lane in loop.pool.requests[6:]] == [Lane.BULK] * 2
 
 
 def test_bulk_in_flight_is_capped_per_certificate_not_across_certificates() -> None:
@@ -388,5 +387,5 @@ def test_lane_of_a_retry_read_back_is_retry_but_its_outcome_says_bulk() -> None:
     loop.produce(RETRY_200, job(1, attempt=1), headers=not_before(0))
     loop.step()
     finish(loop)
-    assert loop.pool.requests[0][1] == BULK
+    assert loop.pool.requests[0][1] == Lane.BULK
     assert [o["lane"] for o in loop.outcomes()] == ["BULK"]

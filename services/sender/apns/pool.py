@@ -30,17 +30,15 @@ from services.sender.apns.httpx_transport import HttpxTransport
 from services.sender.apns.pycurl_transport import PycurlTransport
 from services.sender.apns.transport import ApnsTransport, TransportConfig
 from services.sender.apns.types import ApnsRequest, ApnsResponse
+from services.sender.job import Lane
 
 TransportFactory = Callable[[TransportConfig], ApnsTransport]
 
 TRANSPORTS: dict[str, TransportFactory] = {"pycurl": PycurlTransport, "httpx": HttpxTransport}
 
-PRIORITY = "priority"
-BULK = "bulk"
-"""Connection lanes: priority pushes never share a connection with bulk ones."""
-
-ClientKey = tuple[str, str, str]
-"""(endpoint base URL, certificate topic, connection lane)"""
+ClientKey = tuple[str, str, Lane]
+"""(endpoint base URL, certificate topic, connection lane: PRIORITY or BULK — priority pushes never
+share a connection with bulk ones, due retries go on the bulk one)"""
 
 DEFAULT_TRANSPORT = "pycurl"
 """libcurl wins by far. tests/bench/bench_transports.py (one connection, one process, h2o on a
@@ -90,7 +88,7 @@ class ApnsPool(Protocol):
     """What the sender's loop needs from its APNs clients (ClientPool; a fake in unit tests)."""
 
     def submit(
-        self, request: ApnsRequest, base_url: str | None = None, *, lane: str = BULK
+        self, request: ApnsRequest, base_url: str | None = None, *, lane: Lane = Lane.BULK
     ) -> None:
         """Send on the client of (endpoint, request.topic, lane); raises
         ``UnknownCertificateError`` before anything is sent if the topic has no certificate."""
@@ -100,7 +98,7 @@ class ApnsPool(Protocol):
         """Completions of all clients, waiting up to ``timeout_s`` if none are ready."""
         ...
 
-    def in_flight_for(self, topic: str, lane: str = BULK, base_url: str | None = None) -> int:
+    def in_flight_for(self, topic: str, lane: Lane = Lane.BULK, base_url: str | None = None) -> int:
         """Requests in flight on the client of (endpoint, topic, lane)."""
         ...
 
@@ -144,7 +142,7 @@ class ClientPool:
     def in_flight(self) -> int:
         return sum(client.in_flight for client in self._clients.values())
 
-    def in_flight_for(self, topic: str, lane: str = BULK, base_url: str | None = None) -> int:
+    def in_flight_for(self, topic: str, lane: Lane = Lane.BULK, base_url: str | None = None) -> int:
         """Requests in flight on the client of (endpoint, topic, lane); 0 if it is not open."""
         client = self._clients.get((base_url or self._base_url, topic, lane))
         return 0 if client is None else client.in_flight
@@ -155,7 +153,7 @@ class ClientPool:
         return list(self._clients)
 
     def submit(
-        self, request: ApnsRequest, base_url: str | None = None, *, lane: str = BULK
+        self, request: ApnsRequest, base_url: str | None = None, *, lane: Lane = Lane.BULK
     ) -> None:
         """Send on the client of (endpoint, request.topic, lane), opening it if needed.
 
@@ -164,17 +162,17 @@ class ClientPool:
         """
         key = (base_url or self._base_url, request.topic, lane)
         client = self._clients.get(key)
-        if client is not None and lane == PRIORITY and key not in self._warm:
+        if client is not None and lane is Lane.PRIORITY and key not in self._warm:
             # Still connecting (a TLS handshake, then one stream until the server's first
             # answer): meanwhile the bulk connection, if it is up, is the faster way.
-            bulk = self._clients.get((key[0], key[1], BULK))
-            if bulk is not None and (key[0], key[1], BULK) in self._warm:
+            bulk = self._clients.get((key[0], key[1], Lane.BULK))
+            if bulk is not None and (key[0], key[1], Lane.BULK) in self._warm:
                 client = bulk
         if client is None:
             client = self._clients[key] = self._open(key[0], key[1])
-            if lane == PRIORITY:  # polled first, see poll()
+            if lane is Lane.PRIORITY:  # polled first, see poll()
                 self._clients = {k: self._clients[k] for k in sorted(
-                    self._clients, key=lambda k: k[2] != PRIORITY)}
+                    self._clients, key=lambda k: k[2] is not Lane.PRIORITY)}
         client.submit(request)
 
     def poll(self, timeout_s: float) -> list[ApnsResponse]:
