@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("production", "dev")
 CRDS = Path(__file__).resolve().parent / "crds"
+#: Strimzi 0.51's CRDs, which serve v1 beside the v1beta2 of older clusters.
+CRDS_STRIMZI_0_51 = Path(__file__).resolve().parent / "crds-strimzi-0.51.0"
 #: Kubernetes version the core objects are validated against (kubernetes-validate, strict).
 KUBERNETES_VERSION = "1.32.0"
 
@@ -67,10 +69,10 @@ def _closed(schema: Any) -> Any:
 
 
 @functools.cache
-def _validators() -> dict[tuple[str, str], jsonschema.Draft4Validator]:
-    """(apiVersion, kind) → validator of the served version's schema, for every vendored CRD."""
+def _validators(crds: Path = CRDS) -> dict[tuple[str, str], jsonschema.Draft4Validator]:
+    """(apiVersion, kind) → validator of the served version's schema, for every CRD in `crds`."""
     validators = {}
-    for path in sorted(CRDS.rglob("*.yaml")):
+    for path in sorted(crds.rglob("*.yaml")):
         crd = yaml.safe_load(path.read_text(encoding="utf-8"))
         if not crd or crd.get("kind") != "CustomResourceDefinition":
             continue
@@ -90,8 +92,8 @@ def crd_kinds() -> set[tuple[str, str]]:
     return set(_validators())
 
 
-def crd_errors(doc: Doc) -> list[str]:
-    """Schema violations of one custom resource (KeyError if no vendored CRD serves it)."""
-    validator = _validators()[(doc["apiVersion"], doc["kind"])]
+def crd_errors(doc: Doc, crds: Path = CRDS) -> list[str]:
+    """Schema violations of one custom resource (KeyError if no CRD in `crds` serves it)."""
+    validator = _validators(crds)[(doc["apiVersion"], doc["kind"])]
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
             for e in validator.iter_errors(doc)]

@@ -17,6 +17,7 @@ from services.common.config_reference import direct_variables, models
 from services.fanout.settings import FanoutSettings
 from services.monitoring.rules import load_groups
 from tests.deploy.rendering import (
+    CRDS_STRIMZI_0_51,
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
@@ -72,6 +73,16 @@ def test_custom_resources_match_their_crds(overlay: str) -> None:
     kinds = {d["kind"] for d in custom}
     assert kinds == {"KafkaTopic", "KafkaUser", "ScaledObject", "PodMonitor", "PrometheusRule"}
     errors = {name: crd_errors(d) for name, d in zip(_ids(custom), custom, strict=True)}
+    assert {k: v for k, v in errors.items() if v} == {}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_strimzi_resources_also_fit_strimzi_0_51(overlay: str) -> None:
+    """Strimzi 0.51 serves v1 beside v1beta2: the same manifests serve it and 1.x clusters."""
+    strimzi = [d for d in rendered(overlay) if d["apiVersion"] == "kafka.strimzi.io/v1"]
+    assert len(strimzi) > 20
+    errors = {name: crd_errors(d, CRDS_STRIMZI_0_51)
+              for name, d in zip(_ids(strimzi), strimzi, strict=True)}
     assert {k: v for k, v in errors.items() if v} == {}
 
 
