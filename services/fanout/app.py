@@ -314,9 +314,10 @@ class Fanout:
             msg = event.message
             log.warning("poison record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
                         exc.reason)
-            await self.dead_letters.put(
+            self.dead_letters.write(
                 source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
                 key=msg.key, value=msg.value, reason=exc.reason)
+            await self.dead_letters.acknowledged()
             return None
 
 

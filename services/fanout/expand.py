@@ -99,7 +99,7 @@ class Expander:
                   f"{after}not expanded. First: {refused[0].reason}")
         metrics.REFUSED.labels("job").inc(len(refused))
         metrics.DEAD_LETTERED_SLICES.inc()
-        await self.dead_letters.put(
+        self.dead_letters.write(
             source_topic=topic, partition=partition, offset=offset,
             key=str(request["tenant"]).encode(),
             value=self.serde.encode("NotificationRequest", request, self.topics.dlq),
@@ -107,6 +107,7 @@ class Expander:
             extra_headers=[("mdmpush.request_id", str(request["request_id"])),
                            ("mdmpush.slice", key)],
         )
+        await self.dead_letters.acknowledged()
 
     async def _produce_chunk(
         self, request: dict[str, Any], lane: Lane, chunk: list[Target]

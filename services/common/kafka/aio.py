@@ -49,9 +49,14 @@ class AsyncProducer:
             error = None if err is None else delivery_error(err, topic)
             loop.call_soon_threadsafe(_resolve, done, error)
 
-        while not self.producer.try_produce(topic, value, key, headers, partition, on_delivery):
-            self.producer.queue_full_waits += 1
-            await asyncio.sleep(QUEUE_FULL_WAIT_S)
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers, partition, on_delivery,
+                                      block=False)
+                break
+            except BufferError:  # local queue full: let the poll thread drain it
+                self.producer.queue_full_waits += 1
+                await asyncio.sleep(QUEUE_FULL_WAIT_S)
         await done
 
     async def flush(self) -> None:

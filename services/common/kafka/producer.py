@@ -103,43 +103,36 @@ class ReliableProducer:
         headers: Headers | None = None,
         partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
+        *,
+        block: bool = True,
     ) -> None:
-        """Queue one record; on a full local queue serve callbacks and retry (never drop).
+        """Queue one record. On a full local queue serve callbacks and retry (never drop); with
+        `block=False` raise BufferError instead (callers that must not block, e.g. an event
+        loop, wait their own way and call again).
 
         Raises PermanentDeliveryError when librdkafka refuses the record outright."""
-        while not self.try_produce(topic, value, key, headers, partition, on_delivery):
-            self.queue_full_waits += 1
-            self.client.poll(0.05)
-
-    def try_produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: str | bytes | None = None,
-        headers: Headers | None = None,
-        partition: int | None = None,
-        on_delivery: DeliveryCallback | None = None,
-    ) -> bool:
-        """Queue one record, or return False when the local queue is full (for callers that must
-        not block, e.g. an event loop). Raises PermanentDeliveryError like `produce`."""
         producer = self._producer
         if producer is None:
             raise RuntimeError(f"producer {self.name!r} is closed")
-        try:
-            producer.produce(
-                topic, value, key,
-                partition=PARTITION_UA if partition is None else partition,
-                on_delivery=on_delivery or self._remember,
-                headers=list(headers) if headers else None,
-            )
-        except BufferError:
-            return False
-        except KafkaException as exc:
-            err = exc.args[0]
-            detail = f"{err.str()} ({err.name()})" if isinstance(err, KafkaError) else str(exc)
-            raise PermanentDeliveryError(
-                f"Kafka refused a record to {topic} before queueing it: {detail}") from exc
-        return True
+        while True:
+            try:
+                producer.produce(
+                    topic, value, key,
+                    partition=PARTITION_UA if partition is None else partition,
+                    on_delivery=on_delivery or self._remember,
+                    headers=list(headers) if headers else None,
+                )
+                return
+            except BufferError:
+                if not block:
+                    raise
+                self.queue_full_waits += 1
+                producer.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0]
+                detail = f"{err.str()} ({err.name()})" if isinstance(err, KafkaError) else str(exc)
+                raise PermanentDeliveryError(
+                    f"Kafka refused a record to {topic} before queueing it: {detail}") from exc
 
     def _remember(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
