@@ -217,7 +217,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         response = web.json_response({"error": reason}, status=exc.status)
     except DeliveryError:
         log.exception("Kafka did not acknowledge a record (route %s)", route)
-        reason = "not stored: Kafka did not acknowledge; retry"
+        reason = "Kafka did not acknowledge the record; retry"
         response = web.json_response({"error": reason}, status=503, headers={"Retry-After": "1"})
     except Exception:
         log.exception("unexpected error on route %s", route)
@@ -240,12 +240,12 @@ def create_app(
     app[SETTINGS], app[PRODUCER], app[TOPICS], app[SERDE], app[CLOCK], app[AUTH] = (
         settings, producer, topics, serde, clock, auth)
     app[LIMITER] = RateLimiter(settings.rate_per_s, settings.rate_burst)
-    app.router.add_post("/webhook", webhook, name="webhook")
-    app.router.add_route("POST", "/checkin", checkin, name="checkin")
-    app.router.add_route("PUT", "/checkin", checkin, name="checkin-put")
+    app.router.add_post("/webhook", webhook)
+    for method in ("POST", "PUT"):
+        app.router.add_route(method, "/checkin", checkin)
     for method in ("GET", "POST", "PUT"):
-        app.router.add_route(method, "/v1/push/{ids}", push, name=f"push-{method.lower()}")
-    app.router.add_get("/push/{udid}", micromdm_push, name="micromdm-push")
-    app.router.add_get("/healthz", health, name="healthz")
-    app.router.add_get("/openapi.json", openapi, name="openapi")
+        app.router.add_route(method, "/v1/push/{ids}", push)
+    app.router.add_get("/push/{udid}", micromdm_push)
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/openapi.json", openapi)
     return app

@@ -48,7 +48,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "The credential's principal may not act for the tenant named",
         413: "Body or target list too large",
         429: "Rate limit of the principal exceeded",
-        503: "Kafka did not acknowledge; nothing was stored, retry",
+        503: "Kafka did not acknowledge the record; retry",
     }
     out: dict[str, Any] = {}
     for status in statuses:

@@ -83,7 +83,7 @@ class Gateway:
         settings = self.settings
         auth, tls = authenticator(settings), tls_context(settings)
         app = create_app(settings, self.producer, self.topics, self.serde, self.clock, auth)
-        app.router.add_get("/readyz", self.readiness.handle, name="readyz")
+        app.router.add_get("/readyz", self.readiness.handle)
         public = web.AppRunner(app, access_log=None, max_line_size=MAX_REQUEST_LINE,
                                max_field_size=16 * 1024)
         ops = web.AppRunner(create_ops_app(self.readiness), access_log=None)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from services.common.catalogue import Topics
+from services.common.kafka import DeliveryError
 from services.common.principals import hmac_signature
 from services.common.settings import KafkaSettings
 from services.gateway.producer import AsyncProducer
@@ -197,14 +198,14 @@ def test_rate_limit_per_principal(kafka_settings: KafkaSettings, topics: Topics)
 
 
 class _BrokenProducer(AsyncProducer):
-    """A producer whose send fails with an unexpected error (a bug, not bad input)."""
+    """A producer whose send fails with `error` (a bug, or Kafka refusing)."""
 
-    def __init__(self) -> None:  # no Kafka client: this one never sends
-        pass
+    def __init__(self, error: Exception) -> None:  # no Kafka client: this one never sends
+        self.error = error
 
     async def send(self, topic: str, value: bytes, key: str | bytes | None,
                    headers: Any = None, partition: int | None = None) -> None:
-        raise RuntimeError("internal detail /etc/secret-path")
+        raise self.error
 
     def close(self, timeout_s: float = 10.0) -> None:
         pass
@@ -214,9 +215,22 @@ class _BrokenProducer(AsyncProducer):
 def test_unexpected_errors_are_json_500_without_internals(
     kafka_settings: KafkaSettings, topics: Topics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with running_gateway(kafka_settings, topics, producer=_BrokenProducer()) as gw, \
+    bug = RuntimeError("internal detail /etc/secret-path")
+    with running_gateway(kafka_settings, topics, producer=_BrokenProducer(bug)) as gw, \
             gw.client() as client:
         r = client.get("/v1/push/A", headers=basic(ACME_KEY))
     assert r.status_code == 500 and r.json() == {"error": "internal error"}
     assert "secret-path" not in r.text
     assert "internal detail /etc/secret-path" in caplog.text  # logged for the operator
+
+
+@pytest.mark.kafka
+def test_kafka_refusing_is_503_with_retry_after(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    refused = DeliveryError("broker down: /internal/detail")
+    with running_gateway(kafka_settings, topics, producer=_BrokenProducer(refused)) as gw, \
+            gw.client() as client:
+        r = client.put("/checkin", content=TOKEN_UPDATE, headers=basic(ACME_KEY))
+    _assert_error(r, 503, "Kafka did not acknowledge")
+    assert r.headers["Retry-After"] == "1" and "internal" not in r.text
