@@ -8,7 +8,9 @@ no secrets, and a client (or a fuzzer) needs it before it has credentials.
 
 from __future__ import annotations
 
+import base64
 import json
+import plistlib
 import sys
 from functools import cache
 from pathlib import Path
@@ -24,6 +26,18 @@ from services.common.limits import (
 )
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+
+#: A device's TokenUpdate as a client would forward it (synthetic values, nothing real).
+EXAMPLE_TOKEN_UPDATE = plistlib.dumps({
+    "MessageType": "TokenUpdate", "UDID": "00008030-EXAMPLE0UDID0001",
+    "Topic": "com.apple.mgmt.External.00000000-0000-4000-8000-000000000000",
+    "Token": bytes(range(32)), "PushMagic": "00000000-EXAMPLE-PUSH-MAGIC",
+}).decode()
+EXAMPLE_WEBHOOK_EVENT = {
+    "topic": "mdm.TokenUpdate", "event_id": "example-event-1",
+    "checkin_event": {"udid": "00008030-EXAMPLE0UDID0001",
+                      "raw_payload": base64.b64encode(EXAMPLE_TOKEN_UPDATE.encode()).decode()},
+}
 
 _ID = ENROLLMENT_ID_RE.pattern
 
@@ -185,7 +199,8 @@ def openapi_description() -> dict[str, Any]:
                 "security": [{"webhookHmac": []}],
                 "parameters": [_TENANT],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("WebhookEvent")}}},
+                    "application/json": {"schema": _ref("WebhookEvent"),
+                                         "example": EXAMPLE_WEBHOOK_EVENT}}},
                 "responses": checkin_responses,
             }},
             "/checkin": {
@@ -195,8 +210,9 @@ def openapi_description() -> dict[str, Any]:
                     "security": [{"apiKey": []}],
                     "parameters": [_TENANT],
                     "requestBody": {"required": True, "content": {
-                        "application/octet-stream": {"schema": {
-                            "type": "string", "format": "binary"}}}},
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"},
+                            "example": EXAMPLE_TOKEN_UPDATE}}},
                     "responses": checkin_responses,
                 } for method in ("put", "post")
             },
