@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from services.common.admin import admin_client
 from services.common.settings import KafkaSettings
 
 
@@ -12,7 +13,7 @@ def make_topic(
 ) -> str:
     """Create `<prefix><name>` (deleted with the test's prefix) and return its full name."""
     topic = f"{kafka.topic_prefix}{name}"
-    admin = AdminClient(kafka.admin_config())
+    admin = admin_client(kafka)
     futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])
     futures[topic].result(30)
     return topic

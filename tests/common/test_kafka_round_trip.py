@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.common.catalogue import Topics
 from services.common.kafka.producer import ReliableProducer
+from services.common.kafka.reader import read_to_end
 from services.common.schemas import SCHEMA_NAMES
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from tests.support.registry import registry_server
 from tests.support.samples import SAMPLES
-
-
-def _consume_all(settings: KafkaSettings, topic: str, expected: int) -> list[bytes]:
-    consumer = Consumer(settings.consumer_config(f"{topic}-reader"))
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        values: list[bytes] = []
-        deadline = time.monotonic() + 20
-        while len(values) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                values.append(msg.value() or b"")
-        return values
-    finally:
-        consumer.close()
 
 
 @pytest.mark.kafka
@@ -46,7 +28,7 @@ def test_every_schema_through_the_broker(
         for name in SCHEMA_NAMES:
             producer.produce_sync(topic, writer.encode(name, SAMPLES[name], topic), key=name)
         reader = AvroSerde(registry=SchemaRegistryClient({"url": url}) if registry else None)
-        values = _consume_all(kafka_settings, topic, len(SCHEMA_NAMES))
+        values = [m.value() or b"" for m in read_to_end(kafka_settings, topic)]
         decoded = dict(reader.decode(v) for v in values)
     assert decoded == SAMPLES
     first_byte = {v[0] for v in values}

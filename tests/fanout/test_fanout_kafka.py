@@ -18,14 +18,13 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import (
-    AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     ResourceType,
 )
 
-from services.common.admin import create_topics
+from services.common.admin import admin_client, create_topics
 from services.common.catalogue import Topics, all_topics
 from services.common.settings import KafkaSettings
 from services.sender.service import TOKEN_DEAD
@@ -240,7 +239,7 @@ def test_a_job_kafka_refuses_forever_sends_its_request_to_the_dlq(world: World) 
     """A job larger than its topic allows is refused by the broker on every attempt: the request
     goes to the DLQ with the reason, and the worker goes on (instead of producing it forever)."""
     t = world.topics
-    admin = AdminClient(world.worker.kafka.admin_config())
+    admin = admin_client(world.worker.kafka)
 
     def topic_max_bytes(value: str, op: AlterConfigOpType) -> None:
         resource = ConfigResource(ResourceType.TOPIC, t.jobs_priority, incremental_configs=[
