@@ -3,6 +3,8 @@ consumer from emptying a topic into the DLQ."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit, DlqLimitExceeded
@@ -33,6 +35,26 @@ def test_dead_letters_carry_their_origin(kafka_settings: KafkaSettings) -> None:
     assert int(headers["mdmpush.dlq.at"] or b"0") > 0
     assert headers["x-extra"] == b"1"
     assert writer.written == 1
+
+
+@pytest.mark.kafka
+def test_a_value_too_large_for_the_dlq_goes_without_its_bytes(
+    kafka_settings: KafkaSettings,
+) -> None:
+    dlq = make_topic(kafka_settings, "dlq")
+    producer = ReliableProducer(kafka_settings, name="test")
+    writer = DeadLetterWriter(producer, dlq, service="tester",
+                              limit=DlqLimit(max_ratio=1.0, min_records=1))
+    writer.consumed()
+    writer.write(source_topic="src", partition=0, offset=9, key=b"k",
+                 value=os.urandom(2_000_000), reason="not Avro")
+    producer.flush(30)
+    (record,) = read_to_end(kafka_settings, dlq)
+    headers = dict(record.headers() or [])
+    assert record.value() is None and record.key() == b"k"
+    assert headers["mdmpush.dlq.reason"] == b"not Avro"
+    assert headers["mdmpush.dlq.source.offset"] == b"9"
+    assert b"MSG_SIZE_TOO_LARGE" in (headers["mdmpush.dlq.value_dropped"] or b"")
 
 
 @pytest.mark.kafka

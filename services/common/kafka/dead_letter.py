@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.common.kafka.producer import DeliveryCallback, Headers
+from services.common.kafka.producer import DeliveryCallback, Headers, PermanentDeliveryError
 from services.common.settings import KafkaSettings
 
 REASON_HEADER = "mdmpush.dlq.reason"
@@ -22,6 +22,8 @@ SOURCE_PARTITION_HEADER = "mdmpush.dlq.source.partition"
 SOURCE_OFFSET_HEADER = "mdmpush.dlq.source.offset"
 SERVICE_HEADER = "mdmpush.dlq.service"
 AT_HEADER = "mdmpush.dlq.at"
+#: On a dead letter whose value Kafka could not take (too large): why it was left out.
+VALUE_DROPPED_HEADER = "mdmpush.dlq.value_dropped"
 
 #: Reasons are for humans; a huge exception text must not make the DLQ record too large.
 MAX_REASON_BYTES = 1000
@@ -120,8 +122,9 @@ class DeadLetterWriter:
         extra_headers: Headers | None = None,
     ) -> None:
         """Queue the record to the DLQ (its delivery checked by `on_delivery`, else by the
-        producer's next flush). Raises DlqLimitExceeded, before writing, when this record would
-        put the service over its limit: the record stays in its source topic, nothing is lost."""
+        producer's next flush); one librdkafka refuses as too large goes without its value (header
+        VALUE_DROPPED_HEADER says why). Raises DlqLimitExceeded, before writing, when this record
+        would put the service over its limit: the record stays in its source topic."""
         consumed = sum(self._consumed)
         dead = sum(self._dead) + 1
         if consumed >= self.limit.min_records and dead > self.limit.max_ratio * consumed:
@@ -134,6 +137,14 @@ class DeadLetterWriter:
         headers: list[tuple[str, str | bytes | None]] = list(
             dead_letter_headers(source_topic, partition, offset, reason, self.service))
         headers.extend(extra_headers or [])
-        self._producer.produce(self.topic, value, key, headers, on_delivery=on_delivery)
+        try:
+            self._producer.produce(self.topic, value, key, headers, on_delivery=on_delivery)
+        except PermanentDeliveryError as exc:
+            if value is None:
+                raise
+            # Too large for the DLQ too: keep where it came from and why, without the bytes
+            # (they are still in the source topic until its retention ends).
+            headers.append((VALUE_DROPPED_HEADER, str(exc)[:MAX_REASON_BYTES]))
+            self._producer.produce(self.topic, None, key, headers, on_delivery=on_delivery)
         self._dead[1] += 1
         self.written += 1
