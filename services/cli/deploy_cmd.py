@@ -6,8 +6,8 @@ gets exactly the Kafka rights its code uses, and the dashboards query the metric
 
 - topics: the catalogue plus the internal topics the services would otherwise create at run time
   (faust's tables and internal streams, the correlator's state topic) as Strimzi KafkaTopics.
-- users: one Strimzi KafkaUser per service, its ACLs from ACCESS below (what each service's code
-  reads, writes and creates, and the consumer groups it uses).
+- users: one Strimzi KafkaUser per service, its ACLs from _access() below (what each service's
+  code reads, writes and creates, and the consumer groups it uses), and one for operators.
 - rules: deploy/prometheus/alerts.yaml (the one source of the alert rules) as a PrometheusRule.
 - dashboards: services/monitoring/dashboards.py as Grafana JSON files.
 """
@@ -140,7 +140,7 @@ def _access(prefix: str) -> dict[str, Access]:
     fanout_id = f"{prefix}{FanoutSettings.model_fields['app_id'].default}"
     sender_group = SenderSettings.model_fields["group_id"].default
     correlator_group = CorrelatorSettings.model_fields["group_id"].default
-    return {
+    services = {
         # services/gateway/app.py: check-ins and push requests, nothing read.
         "gateway": Access(reads=(), writes=(CHECKINS, REQUESTS)),
         # services/fanout: faust group `<app id>` on requests and check-ins, the dead-token feed
@@ -171,13 +171,31 @@ def _access(prefix: str) -> dict[str, Access]:
             group_prefixes=(correlator_group,),
         ),
     }
+    # `mdmpush dlq replay` writes a dead letter back to the topic it came from: any topic a
+    # service consumes (not the correlator's private state, nor the config, whose bad records
+    # are skipped, not dead-lettered).
+    replayable = {spec for access in services.values() for spec in access.reads} - {STATE, CONFIG}
+    # The operator's CLI: `policy set|clear` (config), `publish` (requests), `dlq` (reads the
+    # DLQ, replays, keeps its ledger), `doctor` and `follow` (read every topic); its readers'
+    # groups are `mdmpush-<dlq|dlq-ledger|snapshot|track>-<id>`. No service's group.
+    operator = Access(
+        reads=(*all_topics(), LEDGER),
+        writes=(CONFIG, REQUESTS, LEDGER, *sorted(replayable, key=lambda spec: spec.name)),
+        creates=(LEDGER,),
+        group_prefixes=("mdmpush-dlq-", "mdmpush-snapshot-", "mdmpush-track-"),
+    )
+    return {**services, OPERATOR: operator}
 
 
 SERVICES = ("gateway", "fanout", "sender", "correlator")
+#: The KafkaUser of the people running `mdmpush` commands against the cluster.
+OPERATOR = "operator"
+USERS = (*SERVICES, OPERATOR)
 
 
 def user_name(service: str) -> str:
-    """The KafkaUser (so the SCRAM user and its Secret, as Strimzi names them) of a service."""
+    """The KafkaUser (so the SCRAM user and its Secret, as Strimzi names them) of a service
+    (or of the operator)."""
     return f"mdmpush-{service}"
 
 
@@ -208,9 +226,9 @@ def _acls(access: Access, prefix: str) -> list[dict[str, Any]]:
 
 
 def kafka_users(cluster: str, prefix: str = "") -> list[dict[str, Any]]:
-    """One SCRAM-SHA-512 KafkaUser per service. Strimzi writes its password into a Secret of
-    the same name in the KafkaUser's namespace; the annotations let a reflector (emberstack's
-    Reflector) mirror that Secret into the namespace of the services (README, Deploy)."""
+    """One SCRAM-SHA-512 KafkaUser per service, and one for operators. Strimzi writes its
+    password into a Secret of the same name in the KafkaUser's namespace; the annotations let a
+    reflector (emberstack's Reflector) mirror that Secret into the services' namespace."""
     access = _access(prefix)
     return [{
         "apiVersion": STRIMZI_API,
@@ -224,7 +242,7 @@ def kafka_users(cluster: str, prefix: str = "") -> list[dict[str, Any]]:
             "authorization": {"type": "simple", "acls": _acls(access[service], prefix)},
             "template": {"secret": {"metadata": {"annotations": REFLECT_TO_APP}}},
         },
-    } for service in SERVICES]
+    } for service in USERS]
 
 
 #: Reflector annotations: mirror the Secret into the app namespace (overlays patch the name).

@@ -11,6 +11,7 @@ import yaml
 
 from services.cli.deploy_cmd import (
     SERVICES,
+    USERS,
     internal_topics,
     kafka_users,
     render_rules,
@@ -118,7 +119,7 @@ def test_only_owned_state_may_be_created() -> None:
     assert not _allowed("correlator", "topic", "mdm.push.outcomes.v1", "Create")
     assert not _allowed("sender", "topic", "mdm.push.dlq.v1", "Create")
     assert not any("Delete" in ops or "Alter" in ops or "All" in ops
-                   for service in SERVICES for ops in _grants(service).values())
+                   for user in USERS for ops in _grants(user).values())
 
 
 def test_each_service_writes_only_where_its_code_produces() -> None:
@@ -156,3 +157,19 @@ def test_dashboard_model_is_importable(board: Dashboard) -> None:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}" and target["expr"]
+
+
+def test_operator_may_run_the_cli_but_not_act_as_a_service() -> None:
+    """policy set (config), publish (requests), dlq replay (back to a consumed topic, ledger),
+    doctor and follow (read everything): nothing else written, no service's group joined."""
+    assert _allowed("operator", "topic", "mdm.push.config.v1", "Write")
+    assert _allowed("operator", "topic", "mdm.notification.requests.v1", "Write")
+    assert _allowed("operator", "topic", "mdm.push.jobs.bulk.v1", "Write")  # a replayed job
+    assert _allowed("operator", "topic", LEDGER.name, "Create")
+    assert _allowed("operator", "topic", "mdm.push.alerts.v1", "Read")
+    assert not _allowed("operator", "topic", "mdm.push.alerts.v1", "Write")
+    assert not _allowed("operator", "topic", STATE.name, "Write")
+    assert _allowed("operator", "group", "mdmpush-dlq-ledger-0f3a9c1d", "Read")
+    for group in (FanoutSettings().app_id, SenderSettings().group_id,
+                  CorrelatorSettings().group_id):
+        assert not _allowed("operator", "group", group, "Read")
