@@ -17,9 +17,11 @@ to the broker count.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import faust
@@ -30,7 +32,9 @@ from services.common.admin import Replication
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
+from services.common.kafka.dead_letter import DlqLimitExceeded
 from services.common.kafka.logs import quiet_async_clients
+from services.common.kafka.producer import DeliveryError
 from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
@@ -51,6 +55,9 @@ log = logging.getLogger(__name__)
 #: check-in or 410 is applied within this time).
 INGEST_BATCH = 2000
 INGEST_WITHIN_S = 0.05
+
+#: Exit status of a worker that stopped so that no offset is committed past unfinished work.
+EXIT_UNSAFE_TO_COMMIT = 3
 
 
 class _ThreadService(Service):
@@ -166,13 +173,15 @@ class Fanout:
             dead_letters=self.dead_letters,
         )
         app.agent(external(self.topics.checkins), name="checkins", concurrency=1)(
-            self.ingest_checkins
+            _stops_without_commit(self.ingest_checkins)
         )
         app.agent(external(self.topics.requests), name="requests", concurrency=1)(
-            self.route_requests
+            _stops_without_commit(self.route_requests)
         )
-        app.agent(self.updates, name="registry", concurrency=1)(self.apply_updates)
-        app.agent(self.slices, name="expand", concurrency=1)(self.expand_slices)
+        app.agent(self.updates, name="registry", concurrency=1)(
+            _stops_without_commit(self.apply_updates))
+        app.agent(self.slices, name="expand", concurrency=1)(
+            _stops_without_commit(self.expand_slices))
 
     # -- inputs: decode, dead-letter what cannot be read, bring changes to the registry ------
     async def ingest_checkins(self, stream: faust.StreamT) -> None:
@@ -328,6 +337,28 @@ def _log_refused(refused: list[Refusal]) -> None:
     for refusal in refused:
         log.error("registry record %r refused permanently, kept in memory only: %s",
                   refusal.key, refusal.reason)
+
+
+def _stops_without_commit(
+    agent: Callable[[faust.StreamT], Awaitable[None]],
+) -> Callable[[faust.StreamT], Awaitable[None]]:
+    """The agent, but Kafka refusing for good (DeliveryError after the bounded retries) or the
+    DLQ limit (DlqLimitExceeded) end the process at once, with EXIT_UNSAFE_TO_COMMIT.
+
+    faust acks the event an agent was handling when it raises (the stream generator's `finally`)
+    and restarts the agent: its offset would be committed with its work undone. Exiting before
+    the event loop runs again leaves the offset uncommitted; the restarted worker reads the event
+    again (its finished chunks are recognised by the progress table)."""
+
+    @functools.wraps(agent)
+    async def guarded(stream: faust.StreamT) -> None:
+        try:
+            await agent(stream)
+        except (DeliveryError, DlqLimitExceeded) as exc:
+            log.critical("fan-out stops without committing its current input: %s", exc)
+            os._exit(EXIT_UNSAFE_TO_COMMIT)
+
+    return guarded
 
 
 def _batches(stream: faust.StreamT) -> AsyncIterator[Sequence[faust.EventT]]:

@@ -6,9 +6,11 @@ so the event loop (and faust's heartbeats) keep going — before it records the 
 before faust can commit the slice's offset.
 
 What Kafka refuses comes back in two kinds. A transient refusal (timeout, broker gone) is
-produced again with a growing pause, `max_attempts` times at most: jobs have deterministic ids,
-so a repeat is recognisable, a loss is not. A permanent one (record too large, not authorised)
-would be refused forever, so `flush()` returns it to the caller, which dead-letters the source.
+produced again with a growing pause (1 s doubling to 30 s), `max_attempts` times at most (about
+five minutes), then `flush()` raises DeliveryError and the worker stops without committing (see
+app.py): jobs have deterministic ids, so a repeat is recognisable, a loss is not. A permanent
+one (record too large, not authorised) would be refused forever, so `flush()` returns it to the
+caller, which dead-letters the source.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class BatchProducer:
         *,
         name: str = "fanout",
         retry_backoff_s: float = 1.0,
-        max_attempts: int = 8,
+        max_attempts: int = 12,
     ) -> None:
         self._producer = ReliableProducer(kafka, name=name, **BULK_OVERRIDES)
         self._lock = threading.Lock()  # callbacks run in the flush thread
