@@ -42,6 +42,11 @@ class SenderMetrics:
         self.buffered = Gauge(
             "mdmpush_sender_buffered", "Jobs consumed and waiting to be sent", registry=r
         )
+        self.paused = Gauge(
+            "mdmpush_sender_paused_partitions",
+            "Partitions paused, by reason (buffer_full: back-pressure; retry_not_due: a retry "
+            "tier's head is not due yet)", ["reason"], registry=r,
+        )
         self.recovered = Counter(
             "mdmpush_sender_recovered_jobs",
             "Jobs a previous owner of the partition had finished past its commit: not re-sent",

@@ -56,6 +56,10 @@ class PartitionPauses:
     def reasons(self, partition: Partition) -> frozenset[PauseReason]:
         return frozenset(self._reasons.get(partition, ()))
 
+    def count(self, reason: PauseReason) -> int:
+        """Partitions paused for `reason` (for the metrics)."""
+        return sum(reason in reasons for reasons in self._reasons.values())
+
     def forget(self, partition: Partition) -> None:
         """The partition was taken away: a new assignment starts unpaused."""
         self._reasons.pop(partition, None)

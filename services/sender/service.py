@@ -217,6 +217,8 @@ class Sender:
         m.in_flight.set(len(self._in_flight))
         m.buffered.set(self.buffers.size)
         m.breaker_open.set(len(self.breakers.open_topics()))
+        for reason in PauseReason:
+            m.paused.labels(reason).set(self.pauses.count(reason))
 
     def shutdown(self) -> None:
         """Finish what is on the wire (bounded), commit what is done, leave the group."""

@@ -201,6 +201,9 @@ def test_a_partition_paused_for_two_reasons_resumes_only_when_both_are_gone() ->
     source = (RETRY_200, 0)
     assert loop.sender.pauses.reasons(source) == {PauseReason.BUFFER_FULL,
                                                   PauseReason.RETRY_NOT_DUE}
+    loop.step(advance_s=0.11)  # housekeeping: the gauges say why
+    paused = loop.sender.metrics.paused
+    assert [paused.labels(r)._value.get() for r in PauseReason] == [1, 1]
     loop.step(advance_s=0.3)  # the head is due now, but the buffer is still full
     assert loop.sender.pauses.reasons(source) == {PauseReason.BUFFER_FULL}
     assert source in loop.io.paused

@@ -7,14 +7,16 @@ import random
 import pytest
 
 from services.common.catalogue import Topics
-from services.common.kafka.io import NO_OFFSET, Position
+from services.common.kafka.io import NO_OFFSET, Position, group_consumer_config
 from services.common.kafka.memory import MemoryBroker, MemoryKafkaIO
 from services.common.policy import PushPolicy
+from services.common.settings import KafkaSettings
 from services.sender.apns.breaker import BreakerRegistry
 from services.sender.commit_marks import MAX_METADATA_CHARS, decode_marks, encode_marks
 from services.sender.offsets import OffsetTracker
 from services.sender.pauses import PartitionPauses, PauseReason
 from services.sender.policy import PolicyBook
+from services.sender.runner import CONSUMER_DEFAULTS
 from services.sender.scheduler import RetryScheduler
 from services.sender.throttle import Throttle, TokenBucket
 from tests.sender.loop_fakes import StaticPolicies
@@ -267,3 +269,14 @@ def test_memory_io_pauses_seeks_and_commits_like_a_consumer() -> None:
     io.produce("t", b"x", partition=0, on_delivery=lambda err, msg: delivered.append(err))
     assert delivered == [] and io.poll(0) == 1 and delivered == [None]
     assert [r.offset() for r in io.consume(10, 0)] == [2]
+
+
+def test_the_senders_librdkafka_defaults_yield_to_the_operators_overrides() -> None:
+    kafka = KafkaSettings(consumer_overrides={"fetch.wait.max.ms": 100,
+                                              "enable.auto.commit": True})
+    config = group_consumer_config(kafka, group_id="g", name="sender",
+                                   defaults=CONSUMER_DEFAULTS)
+    assert config["fetch.wait.max.ms"] == 100  # the operator's
+    assert config["partition.assignment.strategy"] == "range"  # the sender's default
+    assert config["enable.auto.commit"] is False  # never: the loop commits itself
+    assert config["group.id"] == "g" and config["client.id"] == "mdmpush-sender"

@@ -128,6 +128,18 @@ class KafkaIO(Protocol):
         ...
 
 
+def group_consumer_config(kafka: KafkaSettings, *, group_id: str, name: str,
+                          defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka configuration of a self-committing loop's consumer: the settings' connection,
+    the service's `defaults` over them, the operator's `consumer_overrides` over those."""
+    config = kafka.consumer_config(group_id, **{
+        "client.id": f"{kafka.client_id}-{name}", **(defaults or {})})
+    # Not tuning but the loop's correctness: it commits itself, with metadata, only what is
+    # acknowledged; librdkafka's auto-commit would also skip partitions that did not move.
+    config["enable.auto.commit"] = False
+    return config
+
+
 class ConfluentKafkaIO:
     """`KafkaIO` on librdkafka: one group consumer and one `ReliableProducer`.
 
@@ -142,11 +154,8 @@ class ConfluentKafkaIO:
         self._on_assign: PartitionsCallback | None = None
         self._on_revoke: PartitionsCallback | None = None
         self._on_committed: CommitCallback | None = None
-        config = kafka.consumer_config(group_id, **{
-            "client.id": f"{kafka.client_id}-{name}", **(consumer_defaults or {})})
-        # Not tuning: the loop's correctness. It commits itself, with metadata, and only what
-        # is acknowledged; librdkafka's auto-commit would also skip partitions that did not move.
-        config["enable.auto.commit"] = False
+        config = group_consumer_config(kafka, group_id=group_id, name=name,
+                                       defaults=consumer_defaults)
         config["on_commit"] = self._committed
         self._consumer = Consumer(config, logger=client_logger(name))
         #: The producer, shared with the DLQ writer (one queue, one set of delivery callbacks).
