@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import plistlib
+import struct
 from typing import Any
 
 import httpx
@@ -147,6 +148,33 @@ def test_malformed_credentials_and_bodies_get_json_4xx(
         _assert_error(client.post("/webhook", content=nested, headers={
             "X-Hmac-Signature": hmac_signature(nested, ACME_SECRET.encode())}), 400,
             "nested 100000 deep")
+    assert count_records(kafka_settings, topics.checkins) == 0
+
+
+def _cyclic_binary_plist() -> bytes:
+    """bplist00 of {"X": a}, where the array a contains itself."""
+    objects = [bytes([0xD1, 1, 2]), b"\x51X", bytes([0xA1, 2])]
+    body, offsets = b"bplist00", []
+    for obj in objects:
+        offsets.append(len(body))
+        body += obj
+    table = len(body)
+    body += bytes(offsets)
+    return body + bytes(6) + bytes([1, 1]) + struct.pack(">QQQ", len(objects), 0, table)
+
+
+@pytest.mark.kafka
+def test_deep_and_cyclic_plists_get_json_400(kafka_settings: KafkaSettings,
+                                              topics: Topics) -> None:
+    deep = (b"<plist><dict><key>X</key>" + b"<array>" * 40_000 + b"</array>" * 40_000
+            + b"</dict></plist>")
+    with running_gateway(kafka_settings, topics) as gw, gw.client() as client:
+        for body in (deep, _cyclic_binary_plist()):
+            _assert_error(client.put("/checkin", content=body, headers=basic(ACME_KEY)), 400,
+                          "neither MessageType")
+            event = _webhook_event(body)
+            _assert_error(client.post("/webhook", content=event, headers={
+                "X-Hmac-Signature": hmac_signature(event, ACME_SECRET.encode())}), 400)
     assert count_records(kafka_settings, topics.checkins) == 0
 
 
