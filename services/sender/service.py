@@ -141,7 +141,7 @@ class Sender:
         self._in_flight: dict[str, InFlight] = {}
         self._next_id = 0
         self._stop = threading.Event()
-        self._fatal: BaseException | None = None
+        self._fatal: SenderStopped | None = None
         self._timer_s: float | None = None
         self._next_commit = 0.0
         #: When the async commit still unanswered was sent (None: none is).
@@ -165,7 +165,7 @@ class Sender:
         finally:
             self.shutdown()
         if self._fatal is not None:
-            raise SenderStopped(str(self._fatal)) from self._fatal
+            raise self._fatal
 
     def start(self) -> None:
         """Serve metrics, read the policies, join the group."""
@@ -625,7 +625,7 @@ class Sender:
         return len(self._in_flight)
 
     @property
-    def failure(self) -> BaseException | None:
+    def failure(self) -> SenderStopped | None:
         """Why the loop stopped by itself (None while it runs, or after a plain stop)."""
         return self._fatal
 
