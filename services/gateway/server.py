@@ -11,6 +11,8 @@ import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.log import server_logger
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
@@ -28,6 +30,24 @@ log = logging.getLogger(__name__)
 
 class StartupRefused(MdmPushError):
     """The gateway will not start with this configuration; `str()` says what to fix."""
+
+
+class UnparseableHttpFilter(logging.Filter):
+    """aiohttp logs a full traceback, quoting up to 100 bytes of the offending line (a header
+    value may be a credential), for every request it cannot parse as HTTP: any client could fill
+    the log with them. One warning line naming the error class instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BadHttpMessage):
+            record.msg, record.args = "refused a request that is not valid HTTP (%s)", (
+                type(error).__name__,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_UNPARSEABLE = UnparseableHttpFilter()
 
 
 def authenticator(settings: GatewaySettings) -> Authenticator:
@@ -82,6 +102,8 @@ class Gateway:
         """Listen; returns the (public, ops) ports actually bound (settings may say 0)."""
         settings = self.settings
         auth, tls = authenticator(settings), tls_context(settings)
+        if _UNPARSEABLE not in server_logger.filters:
+            server_logger.addFilter(_UNPARSEABLE)
         app = create_app(settings, self.producer, self.topics, self.serde, self.clock, auth)
         app.router.add_get("/readyz", self.readiness.handle)
         public = web.AppRunner(app, access_log=None, max_line_size=MAX_REQUEST_LINE,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import plistlib
+import socket
 import struct
 from typing import Any
 
@@ -176,6 +177,22 @@ def test_deep_and_cyclic_plists_get_json_400(kafka_settings: KafkaSettings,
             _assert_error(client.post("/webhook", content=event, headers={
                 "X-Hmac-Signature": hmac_signature(event, ACME_SECRET.encode())}), 400)
     assert count_records(kafka_settings, topics.checkins) == 0
+
+
+@pytest.mark.kafka
+def test_unparseable_http_is_one_log_line_without_the_offending_bytes(
+    kafka_settings: KafkaSettings, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_like = b"Basic " + b"c2VjcmV0" * 3000  # a 24 KB header, over the 16 KiB limit
+    with running_gateway(kafka_settings, topics) as gw:
+        port = int(gw.base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /v1/push/A HTTP/1.1\r\nHost: x\r\nAuthorization: " + secret_like
+                         + b"\r\nConnection: close\r\n\r\n")
+            answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+    assert "refused a request that is not valid HTTP (LineTooLong)" in caplog.text
+    assert "c2VjcmV0" not in caplog.text and "Traceback" not in caplog.text
 
 
 def _token_update(**changes: Any) -> bytes:
