@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
+from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
 from tests.correlator.harness import Correlator, Feed, Reader, verdicts
 
@@ -105,7 +106,7 @@ def test_a_refused_write_stops_the_correlator_before_its_offset_is_stored(
 
 
 def committed_offset(kafka: KafkaSettings, group: str, topic: str, partition: int | None) -> int:
-    consumer = Consumer(kafka.consumer_config(group))
+    consumer = Consumer(kafka.consumer_config(group), logger=client_logger("test"))
     try:
         (tp,) = consumer.committed([TopicPartition(topic, partition or 0)], timeout=10)
         return int(tp.offset)
