@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
-from services.common.admin import create_topics
+from services.common.admin import admin_client, create_topics
 from services.common.catalogue import Cleanup, Topics, TopicSpec
 from services.common.kafka.compacted import CompactedView
 from services.common.settings import KafkaSettings
@@ -37,7 +35,7 @@ def ensure_ledger(kafka: KafkaSettings) -> str:
 def exists(kafka: KafkaSettings, timeout_s: float = 30.0) -> bool:
     name = ledger_topic(Topics(kafka.topic_prefix))
     # All topics: asking for the one topic could make a broker auto-create it.
-    return name in AdminClient(kafka.admin_config()).list_topics(timeout=timeout_s).topics
+    return name in admin_client(kafka).list_topics(timeout=timeout_s).topics
 
 
 def load_replayed(kafka: KafkaSettings, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:

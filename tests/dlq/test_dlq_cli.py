@@ -8,11 +8,13 @@ import time
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import ConfigResource, ResourceType
 
 from services.cli.main import main
+from services.common.admin import admin_client
 from services.common.catalogue import Topics
 from services.common.kafka.dead_letter import dead_letter_headers
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.dlq.ledger import LEDGER, exists, load_replayed
@@ -34,7 +36,7 @@ def write_dlq(kafka: KafkaSettings, topics: Topics) -> None:
     request from the fan-out, a poison job from the sender, and a request whose slice the fan-out
     could not expand."""
     now = int(time.time() * 1000)
-    producer = Producer(kafka.producer_config())
+    producer = Producer(kafka.producer_config(), logger=client_logger("test"))
     jobs = [(0, "BULK", "500 InternalServerError", now - 2 * HOUR_MS),
             (1, "BULK", "500 InternalServerError", now),
             (2, "BULK", "500 InternalServerError", now),
@@ -142,7 +144,7 @@ def test_replay_is_filtered_idempotent_and_dry_run_produces_nothing(
 
 
 def set_topic_config(kafka: KafkaSettings, topic: str, config: dict[str, str]) -> None:
-    admin = AdminClient(kafka.admin_config())
+    admin = admin_client(kafka)
     resource = ConfigResource(ResourceType.TOPIC, topic, set_config=config)
     for future in admin.alter_configs([resource]).values():
         future.result(30)

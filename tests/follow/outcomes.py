@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from services.common.catalogue import Topics
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 
@@ -18,7 +19,7 @@ def produce_outcomes(kafka: KafkaSettings, topics: Topics, request_id: str,
                      states: list[tuple[str, str, str | None]], at_ms: int | None = None) -> None:
     """(target, state, reason) outcomes of `request_id`, as the services encode them; `at_ms`
     sets the records' Kafka timestamp (default: now)."""
-    producer = Producer(kafka.producer_config())
+    producer = Producer(kafka.producer_config(), logger=client_logger("test"))
     now = int(time.time() * 1000)
     for target, state, reason in states:
         record: dict[str, Any] = {
