@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 
 from services.common.admin import replication
 from services.common.config_reference import describe
+from services.common.logging_setup import configure_logging
 from services.common.settings import KafkaSettings
 from services.fanout.app import create_app
 from services.fanout.settings import FanoutSettings
@@ -33,6 +34,7 @@ def main() -> None:
     if {"-h", "--help"} & set(sys.argv[1:]):
         print_help()
         return
+    configure_logging("fanout")
     settings = FanoutSettings()
     kafka = KafkaSettings()
     if settings.metrics_port:
@@ -43,7 +45,10 @@ def main() -> None:
     except KafkaException as exc:
         sys.exit(f"fan-out: Kafka at {kafka.bootstrap_servers} did not answer: {exc.args[0]}")
     app = create_app(settings, kafka, rep)
-    worker = faust.Worker(app, loglevel=settings.log_level, workdir=settings.data_dir)
+    # Logging is configure_logging's: faust's own handler and its terminal spinner (escape
+    # codes even off a terminal) would break the one JSON-lines format.
+    worker = faust.Worker(app, workdir=settings.data_dir, override_logging=False, quiet=True)
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

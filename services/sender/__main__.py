@@ -11,13 +11,14 @@ import signal
 import sys
 from types import FrameType
 
+from services.common.logging_setup import configure_logging
 from services.common.settings import KafkaSettings
 from services.sender.runner import build_sender
 from services.sender.settings import SenderSettings
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("sender")
     sender = build_sender(SenderSettings(), KafkaSettings())
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from services.common.clock import Clock
+from services.common.logging_setup import configure_logging
 from services.sim.apns.certs import (
     issue_push_certificate,
     load_ca,
@@ -118,7 +119,8 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper())
+    configure_logging("apns-simulator")
+    logging.getLogger().setLevel(args.log_level.upper())  # the flag wins: a test tool
     asyncio.run(serve(args))
 
 
