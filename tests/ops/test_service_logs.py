@@ -86,3 +86,25 @@ def test_gateway_writes_only_json_lines_without_secrets(
     text = stderr.read_text()
     for secret in (API_KEY, TOKEN, "c2lnbmF0dXJlLXRoYXQtaXMtbG9uZw=="):
         assert secret not in text
+
+
+def test_apns_simulator_logs_json_on_stderr_and_keeps_its_ready_line_on_stdout(
+    tmp_path: Path,
+) -> None:
+    stderr, stdout = tmp_path / "sim.err", tmp_path / "sim.out"
+    with stderr.open("wb") as err, stdout.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.sim.apns", "--certs", str(tmp_path / "pki"),
+             "--log-level", "INFO"],
+            cwd=REPO, env={**os.environ, "MDMPUSH_LOG_FORMAT": "json"}, stdout=out, stderr=err)
+    try:
+        assert wait_for(lambda: "READY" in stdout.read_text() or proc.poll() is not None, 60), \
+            stderr.read_text()
+        assert proc.poll() is None, stderr.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    docs = _json_lines(stderr)
+    assert docs, "the simulator logged nothing at INFO"
+    assert all(d["service"] == "apns-simulator" and {"level", "logger", "message"} <= d.keys()
+               for d in docs), docs

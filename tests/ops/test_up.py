@@ -163,3 +163,19 @@ def test_up_pushes_through_the_gateway_survives_a_killed_sender_and_loses_nothin
     assert status["sender"]["exits"][0] == -signal.SIGKILL
     assert "sender exited with signal SIGKILL" in up.output()
     assert "[up] stopped:" in up.output() and "restarts: {'sender': 1}" in up.output()
+    for service in ("gateway", "fanout", "sender", "correlator"):
+        _assert_json_lines(up.state / "logs" / f"{service}.log", service)
+
+
+def _assert_json_lines(path: Path, service: str) -> None:
+    """One format for every line a service and its libraries wrote (the log file of a
+    container), with the fields a log pipeline indexes."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    assert lines, f"{path} is empty"
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            pytest.fail(f"{path.name}: not a JSON line: {line[:200]!r}")
+        assert {"time", "level", "logger", "message"} <= doc.keys(), (path.name, doc)
+        assert doc.get("service") == service, (path.name, doc)
