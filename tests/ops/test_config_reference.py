@@ -11,9 +11,9 @@ from services.cli.main import main as cli
 from services.common import config_reference
 from services.common.config_reference import UNDOCUMENTED, describe
 
-#: Settings without a description, `#:` comment or docstring when this test was written; their
-#: owners were asked to document them (/tmp coordination requests). A NEW undocumented setting
-#: fails the test below; document it instead of adding it here.
+#: Settings still without a description, `#:` comment or docstring; their owner was asked to
+#: document them. A NEW undocumented setting fails the test below: document it instead of
+#: adding it here (and remove a name from here once it is documented).
 KNOWN_UNDOCUMENTED = frozenset({
     "MDMPUSH_SENDER_ENVIRONMENT", "MDMPUSH_SENDER_TRANSPORT",
     "MDMPUSH_SENDER_MAX_CONCURRENT_STREAMS", "MDMPUSH_SENDER_REQUEST_TIMEOUT_S",
