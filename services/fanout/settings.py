@@ -27,8 +27,6 @@ class FanoutSettings(BaseSettings):
     policy_load_timeout_s: float = Field(default=30.0, gt=0)
     #: Port of the Prometheus /metrics endpoint; 0 disables it.
     metrics_port: int = Field(default=0, ge=0)
-    #: faust worker log level (debug, info, warning, error).
-    log_level: str = "info"
 
     def effective_app_id(self, topic_prefix: str) -> str:
         return f"{topic_prefix}{self.app_id}"
