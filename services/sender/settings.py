@@ -27,13 +27,17 @@ class SenderSettings(BaseSettings):
     cert_dir: Path = Path("/etc/mdmpush/certs")
     #: CA bundle to verify the APNs server with; None = system trust store (real APNs).
     ca_path: Path | None = None
+    #: Apple's APNs environment: "production" (api.push.apple.com) or "sandbox" (development).
     environment: Literal["production", "sandbox"] = "production"
     #: 443, or 2197 where 443 is blocked.
     port: int = 443
     #: Explicit base URL (the simulator, a test endpoint); overrides environment and port.
     base_url: str | None = None
+    #: HTTP/2 client behind the transport interface: "pycurl" (default, fastest) or "httpx".
     transport: str = DEFAULT_TRANSPORT
+    #: HTTP/2 streams open at once per APNs connection (APNs allows about 1,000).
     max_concurrent_streams: int = 1000
+    #: An APNs request not answered in this long fails as a transient connection error.
     request_timeout_s: float = 15.0
     #: Close a certificate's connection after this long without traffic.
     idle_close_s: float = 60.0
@@ -43,14 +47,19 @@ class SenderSettings(BaseSettings):
     retry_delays_ms: tuple[int, ...] = DEFAULT_RETRY_DELAYS_MS
     #: Used when no policy (neither the certificate's nor '*') is on the config topic.
     default_max_attempts: int = 5
+    #: Priority-lane pushes per minute per certificate when no policy applies; 0 = unthrottled.
     default_priority_per_minute: float = 0.0
+    #: Bulk-lane pushes per minute per certificate when no policy applies; 0 = unthrottled.
     default_bulk_per_minute: float = 0.0
+    #: Consumer group of the senders; instances in one group share the jobs partitions.
     group_id: str = "mdmpush-sender"
+    #: This instance's name in client ids and logs (the host name, i.e. the pod name).
     instance_id: str = Field(default_factory=socket.gethostname)
     #: Requests in flight to APNs at most; `priority_reserve` of them are kept for priority jobs.
     #: Kept at about one connection's stream limit: more would only queue inside the transport,
     #: in FIFO order, where a priority push would wait behind the bulk ones.
     max_in_flight: int = 1000
+    #: Of `max_in_flight`, slots only priority jobs may use, so bulk never starves a user action.
     priority_reserve: int = 100
     #: Bulk and retry requests in flight per certificate at most. Whatever is in flight waits
     #: in the server's queue, which a priority push on its own connection still shares (the
