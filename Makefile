@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test-tools demo test lint bench clean
+.PHONY: setup test-tools demo test lint bench image clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: setup test-tools lint
 
 bench: setup test-tools
 	bash scripts/bench-all.sh
+
+# The container image (needs a Docker engine; see README "Deploy on Kubernetes").
+image:
+	bash scripts/build-image.sh
 
 clean:
 	-$(BIN)/mdmpush kafka down

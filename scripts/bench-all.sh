@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every benchmark of DESIGN.md section 9, one after another (they would fight over 2 cores),
+# Every benchmark behind the README's figures table, one after another (they would fight over 2 cores),
 # each printing its own figure beside its peer's. Logs go to $OUT (default .state/bench).
-# Needs `make setup` first; uses MDMPUSH_TEST_BOOTSTRAP or starts the local Kafka.
+# `make bench` runs the set-up (setup, test-tools) and then this script; uses MDMPUSH_TEST_BOOTSTRAP or starts the local Kafka.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-.state/bench}

@@ -1,4 +1,4 @@
-"""Which real Kafka broker the tests use, in DESIGN.md section 8's order of preference.
+"""Which real Kafka broker the tests use, in this order of preference.
 
 1. `MDMPUSH_TEST_BOOTSTRAP` (an explicit address) overrides everything;
 2. testcontainers Kafka where a Docker engine answers;

@@ -1,7 +1,7 @@
 """Ground truth: why each simulated device does or does not answer a push.
 
 An accuracy run compares the correlator's diagnosis per enrollment with :attr:`Cause.diagnosis`,
-the DESIGN.md section 7 name a perfect correlator would give from the evidence the server can see
+the name (docs/ARCHITECTURE.md "Diagnoses") a perfect correlator would give from the evidence the server can see
 (a silent unenrollment looks exactly like an unreachable device, so that is its right answer).
 """
 
