@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient
 
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
+from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
 from tests.support.broker import Broker, provide_broker
 
@@ -33,7 +34,7 @@ def kafka_settings(broker: Broker) -> Iterator[KafkaSettings]:
         linger_ms=1,
     )
     yield settings
-    admin = AdminClient(settings.admin_config())
+    admin = AdminClient(settings.admin_config(), logger=client_logger("test"))
     mine = [t for t in admin.list_topics(timeout=10).topics
             if t.startswith(settings.topic_prefix)]
     if mine:

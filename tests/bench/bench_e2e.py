@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services.common.clock import Clock
 from services.common.kafka import make_producer
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.devstack.pipeline import Pipeline, PipelineSpec
@@ -117,7 +118,8 @@ def end_to_end(n: int, topic: str) -> tuple[float, float]:
 def _stamps(kafka: KafkaSettings, topic: str) -> list[int]:
     """Sorted record timestamps (ms) of a whole topic, without decoding."""
     consumer = Consumer(kafka.consumer_config(f"stamps-{time.time_ns()}",
-                                              **{"enable.auto.commit": False}))
+                                              **{"enable.auto.commit": False}),
+                        logger=client_logger("bench"))
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]

@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
 from services.common.kafka import make_producer
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from tests.fanout.harness import AT, T1, Publisher, Worker, checkin, request, token
@@ -52,7 +53,8 @@ def wait_for(consumer: Consumer, topic: str, count: int, timeout_s: float) -> fl
 def latencies(kafka: KafkaSettings, topics: Topics, count: int, fleet: int) -> list[float]:
     """Seconds from publishing a one-device USER request to reading its job, `count` times."""
     jobs = Consumer(kafka.consumer_config(f"bench-{uuid.uuid4().hex}",
-                                          **{"fetch.wait.max.ms": 5}))
+                                          **{"fetch.wait.max.ms": 5}),
+                    logger=client_logger("bench"))
     partitions = jobs.list_topics(topics.jobs_priority, timeout=10).topics[
         topics.jobs_priority].partitions
     jobs.assign([TopicPartition(topics.jobs_priority, p, OFFSET_END) for p in partitions])
@@ -97,7 +99,8 @@ def main(n: int) -> None:
         if i % 10_000 == 0:
             producer.poll(0)
     producer.flush(60)
-    watcher = Consumer(kafka.consumer_config(f"bench-{uuid.uuid4().hex}"))
+    watcher = Consumer(kafka.consumer_config(f"bench-{uuid.uuid4().hex}"),
+                       logger=client_logger("bench"))
     with tempfile.TemporaryDirectory() as tmp:
         worker = Worker(kafka, Path(tmp), MDMPUSH_FANOUT_PARTITIONS="12",
                         MDMPUSH_FANOUT_COMMIT_INTERVAL_S="2.8")

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.gateway.producer import AsyncProducer, gateway_producer
@@ -100,7 +101,7 @@ def running_gateway(kafka: KafkaSettings, topics: Topics,
 def read_records(kafka: KafkaSettings, topic: str, n: int, timeout_s: float = 15) -> list[
         dict[str, Any]]:
     """The first `n` records of `topic` (fewer if they do not arrive in time), decoded."""
-    consumer = Consumer(kafka.consumer_config(f"{topic}-check"))
+    consumer = Consumer(kafka.consumer_config(f"{topic}-check"), logger=client_logger("test"))
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
     serde = AvroSerde()
@@ -116,7 +117,7 @@ def read_records(kafka: KafkaSettings, topic: str, n: int, timeout_s: float = 15
 
 def count_records(kafka: KafkaSettings, topic: str) -> int:
     """How many records `topic` holds (sum of end offsets: the topics are fresh per test)."""
-    consumer = Consumer(kafka.consumer_config(f"{topic}-count"))
+    consumer = Consumer(kafka.consumer_config(f"{topic}-count"), logger=client_logger("test"))
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     total = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                 for p in parts)

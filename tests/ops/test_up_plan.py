@@ -9,6 +9,7 @@ import pytest
 import yaml
 from confluent_kafka.admin import AdminClient
 
+from services.common.kafka.logs import client_logger
 from services.common.principals import parse_principals
 from services.common.settings import KafkaSettings
 from services.devstack.up.stack import SIMULATED_TOPIC, Stack, UpError, UpOptions
@@ -126,6 +127,7 @@ def test_busy_port_is_refused_before_anything_starts(
         monkeypatch.setenv("MDMPUSH_GATEWAY_PORT", str(listener.getsockname()[1]))
         with pytest.raises(UpError, match="already in use: gateway port"):
             _plan(env, tmp_path, simulate=True)
-    existing = AdminClient(env.admin_config()).list_topics(timeout=10).topics
+    admin = AdminClient(env.admin_config(), logger=client_logger("test"))
+    existing = admin.list_topics(timeout=10).topics
     assert not [t for t in existing if t.startswith(env.topic_prefix)], (
         "topics created although up refused to start")

@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.sim.apns.certs import PushCertFiles, SimPki, make_pki
@@ -38,7 +39,8 @@ class CheckinLog:
     """Everything on the check-in topic, read from the beginning without a consumer group."""
 
     def __init__(self, settings: KafkaSettings, topic: str) -> None:
-        self._consumer = Consumer(settings.consumer_config("fleet-test"))
+        self._consumer = Consumer(settings.consumer_config("fleet-test"),
+                                  logger=client_logger("test"))
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]

@@ -15,6 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
+from services.common.kafka.logs import client_logger
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.sim.apns.certs import make_pki
@@ -46,7 +47,7 @@ OVER_TLS = 1_000
 def count_checkins(
     settings: KafkaSettings, topic: str, expected: int, timeout: float
 ) -> Counter[str]:
-    consumer = Consumer(settings.consumer_config("fleet-scale"))
+    consumer = Consumer(settings.consumer_config("fleet-scale"), logger=client_logger("test"))
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     serde = AvroSerde()
