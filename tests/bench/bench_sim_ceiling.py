@@ -7,8 +7,8 @@ core 1. h2load (Debian ``nghttp2-client``) cannot present a client certificate, 
 measurement only the simulator runs with ``--client-auth optional`` (a certificate is still
 verified when one is presented, as aioapns does). The bar (README, "Latest figures") is
 ≥ 5,000 pushes/s; the exit status is 1 below it. The aioapns figure is the baseline the sender
-is compared with. The simulator's CPU time per push during the h2load run is printed too: on a shared machine it
-varies far less than the wall-clock rate.
+is compared with. The simulator's CPU time per push during the h2load run is printed too: on a
+shared machine it varies far less than the wall-clock rate.
 
 Not a pytest test (pytest collects ``test_*`` only); numbers go to the README, never into asserts
 of timed unit tests.

@@ -21,7 +21,8 @@ _FAILED_TOPIC_REASONS = frozenset({"WrongTopic", "DeviceTokenNotForTopic", "BadT
 
 
 def verdict_of(outcome: Mapping[str, Any]) -> str:
-    """One terminal outcome as a diagnosis name (lower case, as docs/ARCHITECTURE.md "Diagnoses" writes it)."""
+    """One terminal outcome as a diagnosis name (lower case, as docs/ARCHITECTURE.md "Diagnoses"
+    writes it)."""
     state, reason = outcome["state"], outcome.get("reason")
     if state == "ANSWERED":
         return reason if reason in _REPAIRED else ANSWERED

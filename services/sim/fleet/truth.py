@@ -1,8 +1,9 @@
 """Ground truth: why each simulated device does or does not answer a push.
 
 An accuracy run compares the correlator's diagnosis per enrollment with :attr:`Cause.diagnosis`,
-the name (docs/ARCHITECTURE.md "Diagnoses") a perfect correlator would give from the evidence the server can see
-(a silent unenrollment looks exactly like an unreachable device, so that is its right answer).
+the name (docs/ARCHITECTURE.md "Diagnoses") a perfect correlator would give from the evidence
+the server can see (a silent unenrollment looks exactly like an unreachable device, so that is
+its right answer).
 """
 
 from __future__ import annotations
