@@ -179,3 +179,21 @@ def check_notification_request(record: Mapping[str, Any]) -> None:
     check_command_type(record.get("command_type", ""))
     for field in ("request_id", "source", "principal"):
         _optional(record, field, MAX_SHORT_TEXT_LEN)
+
+
+def check_push_job(record: Mapping[str, Any]) -> None:
+    """A PushJob record the sender can put on an APNs URL and headers as is.
+
+    The fan-out only writes jobs that pass these checks; the sender checks again because anything
+    with write access to the jobs topics can publish one, and an invalid job must end as its own
+    FAILED outcome instead of reaching APNs (or, worse, counting against its certificate).
+    """
+    check_enrollment_id(record.get("enrollment_id"))
+    if record.get("tenant"):
+        check_tenant(record["tenant"])
+    check_token_hex(record.get("token_hex"))
+    check_topic(record.get("topic"))
+    _optional(record, "push_magic", MAX_PUSH_MAGIC_LEN)
+    payload = record.get("aps_payload")
+    if payload is not None and len(payload.encode()) > MAX_APS_PAYLOAD_BYTES:
+        raise InvalidInput("aps_payload", f"at most {MAX_APS_PAYLOAD_BYTES} bytes")

@@ -43,6 +43,8 @@ from services.common.kafka.producer import (
     PermanentDeliveryError,
     is_permanent,
 )
+from services.common.limits import InvalidInput, check_push_job
+from services.common.ops_server import Heartbeat
 from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde
 from services.sender.apns.breaker import BreakerRegistry
@@ -62,6 +64,8 @@ from services.sender.throttle import Throttle
 log = logging.getLogger(__name__)
 
 WRONG_TOPIC = "WrongTopic"
+#: Reason prefix of a job outside the limits (services/common/limits.py): never sent.
+INVALID_JOB = "InvalidJob"
 #: Headers of a FAILED 410 outcome: the fan-out reads only those (fanout/dead_tokens.py).
 TOKEN_DEAD: Headers = [(TOKEN_DEAD_HEADER, b"410")]
 BREAKER_OPEN = "BreakerOpen"
@@ -116,6 +120,7 @@ class Sender:
         clock: Clock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         epoch_ms: Callable[[], int] | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.settings = settings
         self.io = io
@@ -148,8 +153,10 @@ class Sender:
         self._commit_sent: float | None = None
         self._next_housekeeping = 0.0
         self._next_evict = 0.0
-        #: True once the group has assigned partitions (tests wait for it).
+        #: True once the group has assigned partitions (tests wait for it; so does /readyz).
         self.assigned = threading.Event()
+        #: Stamped by every turn of the loop (/livez).
+        self.heartbeat = heartbeat or Heartbeat(30.0)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -167,9 +174,17 @@ class Sender:
         if self._fatal is not None:
             raise self._fatal
 
+    def not_ready(self) -> str | None:
+        """/readyz: None once the policies are read and the group assigned partitions, else why
+        not (read from the ops server's thread: plain reads)."""
+        if self._stop.is_set() or self._fatal is not None:
+            return "stopping"
+        if not self.assigned.is_set():
+            return "no partitions assigned yet"
+        return None
+
     def start(self) -> None:
-        """Serve metrics, read the policies, join the group."""
-        self.metrics.serve(self.settings.metrics_port)
+        """Read the policies, join the group."""
         self.book.load()
         subscribed = [self.topics.jobs_priority, self.topics.jobs_bulk, *self.scheduler.topics]
         self.io.subscribe(subscribed, on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -178,6 +193,7 @@ class Sender:
 
     def step(self) -> None:
         """One turn of the loop: due retries, consume, send, answers, acknowledgements, commit."""
+        self.heartbeat.beat()
         now_ms = self._epoch_ms()
         for source in self.scheduler.due(now_ms):
             self.pauses.release(source, PauseReason.RETRY_NOT_DUE)
@@ -320,6 +336,12 @@ class Sender:
             key = raw_key.decode("utf-8", "replace") if raw_key else job["topic"]
             if retry and lane is Lane.BULK:
                 lane = Lane.RETRY
+            try:
+                check_push_job(job)
+            except InvalidInput as exc:  # another producer's job: FAILED, its certificate untouched
+                self._finish(Pending(entry, job, key, lane, source),
+                             [self._outcome(job, "FAILED", reason=f"{INVALID_JOB}: {exc}")])
+                continue
             if buffers.add(Pending(entry, job, key, lane, source)):
                 self.pauses.pause(source, PauseReason.BUFFER_FULL)
 

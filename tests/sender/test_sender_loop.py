@@ -269,6 +269,30 @@ def test_a_job_for_a_certificate_not_mounted_fails_as_wrong_topic() -> None:
     assert loop.committed(BULK_TOPIC) == 1
 
 
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("token_hex", "abc", "token_hex: 3 hex characters"),
+    ("token_hex", "zz" * 32, "token_hex: must match"),
+    ("token_hex", "ab" * 101, "token_hex: 202 characters"),
+    ("topic", "com.apple.mgmt/../x", "topic: must match"),
+    ("enrollment_id", "E 1/evil", "enrollment_id: must match"),
+])
+def test_an_invalid_job_fails_by_itself_unsent_and_leaves_its_certificate_alone(
+        field: str, value: str, why: str) -> None:
+    loop = make_loop(breaker_s=1.0)
+    bad = job(1) | {field: value}
+    loop.produce(BULK_TOPIC, bad, job(2))
+    loop.step(2)
+    assert [r.token_hex for r, _ in loop.pool.requests] == [f"{2:064x}"]  # only the valid one
+    assert loop.sender.in_flight == 1 and loop.pool.in_flight_for(CERT) == 1
+    [failed] = loop.outcomes()
+    assert failed["state"] == "FAILED" and failed["status"] is None
+    assert failed["reason"].startswith(f"InvalidJob: {why}")
+    assert loop.sender.breakers.open_topics() == []
+    assert loop.sender.breakers[CERT].allow()
+    finish(loop)
+    assert loop.states() == {"FAILED": 1, "SENT": 1} and loop.committed(BULK_TOPIC) == 2
+
+
 def test_a_410_outcome_carries_the_token_dead_mark() -> None:
     loop = make_loop()
     loop.produce(BULK_TOPIC, job(1))
