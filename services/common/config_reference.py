@@ -17,6 +17,7 @@ import ast
 import importlib
 import inspect
 import json
+import sys
 import textwrap
 import types
 import typing
@@ -220,6 +221,16 @@ def default_text(info: FieldInfo) -> str:
 
 
 # -- the page ---------------------------------------------------------------------------------
+
+def print_help(summary: str, *classes: type[BaseSettings]) -> None:
+    """A service's `--help`: `summary`, then every setting of `classes` (variable, default,
+    meaning), read from the models without touching Kafka or ports."""
+    sys.stdout.write(f"{summary} Configured by environment variables:\n")
+    for cls in classes:
+        for setting in describe(cls).settings:
+            sys.stdout.write(f"  {setting.variable} (default {setting.default}): "
+                             f"{setting.meaning}\n")
+
 
 def models() -> list[SettingsModel]:
     return [describe(cls) for cls in settings_classes()]

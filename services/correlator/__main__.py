@@ -11,11 +11,12 @@ import os
 import sys
 
 from services.common.clock import Clock
-from services.common.config_reference import describe
+from services.common.config_reference import print_help
 from services.common.errors import TopicReadError
 from services.common.kafka.dead_letter import DlqLimitExceeded
 from services.common.kafka.producer import DeliveryError
 from services.common.logging_setup import configure_logging
+from services.common.ops_server import Heartbeat, OpsServer, OpsSettings
 from services.common.serde import serde_for
 from services.common.settings import KafkaSettings
 from services.correlator.metrics import CorrelatorMetrics
@@ -25,25 +26,19 @@ from services.correlator.settings import CorrelatorSettings
 log = logging.getLogger("services.correlator")
 
 
-def print_help() -> None:
-    """`--help`: every setting (variable, default, meaning)."""
-    sys.stdout.write("python -m services.correlator: outcomes joined with check-ins; verdicts, "
-                     "alerts, re-pushes. Configured by environment variables:\n")
-    for model in (describe(CorrelatorSettings), describe(KafkaSettings)):
-        for setting in model.settings:
-            sys.stdout.write(f"  {setting.variable} (default {setting.default}): "
-                             f"{setting.meaning}\n")
-
-
 def main() -> None:
     if {"-h", "--help"} & set(sys.argv[1:]):
-        print_help()
+        print_help("python -m services.correlator: outcomes joined with check-ins; verdicts, "
+                   "alerts, re-pushes.", CorrelatorSettings, KafkaSettings, OpsSettings)
         return
     configure_logging("correlator")
     settings, kafka = CorrelatorSettings(), KafkaSettings()
     metrics = CorrelatorMetrics()
-    metrics.serve(settings.metrics_port)
-    runner = CorrelatorRunner(settings, kafka, serde_for(kafka), Clock.from_settings(), metrics)
+    heartbeat = Heartbeat(OpsSettings().liveness_stale_s)
+    runner = CorrelatorRunner(settings, kafka, serde_for(kafka), Clock.from_settings(), metrics,
+                              heartbeat)
+    if settings.metrics_port:
+        OpsServer(settings.metrics_port, heartbeat, runner.not_ready, metrics.registry).start()
     runner.install_signal_handlers()
     try:
         runner.run()

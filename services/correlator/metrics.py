@@ -3,7 +3,7 @@ process)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.correlator.diagnose import Diagnosis
 from services.correlator.effects import Source
@@ -51,8 +51,3 @@ class CorrelatorMetrics:
             self.alerts.labels(diagnosis.value.lower())
         for source in Source:
             self.dlq.labels(source.value)
-
-    def serve(self, port: int) -> None:
-        """Expose /metrics on `port` (0: not at all)."""
-        if port:
-            start_http_server(port, registry=self.registry)

@@ -53,6 +53,7 @@ from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
 from services.common.kafka.logs import client_logger
 from services.common.kafka.producer import DeliveryError, ReliableProducer
 from services.common.kafka.reader import read_to_end
+from services.common.ops_server import Heartbeat
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 from services.correlator import changelog
@@ -87,12 +88,17 @@ class CorrelatorRunner:
         serde: AvroSerde,
         clock: Clock,
         metrics: CorrelatorMetrics | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.s = settings
         self.kafka = kafka
         self.serde = serde
         self.clock = clock
         self.metrics = metrics or CorrelatorMetrics()
+        #: Stamped by every loop turn, Kafka wait and replayed record (/livez).
+        self.heartbeat = heartbeat or Heartbeat(30.0)
+        #: Outcomes partitions restored and held (/readyz: written by the rebalance callbacks).
+        self.held: frozenset[int] = frozenset()
         self.topics = Topics(kafka.topic_prefix)
         self.state_topic = f"{kafka.topic_prefix}{changelog.STATE.name}"
         self.core = CorrelatorCore(settings)
@@ -132,6 +138,17 @@ class CorrelatorRunner:
                                  logger=client_logger(f"{SERVICE}.outcomes"))
         self.outcomes.subscribe([self.topics.outcomes], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke)
+
+    def not_ready(self) -> str | None:
+        """/readyz: None once the check-ins are replayed and outcomes partitions restored and
+        held, else why not (read from the ops server's thread: plain attribute reads)."""
+        if not self.running:
+            return "stopping"
+        if self.outcomes is None:
+            return "replaying check-ins"
+        if not self.held:
+            return "no outcomes partitions assigned yet"
+        return None
 
     def stop(self, *_: Any) -> None:
         self.running = False
@@ -174,6 +191,7 @@ class CorrelatorRunner:
         log.info("waiting for Kafka at %s", self.kafka.bootstrap_servers)
         deadline = time.monotonic() + self.s.kafka_wait_s
         while True:
+            self.heartbeat.beat()
             if not self.running:
                 raise Stopped("stopped while waiting for Kafka")
             try:
@@ -193,6 +211,7 @@ class CorrelatorRunner:
         """`messages`, until a stop is asked for (then the read is closed and Stopped raised)."""
         try:
             for msg in messages:
+                self.heartbeat.beat()
                 if not self.running:
                     raise Stopped(f"stopped during {what}")
                 yield msg
@@ -235,9 +254,11 @@ class CorrelatorRunner:
             low, high = consumer.get_watermark_offsets(tp, timeout=30)
             start = tp.offset if tp.offset >= 0 else low
             self._apply(self.core.assign(tp.partition, None if start >= high else high))
+        self.held |= {tp.partition for tp in partitions}
         log.info("assigned outcomes partitions %s", [tp.partition for tp in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.held -= {tp.partition for tp in partitions}
         self.producer.flush(self.s.flush_timeout_s)
         self._raise_lost()
         self.core.revoke(tp.partition for tp in partitions)
@@ -266,6 +287,7 @@ class CorrelatorRunner:
     def step(self) -> None:
         """One iteration: read both inputs, fire due timers, write, store offsets."""
         assert self.outcomes is not None and self.contacts is not None
+        self.heartbeat.beat()
         out_msgs = self.outcomes.consume(self.s.consume_batch, timeout=0.05)
         in_msgs = self.contacts.consume(self.s.consume_batch, timeout=0)
         now = self.clock.now_ms()

@@ -3,7 +3,7 @@ process) and with label children cached, because the hot path increments them pe
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: Why the sender set a record aside: undecodable input, attempts exhausted, or Kafka refused one
 #: of the job's records for good (service.py).
@@ -71,8 +71,3 @@ class SenderMetrics:
         if child is None:
             child = self._tier_children[tier] = self.retries.labels(tier)
         child.inc()
-
-    def serve(self, port: int) -> None:
-        """Expose /metrics on `port` (0: not at all)."""
-        if port:
-            start_http_server(port, registry=self.registry)

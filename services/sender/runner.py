@@ -13,6 +13,7 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
 from services.common.kafka.io import ConfluentKafkaIO
+from services.common.ops_server import Heartbeat
 from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
@@ -50,6 +51,7 @@ def build_sender(
     *,
     clock: Clock | None = None,
     serde: AvroSerde | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> Sender:
     """A sender on the broker of `kafka`, pushing to the endpoint of `settings`."""
     topics = Topics(kafka.topic_prefix)
@@ -82,4 +84,5 @@ def build_sender(
                                       limit=DlqLimit.from_settings(kafka)),
         live=LiveSenders(kafka, settings.group_id, settings.members_refresh_s),
         clock=clock,
+        heartbeat=heartbeat,
     )

@@ -75,7 +75,7 @@ def test_service_entry_point_loads(production_venv: Path, service: str) -> None:
 
 #: Services whose `--help` lists their settings without touching Kafka (the others are asked to,
 #: in the coordination requests; until then their entry point is only imported, above).
-WITH_HELP = ("gateway",)
+WITH_HELP = ("gateway", "sender")
 
 
 @pytest.mark.slow
