@@ -157,3 +157,15 @@ def test_service_turns_ready_once_it_holds_partitions_and_stops_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.parametrize("service", ["fanout", "sender", "correlator"])
+def test_help_lists_the_settings_without_touching_kafka(service: str) -> None:
+    # A bootstrap nothing listens on: a service that tried to reach Kafka would hang or fail.
+    env = {**os.environ, "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    result = subprocess.run([sys.executable, "-m", f"services.{service}", "--help"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for variable in (f"MDMPUSH_{service.upper()}_METRICS_PORT", "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS",
+                     "MDMPUSH_OPS_LIVENESS_STALE_S"):
+        assert variable in result.stdout
