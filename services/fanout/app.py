@@ -21,12 +21,13 @@ import functools
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
 from faust.serializers.codecs import dumps
 from mode import Service
+from prometheus_client import Counter
 
 from services.common.admin import Replication
 from services.common.catalogue import Topics
@@ -35,6 +36,7 @@ from services.common.errors import DecodeError
 from services.common.kafka.dead_letter import DlqLimitExceeded
 from services.common.kafka.logs import quiet_async_clients
 from services.common.kafka.producer import DeliveryError
+from services.common.limits import InvalidInput, check_checkin_event, check_notification_request
 from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
@@ -45,11 +47,17 @@ from services.fanout.faust_compat import App, check_overrides
 from services.fanout.jobs import registry_partition
 from services.fanout.output import BatchProducer, Refusal
 from services.fanout.policies import ShardBook
-from services.fanout.registry import apply_checkin, mark_token_dead
+from services.fanout.registry import apply_checkin, foreign_checkin, mark_token_dead
 from services.fanout.settings import FanoutSettings
 from services.fanout.slices import plan
 
 log = logging.getLogger(__name__)
+
+# TODO(metrics owner): move next to its siblings in metrics.py (that file is another helper's now).
+FOREIGN_CHECKINS = Counter(
+    "mdmpush_fanout_foreign_checkins_total",
+    "Check-ins refused because they name another tenant than the enrollment's owner",
+)
 
 #: Input records handled per batch, and the longest a partial batch waits for more (a lone
 #: check-in or 410 is applied within this time).
@@ -189,7 +197,8 @@ class Fanout:
             pending: list[Awaitable[Any]] = []
             self.dead_letters.consumed(len(events))
             for event in events:
-                record = await self._decode(event, "CheckinEvent", "checkins")
+                record = await self._decode(event, "CheckinEvent", "checkins",
+                                            check_checkin_event)
                 if record is not None:
                     self._change(
                         pending, event.message, record["enrollment_id"], {"checkin": record}
@@ -199,7 +208,8 @@ class Fanout:
     async def route_requests(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             self.dead_letters.consumed()
-            request = await self._decode(event, "NotificationRequest", "requests")
+            request = await self._decode(event, "NotificationRequest", "requests",
+                                         check_notification_request)
             if request is not None:
                 msg = event.message
                 source = (msg.topic, msg.partition, msg.offset)
@@ -282,8 +292,16 @@ class Fanout:
         current = self.registry.get(eid)
         now = self.clock.now_ms()
         if "checkin" in change:
-            cause = change["checkin"]["message_type"].lower()
-            new = apply_checkin(current, change["checkin"], now)
+            event = change["checkin"]
+            if foreign_checkin(current, event):
+                assert current is not None  # foreign_checkin is False without a record
+                FOREIGN_CHECKINS.inc()
+                log.warning("check-in %s for enrollment %s refused: it names tenant %r, the "
+                            "enrollment belongs to %r", event["message_type"], eid,
+                            event.get("tenant"), current["tenant"])
+                return
+            cause = event["message_type"].lower()
+            new = apply_checkin(current, event, now)
         else:
             cause = "token_dead"
             dead = change["dead"]
@@ -314,20 +332,32 @@ class Fanout:
         if refused:
             _log_refused(refused)
 
-    async def _decode(self, event: faust.EventT, schema: str, source: str) -> dict[str, Any] | None:
-        """The record, or None after setting the original bytes aside on the DLQ."""
+    async def _decode(
+        self, event: faust.EventT, schema: str, source: str,
+        check: Callable[[Mapping[str, Any]], None],
+    ) -> dict[str, Any] | None:
+        """The record, or None after setting the original bytes aside on the DLQ.
+
+        A record that decodes but breaks the limits (services/common/limits.py) is set aside the
+        same way: another producer than the gateway may have written it, and an oversized id or
+        token would otherwise reach the registry, a job and the APNs URL.
+        """
         try:
-            return self.serde.decode_as(event.value, schema)
+            record = self.serde.decode_as(event.value, schema)
+            check(record)
+            return record
         except DecodeError as exc:
-            metrics.POISON.labels(source).inc()
-            msg = event.message
-            log.warning("poison record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
-                        exc.reason)
-            self.dead_letters.write(
-                source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                key=msg.key, value=msg.value, reason=exc.reason)
-            await self.dead_letters.acknowledged()
-            return None
+            reason = exc.reason
+        except InvalidInput as exc:
+            reason = f"invalid {schema}: {exc}"
+        metrics.POISON.labels(source).inc()
+        msg = event.message
+        log.warning("poison record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+        self.dead_letters.write(
+            source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
+            key=msg.key, value=msg.value, reason=reason)
+        await self.dead_letters.acknowledged()
+        return None
 
 
 def _log_refused(refused: list[Refusal]) -> None:

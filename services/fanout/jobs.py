@@ -83,9 +83,10 @@ def skipped_outcome(
 ) -> dict[str, Any]:
     """The terminal SKIPPED outcome of a target; the trifecta known (if any) is kept as evidence.
 
-    Another tenant's record is never echoed back, as skip_reason reports it unknown.
+    Another tenant's record is never echoed back: its outcome looks like an unknown enrollment's.
     """
-    evidence = record if reason is not SkipReason.UNKNOWN_ENROLLMENT else None
+    reported = reason.reported
+    evidence = record if reported is not SkipReason.UNKNOWN_ENROLLMENT else None
     return {
         "job_id": job_id(request["request_id"], enrollment_id),
         "request_id": request["request_id"],
@@ -101,7 +102,7 @@ def skipped_outcome(
         "token_updated_at": evidence["token_updated_at"] if evidence else None,
         "apns_id": None,
         "status": None,
-        "reason": reason.value,
+        "reason": reported.value,
         "apns_timestamp": None,
         "latency_ms": None,
         "at": now_ms,

@@ -23,6 +23,14 @@ class SkipReason(StrEnum):
     NO_TOKEN = "no_token"
     CHECKED_OUT = "checked_out"
     TOKEN_DEAD = "token_dead"
+    #: Owned by another tenant, or by no tenant at all. Counted under its own name; the outcome
+    #: says `unknown_enrollment` (see `reported`), so a tenant learns nothing of other tenants.
+    FOREIGN_TENANT = "foreign_tenant"
+
+    @property
+    def reported(self) -> SkipReason:
+        """The reason written on the SKIPPED outcome."""
+        return SkipReason.UNKNOWN_ENROLLMENT if self is SkipReason.FOREIGN_TENANT else self
 
 
 def new_record(enrollment_id: str, now_ms: int) -> Record:
@@ -41,6 +49,17 @@ def new_record(enrollment_id: str, now_ms: int) -> Record:
         "token_dead_since": None,
         "updated_at": now_ms,
     }
+
+
+def foreign_checkin(current: Record | None, event: dict[str, Any]) -> bool:
+    """True when `event` comes from another tenant than the one owning the enrollment.
+
+    The first check-in that names a tenant makes the enrollment that tenant's; from then on a
+    check-in naming another tenant (or none) must not change the record: it would let one tenant
+    take over, check out or re-point another tenant's device.
+    """
+    return current is not None and bool(current["tenant"]) and event.get("tenant") != \
+        current["tenant"]
 
 
 def apply_checkin(current: Record | None, event: dict[str, Any], now_ms: int) -> Record | None:
@@ -129,11 +148,14 @@ def mark_token_dead(
 def skip_reason(record: Record | None, tenant: str, kind: str) -> SkipReason | None:
     """Why `record` cannot be pushed for a request of `tenant` and `kind`, or None if it can.
 
-    An enrollment owned by another tenant is reported unknown: a tenant must not be able to push
-    to (or learn about) another tenant's devices.
+    An enrollment owned by another tenant is FOREIGN_TENANT (reported unknown): a tenant must not
+    be able to push to (or learn about) another tenant's devices. A record with no tenant belongs
+    to nobody, so no tenant may push to it.
     """
-    if record is None or (record["tenant"] and record["tenant"] != tenant):
+    if record is None:
         return SkipReason.UNKNOWN_ENROLLMENT
+    if record["tenant"] != tenant:
+        return SkipReason.FOREIGN_TENANT
     if record["state"] == "CHECKED_OUT":
         return SkipReason.CHECKED_OUT
     if record["state"] != "ENROLLED" or not record["token_hex"] or not record["topic"]:

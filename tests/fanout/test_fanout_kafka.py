@@ -247,10 +247,11 @@ def test_a_job_kafka_refuses_forever_sends_its_request_to_the_dlq(world: World) 
         for future in admin.incremental_alter_configs([resource]).values():
             future.result(30)
 
-    topic_max_bytes("8000", AlterConfigOpType.SET)
+    topic_max_bytes("1000", AlterConfigOpType.SET)
     try:
-        # Random bytes: lz4 cannot shrink the job under the topic's limit.
-        payload = json.dumps({"aps": {"blob": base64.b64encode(os.urandom(30_000)).decode()}})
+        # Random bytes: lz4 cannot shrink the job under the topic's limit. The payload stays
+        # within the 4096 bytes a request may carry (services/common/limits.py).
+        payload = json.dumps({"aps": {"blob": base64.b64encode(os.urandom(2_200)).decode()}})
         world.request(request("r-huge", ids=["A1"], initiator="USER", kind="APS",
                               aps_payload=payload))
         refused = world.dlq.wait(
@@ -278,3 +279,73 @@ def _raw(world: World, topic: str) -> list[Any]:
     finally:
         reader.close()
 
+
+# -- tenants: a request reaches only its own tenant's devices; check-ins cannot cross over -------
+def test_a_tenant_never_gets_jobs_for_another_tenants_or_nobodys_devices(world: World) -> None:
+    world.checkins(enroll("H1", tenant="hooli") + enroll("U1", tenant="umbrella")
+                   + enroll("N1", tenant=""))
+    for eid in ("H1", "U1", "N1"):
+        world.device(eid, lambda r: r["state"] == "ENROLLED")
+    ids = ["H1", "U1", "N1"]
+    for tenant, mine in (("hooli", "H1"), ("umbrella", "U1")):
+        rid = f"r-cross-{tenant}"
+        world.request(request(rid, tenant=tenant, ids=ids))
+        jobs, skips = world.results(rid, jobs=1, skipped=2)
+        assert set(jobs) == {mine} and jobs[mine]["tenant"] == tenant
+        assert {k: (v["reason"], v["token_hex"], v["topic"]) for k, v in skips.items()} == {
+            eid: ("unknown_enrollment", None, None) for eid in ids if eid != mine}
+        world.request(request(f"{rid}-all", tenant=tenant))
+        jobs, _ = world.results(f"{rid}-all", jobs=1, skipped=0)
+        assert set(jobs) == {mine}
+
+
+def test_a_checkin_naming_another_tenant_never_changes_the_enrollment(world: World) -> None:
+    world.checkins(enroll("H2", tenant="hooli"))
+    world.device("H2", lambda r: r["state"] == "ENROLLED")
+    stolen = token("H2", 1)
+    world.checkins([
+        checkin("H2", "TOKEN_UPDATE", AT + 50, "umbrella", topic=T1, token_hex=stolen,
+                push_magic="magic-umbrella"),
+        checkin("H2", "CHECK_OUT", AT + 60, "umbrella"),
+        checkin("H2", "AUTHENTICATE", AT + 70, "", topic=T1),
+        # The owner's own check-in on the same key: once it shows, the others were read.
+        checkin("H2", "TOKEN_UPDATE", AT + 80, "hooli", topic=T1, token_hex=token("H2", 2),
+                push_magic="magic-H2"),
+    ])
+    world.device("H2", lambda r: r["token_hex"] == token("H2", 2))
+    history = [r for r in world.registry.settle() if r["enrollment_id"] == "H2"]
+    assert {r["tenant"] for r in history} == {"hooli"}
+    assert all(r["token_hex"] != stolen and r["state"] != "CHECKED_OUT" for r in history)
+    assert [r["token_updated_at"] for r in history if r["state"] == "ENROLLED"] == [AT + 10,
+                                                                                  AT + 80]
+    assert "refused" in world.worker.log_tail(400) and stolen not in world.worker.log_tail(400)
+    world.request(request("r-stolen", tenant="umbrella", ids=["H2"]))
+    _, skips = world.results("r-stolen", jobs=0, skipped=1)
+    assert skips["H2"]["reason"] == "unknown_enrollment"
+
+
+def test_requests_and_checkins_outside_the_limits_go_to_the_dlq_with_their_reason(
+        world: World) -> None:
+    t = world.topics
+    world.checkins([checkin("V1", "TOKEN_UPDATE", AT, "hooli", topic=T1, token_hex="abc")])
+    world.request(request("r-bad-tenant", tenant="not a tenant", ids=["H1"]))
+    world.request(request("r-no-targets", tenant="hooli", ids=[], target_all=False))
+
+    def invalid(items: list[Any]) -> list[Any]:
+        return [m for m in items
+                if dict(m.headers())["mdmpush.dlq.reason"].startswith(b"invalid ")]
+
+    dead = invalid(world.dlq.wait(lambda items: len(invalid(items)) >= 3, worker=world.worker))
+    reasons = {dict(m.headers())["mdmpush.dlq.reason"].decode(): m for m in dead}
+    assert set(reasons) == {
+        "invalid CheckinEvent: token_hex: 3 hex characters; an APNs token has an even number "
+        "from 64 to 200",
+        "invalid NotificationRequest: tenant: must match [A-Za-z0-9][A-Za-z0-9._-]*",
+        "invalid NotificationRequest: enrollment_ids: a request needs targets or target_all",
+    }
+    by_source = {dict(m.headers())["mdmpush.dlq.source.topic"].decode() for m in dead}
+    assert by_source == {t.checkins, t.requests}
+    world.request(request("r-after-invalid", tenant="hooli", ids=["H1", "V1"]))
+    jobs, skips = world.results("r-after-invalid", jobs=1, skipped=1)
+    assert set(jobs) == {"H1"} and skips["V1"]["reason"] == "unknown_enrollment"
+    assert world.worker.alive()

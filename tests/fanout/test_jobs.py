@@ -53,6 +53,8 @@ def test_skipped_outcome_hides_unknown_or_foreign_records() -> None:
     out = skipped_outcome(req, "E1", record(), SkipReason.UNKNOWN_ENROLLMENT, "BULK", AT)
     assert (out["state"], out["reason"], out["token_hex"]) == ("SKIPPED", "unknown_enrollment",
                                                                None)
+    foreign = skipped_outcome(req, "E1", record(), SkipReason.FOREIGN_TENANT, "BULK", AT)
+    assert foreign == out, "another tenant's device must look unknown, trifecta hidden"
     out = skipped_outcome(req, "E1", record(), SkipReason.TOKEN_DEAD, "BULK", AT)
     assert out["token_hex"] == token("E1")
     assert SERDE.decode_as(SERDE.encode("PushOutcome", out), "PushOutcome") == out

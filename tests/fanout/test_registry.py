@@ -11,6 +11,7 @@ from services.fanout.registry import (
     Record,
     SkipReason,
     apply_checkin,
+    foreign_checkin,
     mark_token_dead,
     skip_reason,
 )
@@ -110,8 +111,10 @@ def test_410_kills_only_the_current_token_and_a_newer_token_update_revives() -> 
     ("change", "tenant", "kind", "reason"),
     [
         ({}, "acme", "MDM", None),
-        ({}, "globex", "MDM", SkipReason.UNKNOWN_ENROLLMENT),
-        ({"tenant": ""}, "globex", "MDM", None),
+        ({}, "globex", "MDM", SkipReason.FOREIGN_TENANT),
+        ({"tenant": ""}, "globex", "MDM", SkipReason.FOREIGN_TENANT),  # nobody's: nobody pushes
+        ({"tenant": ""}, "acme", "MDM", SkipReason.FOREIGN_TENANT),
+        ({"tenant": "globex"}, "acme", "MDM", SkipReason.FOREIGN_TENANT),
         ({"state": "CHECKED_OUT"}, "acme", "MDM", SkipReason.CHECKED_OUT),
         ({"state": "AUTHENTICATED", "token_hex": None}, "acme", "MDM", SkipReason.NO_TOKEN),
         ({"push_magic": None}, "acme", "MDM", SkipReason.NO_TOKEN),
@@ -125,6 +128,32 @@ def test_skip_reason(change: Record, tenant: str, kind: str, reason: SkipReason 
 
 def test_an_unknown_enrollment_is_skipped() -> None:
     assert skip_reason(None, "acme", "MDM") == SkipReason.UNKNOWN_ENROLLMENT
+
+
+def test_a_foreign_tenant_is_reported_as_an_unknown_enrollment() -> None:
+    assert SkipReason.FOREIGN_TENANT.reported is SkipReason.UNKNOWN_ENROLLMENT
+    assert all(r.reported is r for r in SkipReason if r is not SkipReason.FOREIGN_TENANT)
+
+
+@pytest.mark.parametrize(
+    ("owner", "sender", "foreign"),
+    [
+        ("acme", "acme", False),
+        ("acme", "globex", True),
+        ("acme", "", True),  # a check-in naming no tenant cannot prove it is acme's device
+        ("globex", "acme", True),
+        ("", "acme", False),  # a record no tenant claimed yet: the first named tenant takes it
+        ("", "", False),
+    ],
+)
+def test_a_checkin_from_another_tenant_is_foreign(owner: str, sender: str, foreign: bool) -> None:
+    record = {**enrolled(), "tenant": owner}
+    event = checkin("E1", "CHECK_OUT", AT + 100, tenant=sender)
+    assert foreign_checkin(record, event) is foreign
+
+
+def test_a_checkin_for_an_enrollment_never_seen_is_never_foreign() -> None:
+    assert foreign_checkin(None, checkin("E9", "AUTHENTICATE", AT, tenant="globex")) is False
 
 
 def test_only_outcomes_the_sender_marked_are_read_and_a_410_kills_its_token() -> None:
