@@ -21,6 +21,7 @@ The rules the restart guarantees rest on (runner.py says how the runner keeps it
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -80,6 +81,11 @@ class CorrelatorCore:
         #: check-ins partition -> first offset not yet dead-lettered (the check-ins group's
         #: committed offsets: the replay re-reads every poison record and must not repeat it).
         self.checkins_dead_lettered: dict[int, int] = {}
+        #: Enrollment row -> its owning tenant (interned), -1 until a check-in names one.
+        self._tenants = Interner()
+        self._owner = array("i")
+        #: Check-ins refused because they name another tenant than the enrollment's owner.
+        self.foreign_checkins = 0
         self._out: list[Effect] = []
 
     def _effects(self) -> list[Effect]:
@@ -137,7 +143,15 @@ class CorrelatorCore:
         self.checkins_dead_lettered.update(committed)
 
     def checkin(self, event: dict[str, Any], now: int) -> list[Effect]:
-        """One decoded CheckinEvent: fold it in; answer or re-push the pushes it concerns."""
+        """One decoded CheckinEvent: fold it in; answer or re-push the pushes it concerns.
+
+        A check-in naming another tenant than the enrollment's (see `_foreign`) is refused and
+        counted in `foreign_checkins`: it must not answer another tenant's push, nor give a
+        re-push a token that tenant chose.
+        """
+        if self._foreign(event):
+            self.foreign_checkins += 1
+            return self._effects()
         enr, answered_at = self.book.apply(event)
         for slot in self.store.slots_of(enr):
             if not self.store.is_pending(slot) or not self._judging(
@@ -148,6 +162,20 @@ class CorrelatorCore:
             elif self._new_token(event, slot):
                 self._repush_to_new_token(slot, now)
         return self._effects()
+
+    def _foreign(self, event: dict[str, Any]) -> bool:
+        """The same rule as the fan-out's registry: the first tenant a check-in names owns the
+        enrollment; later check-ins naming another tenant, or none, are foreign."""
+        enr = self.book.index(event["enrollment_id"])
+        while len(self._owner) <= enr:
+            self._owner.append(-1)
+        tenant = event.get("tenant") or ""
+        owner = self._owner[enr]
+        if owner < 0:
+            if tenant:
+                self._owner[enr] = self._tenants.intern(tenant)
+            return False
+        return self._tenants.get(tenant) != owner
 
     def poison_checkin(self, partition: int, offset: int, reason: str) -> list[Effect]:
         """An undecodable check-in: dead-lettered, unless an earlier run already did."""

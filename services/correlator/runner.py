@@ -319,7 +319,12 @@ class CorrelatorRunner:
             p, offset = where(msg)
             self._apply(self.core.poison_checkin(p, offset, exc.reason), msg)
             return
+        refused = self.core.foreign_checkins
         self._apply(self.core.checkin(event, now))
+        if self.core.foreign_checkins != refused:
+            log.warning("check-in %s for enrollment %s refused: tenant %r is not the "
+                        "enrollment's", event["message_type"], event["enrollment_id"],
+                        event.get("tenant"))
 
     def _on_outcome(self, msg: Message, now: int) -> None:
         self.dlq.consumed()

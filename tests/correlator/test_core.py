@@ -337,3 +337,37 @@ def test_only_verdicts_and_sent_pushes_tombstones_follow_the_prerequisites() -> 
     assert is_prerequisite(StateWrite(0, "j", None))
     assert is_prerequisite(StateWrite(0, "j", entry))
     assert is_prerequisite(Alert({}))
+
+
+@table(
+    Row("a contact from another tenant does not answer the owner's push",
+        [assign(), ENROLLED, outcome("E1"), checkin("E1", T + 100, tenant="globex"),
+         tick(T + 10_000)],
+        ["state req-1/E1", "alert req-1/E1 DEVICE_UNREACHABLE",
+         "verdict req-1/E1 UNANSWERED device_unreachable"]),
+    Row("a contact naming no tenant does not answer it either",
+        [assign(), ENROLLED, outcome("E1"), checkin("E1", T + 100, tenant=""),
+         tick(T + 10_000)],
+        ["state req-1/E1", "alert req-1/E1 DEVICE_UNREACHABLE",
+         "verdict req-1/E1 UNANSWERED device_unreachable"]),
+    Row("another tenant's TokenUpdate gives no re-push its token",
+        [assign(), ENROLLED, outcome("E1"),
+         checkin("E1", T + 100, "TOKEN_UPDATE", topic=TOPIC, token_hex=TOKEN_B,
+                 push_magic="m-E1", tenant="globex"),
+         checkin("E1", T + 200)],
+        ["state req-1/E1", "verdict req-1/E1 ANSWERED -"]),
+    Row("the owner's own contact still answers",
+        [assign(), ENROLLED, outcome("E1"), checkin("E1", T + 100, tenant="globex"),
+         checkin("E1", T + 200)],
+        ["state req-1/E1", "verdict req-1/E1 ANSWERED -"]),
+)
+def test_tenants(row: Row) -> None:
+    assert play(row.steps, **row.settings) == row.expected
+
+
+def test_only_foreign_checkins_are_counted() -> None:
+    run = Run()
+    for step in (ENROLLED, checkin("E1", T, tenant="globex"), checkin("E1", T, tenant=""),
+                 checkin("E1", T), checkin("E2", T, tenant="")):  # E2 has no owner yet
+        step(run)
+    assert run.core.foreign_checkins == 2
