@@ -47,7 +47,7 @@ def test_permanent_errors_fail_with_reason(
     dead_token = "d" * 64
     sim.faults.unregister([dead_token], at_ms=1_700_000_000_000)
     jobs = [
-        job(topic, 1, token="zz"),  # 400 BadDeviceToken (not hex)
+        job(topic, 1, token="zz"),  # not hex: refused before APNs, FAILED InvalidJob unsent
         job(topic, 2, token=dead_token),  # 410 Unregistered with its timestamp
         job(topic, 3),
     ]
@@ -56,8 +56,8 @@ def test_permanent_errors_fail_with_reason(
     with running_sender(sender_settings(pki, sim.url), kafka_settings):
         records = outcomes.wait(lambda rs: len(rs) >= 3, 20)
     got = {r["job_id"]: r for r in records}
-    assert got["req/E1"]["state"] == "FAILED" and got["req/E1"]["status"] == 400
-    assert got["req/E1"]["reason"] == "BadDeviceToken"
+    assert got["req/E1"]["state"] == "FAILED" and got["req/E1"]["status"] is None
+    assert got["req/E1"]["reason"].startswith("InvalidJob: token")
     assert got["req/E2"]["state"] == "FAILED" and got["req/E2"]["status"] == 410
     assert got["req/E2"]["reason"] == "Unregistered"
     assert got["req/E2"]["apns_timestamp"] == 1_700_000_000_000
