@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from services.devstack.procs import free_port, wait_for
+from services.devstack.daemon import LocalDaemon
 
 __all__ = ["AlertmanagerError", "LocalAlertmanager"]
 
@@ -30,12 +28,13 @@ class AlertmanagerError(RuntimeError):
     """Alertmanager is missing or did not start."""
 
 
-class LocalAlertmanager:
+class LocalAlertmanager(LocalDaemon):
+    name = "alertmanager"
+    error = AlertmanagerError
+
     def __init__(self, workdir: Path, webhook_url: str) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.webhook_url = webhook_url
-        self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -56,45 +55,13 @@ class LocalAlertmanager:
         }
         config_path = self.workdir / "alertmanager.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = free_port()
-        with (self.workdir / "alertmanager.log").open("ab") as log:  # the child keeps its copy
-            self._proc = subprocess.Popen(
-                [binary, f"--config.file={config_path}",
-                 f"--storage.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--cluster.listen-address="],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        if not wait_for(self._ready, timeout_s, interval_s=0.2):
-            self.stop()
-            raise AlertmanagerError(f"alertmanager did not get ready in {timeout_s:.0f}s: "
-                                    f"{self.log_tail()}")
+        self._launch(lambda port: [
+            binary, f"--config.file={config_path}", f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], timeout_s)
         return self
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
 
     def alerts(self) -> list[dict[str, Any]]:
         """The alerts Alertmanager holds now (API v2)."""
         with urllib.request.urlopen(f"http://{self.address}/api/v2/alerts", timeout=10) as resp:
             alerts: list[dict[str, Any]] = json.load(resp)
         return alerts
-
-    def log_tail(self, chars: int = 2000) -> str:
-        path = self.workdir / "alertmanager.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    def _ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise AlertmanagerError(f"alertmanager exited: {self.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://{self.address}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False

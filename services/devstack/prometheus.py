@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from services.devstack.procs import free_port, wait_for
+from services.devstack.daemon import LocalDaemon
 
 __all__ = ["LocalPrometheus", "PrometheusError"]
 
@@ -30,7 +29,10 @@ class PrometheusError(RuntimeError):
     """Prometheus is missing, did not start, or refused a query."""
 
 
-class LocalPrometheus:
+class LocalPrometheus(LocalDaemon):
+    name = "prometheus"
+    error = PrometheusError
+
     def __init__(
         self,
         workdir: Path,
@@ -41,13 +43,11 @@ class LocalPrometheus:
     ) -> None:
         """`targets`: scrape job name → ["host:port", ...] serving /metrics; `alertmanagers`:
         "host:port" of the Alertmanagers to notify."""
-        self.workdir = workdir
+        super().__init__(workdir)
         self.targets = targets
         self.rule_files = rule_files
         self.alertmanagers = alertmanagers
         self.scrape_interval_s = scrape_interval_s
-        self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -72,28 +72,11 @@ class LocalPrometheus:
                 {"static_configs": [{"targets": list(self.alertmanagers)}]}]}
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = free_port()
-        with (self.workdir / "prometheus.log").open("ab") as log:  # the child keeps its copy
-            self._proc = subprocess.Popen(
-                [binary, f"--config.file={config_path}",
-                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        if not wait_for(self._ready, timeout_s, interval_s=0.2):
-            self.stop()
-            raise PrometheusError(f"prometheus did not get ready in {timeout_s:.0f}s: "
-                                  f"{self.log_tail()}")
+        self._launch(lambda port: [
+            binary, f"--config.file={config_path}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}"], timeout_s)
         return self
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query's result vector; PrometheusError with its reason if refused."""
@@ -110,19 +93,6 @@ class LocalPrometheus:
         """Every loaded rule with its `health` and `lastError` after evaluation."""
         groups = self._api("rules", {})["groups"]
         return [rule for group in groups for rule in group["rules"]]
-
-    def log_tail(self, chars: int = 2000) -> str:
-        path = self.workdir / "prometheus.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    def _ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise PrometheusError(f"prometheus exited: {self.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
     def _api(self, path: str, params: Mapping[str, str]) -> Any:
         url = f"{self.url}/api/v1/{path}"
