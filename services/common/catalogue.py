@@ -53,6 +53,16 @@ DLQ = TopicSpec("mdm.push.dlq.v1", "PushJob", "certificate[#shard]", 3, retentio
 OUTCOMES = TopicSpec("mdm.push.outcomes.v1", "PushOutcome", "enrollment id", 12)
 ALERTS = TopicSpec("mdm.push.alerts.v1", "UnansweredPush", "enrollment id", 6)
 CONFIG = TopicSpec("mdm.push.config.v1", "PushPolicy", "certificate", 1, Cleanup.COMPACT)
+#: Latest activity state per enrollment: the correlator writes it, the fan-out skips INACTIVE.
+ACTIVITY = TopicSpec(
+    "mdm.enrollment.activity.v1", "EnrollmentActivity", "enrollment id", 12, Cleanup.COMPACT
+)
+#: The DLQ records already replayed (services/dlq/ledger.py). Not in `all_topics()`: only the
+#: operator's `mdmpush dlq replay` uses it, and creates it when missing.
+DLQ_REPLAYED = TopicSpec(
+    "mdm.push.dlq.replayed.v1", "DlqReplay (JSON)", "dlq topic/partition/offset", 1,
+    Cleanup.COMPACT,
+)
 
 
 def retry_topic(delay_ms: int) -> TopicSpec:
@@ -76,7 +86,8 @@ def format_delay(delay_ms: int) -> str:
 
 def all_topics(retry_delays_ms: tuple[int, ...] = DEFAULT_RETRY_DELAYS_MS) -> list[TopicSpec]:
     """Every topic of the pipeline, retry tiers included."""
-    fixed = [REQUESTS, CHECKINS, REGISTRY, JOBS_PRIORITY, JOBS_BULK, DLQ, OUTCOMES, ALERTS, CONFIG]
+    fixed = [REQUESTS, CHECKINS, REGISTRY, JOBS_PRIORITY, JOBS_BULK, DLQ, OUTCOMES, ALERTS, CONFIG,
+             ACTIVITY]
     return fixed + [retry_topic(d) for d in retry_delays_ms]
 
 
@@ -124,6 +135,14 @@ class Topics:
     @property
     def config(self) -> str:
         return self.name(CONFIG)
+
+    @property
+    def activity(self) -> str:
+        return self.name(ACTIVITY)
+
+    @property
+    def dlq_replayed(self) -> str:
+        return self.name(DLQ_REPLAYED)
 
     def retry(self, delay_ms: int) -> str:
         return self.name(retry_topic(delay_ms))

@@ -26,6 +26,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "PushOutcome",
     "UnansweredPush",
     "PushPolicy",
+    "EnrollmentActivity",
 )
 
 

@@ -1,4 +1,4 @@
-"""The replay ledger: a compacted topic of the dead letters already replayed.
+"""The replay ledger: a compacted topic (catalogue DLQ_REPLAYED) of the dead letters replayed.
 
 Replay is idempotent by record: before replaying, the runner loads the ledger and leaves out
 every DLQ record (by its coordinates, `topic/partition/offset`) already in it; after a replayed
@@ -13,17 +13,16 @@ import json
 from typing import Any
 
 from services.common.admin import admin_client, create_topics
-from services.common.catalogue import Cleanup, Topics, TopicSpec
+from services.common.catalogue import DLQ_REPLAYED as LEDGER
+from services.common.catalogue import Topics
 from services.common.kafka.compacted import CompactedView
 from services.common.settings import KafkaSettings
 
-#: Not (yet) in services/common/catalogue.py: `mdmpush dlq replay` creates it when missing.
-LEDGER = TopicSpec("mdm.push.dlq.replayed.v1", "DlqReplay (JSON)", "dlq topic/partition/offset",
-                   1, Cleanup.COMPACT)
+__all__ = ["LEDGER", "ensure_ledger", "entry", "exists", "ledger_topic", "load_replayed"]
 
 
 def ledger_topic(topics: Topics) -> str:
-    return topics.name(LEDGER)
+    return topics.dlq_replayed
 
 
 def ensure_ledger(kafka: KafkaSettings) -> str:

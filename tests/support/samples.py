@@ -54,4 +54,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "certificate": TOPIC, "priority_per_minute": 0.0, "bulk_per_minute": 50.0,
         "scope": "FARM", "shards": 1, "max_attempts": 5, "updated_at": NOW,
     },
+    "EnrollmentActivity": {
+        "tenant": "acme", "enrollment_id": "E1", "state": "INACTIVE",
+        "last_contact_at": NOW - 8 * 86_400_000, "at": NOW,
+    },
 }
