@@ -12,13 +12,28 @@ from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
 from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
-from tests.support.broker import Broker, provide_broker
+from tests.support.broker import Broker, broker_version, planned_broker, provide_broker
+
+#: What the session's broker turned out to be, for the closing summary (empty if none started).
+_BROKER_RAN: list[str] = []
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say up front which Kafka broker the session will test against."""
+    return f"kafka broker: {planned_broker()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """And, at the end, which one ran and what version it reported."""
+    for line in _BROKER_RAN:
+        terminalreporter.write_line(f"kafka broker: {line}")
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     """One real broker for the whole session."""
     with provide_broker() as b:
+        _BROKER_RAN.append(f"{b.kind} at {b.bootstrap}: {broker_version(b.bootstrap)}")
         yield b
 
 
