@@ -20,6 +20,7 @@ from typing import Any
 
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, retry_topic
+from services.common.errors import SerdeError
 from services.common.kafka.producer import Headers, ReliableProducer
 from services.common.kafka.reader import assign_from_beginning, reader_consumer
 from services.common.serde import AvroSerde
@@ -189,7 +190,8 @@ def produce_raw(kafka: KafkaSettings, topic_name: str, value: bytes, key: str,
 
 
 class Reader:
-    """Reads a topic from the beginning (no group), decoding PushOutcome/PushJob records."""
+    """Reads a topic from the beginning (no group), decoding PushOutcome/PushJob records; a record
+    that does not decode fails the test (``decode=False`` for topics holding a test's poison)."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, decode: bool = True) -> None:
         self.topic = topic
@@ -206,8 +208,13 @@ class Reader:
             if self.decode:
                 try:
                     record = SERDE.decode(msg.value())[1]
-                except Exception:
-                    record = {"_raw": msg.value()}
+                except SerdeError as exc:
+                    # Only the services write the topics read decoded here (tests put their
+                    # poison records in topics read with decode=False): a record that does not
+                    # decode is the service's bug, never something to step over.
+                    raise AssertionError(
+                        f"{self.topic}[{msg.partition()}]@{msg.offset()} does not decode: {exc}"
+                    ) from exc
                 record["_headers"] = dict(msg.headers() or [])
                 record["_ts"] = msg.timestamp()[1]
                 self.records.append(record)
