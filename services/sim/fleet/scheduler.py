@@ -17,6 +17,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -80,7 +81,19 @@ class Scheduler:
         self.call_soon(task)
         return future.result(timeout)
 
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until nothing handed over is pending and no timer is due (not from the scheduler
+        thread). Tests that move a manual clock use it instead of sleeping: what the new time
+        made due, and whatever that handed over in turn, has run when this returns."""
+        deadline = time.monotonic() + timeout
+        while not self.run_sync(self._idle, timeout):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fleet scheduler still busy after {timeout}s")
+
     # -- scheduler-thread helpers -------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return not self._inbox and not (self._heap and self._heap[0][0] <= self.clock.now_ms())
 
     def schedule(self, at_ms: int, fn: Task) -> None:
         """``call_at`` for code already on the scheduler thread (no hand-over)."""
