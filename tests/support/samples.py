@@ -56,6 +56,6 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "EnrollmentActivity": {
         "tenant": "acme", "enrollment_id": "E1", "state": "INACTIVE",
-        "last_contact_at": NOW - 8 * 86_400_000, "at": NOW,
+        "last_contact_at": NOW - 8 * 86_400_000, "at": NOW, "rearmed_at": NOW - 7 * 86_400_000,
     },
 }
