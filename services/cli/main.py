@@ -28,6 +28,7 @@ COMMANDS = {
     "config": "config_cmd",
     "dlq": "dlq_cmd",
     "follow": "follow_cmd",
+    "certs": "certs_cmd",
     "up": "up_cmd",
 }
 

@@ -3,7 +3,14 @@ process) and with label children cached, because the hot path increments them pe
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from services.sender.apns.certificates import CertificateStore
 
 #: Why the sender set a record aside: undecodable input, attempts exhausted, or Kafka refused one
 #: of the job's records for good (service.py).
@@ -71,3 +78,50 @@ class SenderMetrics:
         if child is None:
             child = self._tier_children[tier] = self.retries.labels(tier)
         child.inc()
+
+
+class CertificateCollector(Collector):
+    """The push certificates' gauges, read from the store at each scrape.
+
+    Read, not set: a series per mounted topic exists from the first scrape, at its real value
+    (refused 0, unreachable 0), and disappears with the certificate, without the loop keeping
+    gauges in step with the directory. `enrollments` is absent until the census has read the
+    registry (a 0 would claim the certificate serves nobody); `unreachable_enrollments` is NaN
+    while a replacement is refused and the census has not counted yet.
+    """
+
+    def __init__(self, store: CertificateStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        states = self._store.states()
+        counts = self._store.enrollment_counts()
+        expiry = GaugeMetricFamily(
+            "mdmpush_push_certificate_expiry_timestamp_seconds",
+            "Not-after of the push certificate in use, Unix seconds", labels=["topic"])
+        refused = GaugeMetricFamily(
+            "mdmpush_push_certificate_replacement_refused",
+            "1 while the mounted file holds a certificate of another topic (created instead of "
+            "renewed): refused, the previous one stays in use", labels=["topic"])
+        unreachable = GaugeMetricFamily(
+            "mdmpush_push_certificate_unreachable_enrollments",
+            "Enrollments of the topic the refused replacement would have made unreachable",
+            labels=["topic"])
+        enrollments = GaugeMetricFamily(
+            "mdmpush_push_certificate_enrollments",
+            "ENROLLED registry records under the certificate's topic (absent until counted)",
+            labels=["topic"])
+        for state in states:
+            if state.in_use is not None:
+                expiry.add_metric([state.topic], state.in_use.not_after.timestamp())
+            refused.add_metric([state.topic], 0.0 if state.refused is None else 1.0)
+            if state.refused is None:
+                lost = 0.0
+            elif counts is None:
+                lost = math.nan
+            else:
+                lost = float(counts.get(state.topic, 0))
+            unreachable.add_metric([state.topic], lost)
+            if counts is not None:
+                enrollments.add_metric([state.topic], float(counts.get(state.topic, 0)))
+        yield from (expiry, refused, unreachable, enrollments)

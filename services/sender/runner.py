@@ -18,6 +18,8 @@ from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 from services.sender.apns.pool import CertificateStore, ClientPool
+from services.sender.enrollment_census import EnrollmentCensus, registry_view
+from services.sender.metrics import CertificateCollector
 from services.sender.policy import LiveSenders, PolicyBook, policy_view
 from services.sender.service import Sender
 from services.sender.settings import SenderSettings
@@ -61,21 +63,26 @@ def build_sender(
         consumer_defaults={**CONSUMER_DEFAULTS,
                            "client.id": f"{kafka.client_id}-sender-{settings.instance_id}"},
     )
+    census = (EnrollmentCensus(registry_view(kafka, topics.registry, serde),
+                               settings.enrollment_count_s)
+              if settings.enrollment_count_s else None)
+    store = CertificateStore(settings.cert_dir, census)
     pool = ClientPool(
-        CertificateStore(settings.cert_dir),
+        store,
         settings.endpoint(),
         transport=settings.transport,
         ca_path=settings.ca_path,
         max_concurrent_streams=settings.max_concurrent_streams,
         request_timeout_s=settings.request_timeout_s,
         idle_timeout_s=settings.idle_close_s,
+        reload_s=settings.cert_reload_s,
     )
     fallback = PushPolicy(
         priority_per_minute=settings.default_priority_per_minute,
         bulk_per_minute=settings.default_bulk_per_minute,
         max_attempts=settings.default_max_attempts,
     )
-    return Sender(
+    sender = Sender(
         settings, io, pool,
         topics=topics,
         serde=serde,
@@ -86,3 +93,5 @@ def build_sender(
         clock=clock,
         heartbeat=heartbeat,
     )
+    sender.metrics.registry.register(CertificateCollector(store))
+    return sender

@@ -23,8 +23,14 @@ class SenderSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MDMPUSH_SENDER_", frozen=True, extra="ignore")
 
-    #: Mounted push certificates: `<topic>.pem` + `<topic>.key` (see apns/pool.py).
+    #: Mounted push certificates: `<topic>.pem` + `<topic>.key` (see apns/certificates.py).
     cert_dir: Path = Path("/etc/mdmpush/certs")
+    #: How often the certificate files are looked at again: a renewed one is used from then on,
+    #: one of another topic (created instead of renewed) is refused (docs/runbooks.md).
+    cert_reload_s: float = Field(default=5.0, gt=0)
+    #: How often the enrollments per certificate are recounted from the registry topic (read on
+    #: a thread of its own); 0 = not counted (the enrollment gauges stay absent).
+    enrollment_count_s: float = Field(default=60.0, ge=0)
     #: CA bundle to verify the APNs server with; None = system trust store (real APNs).
     ca_path: Path | None = None
     #: Apple's APNs environment: "production" (api.push.apple.com) or "sandbox" (development).

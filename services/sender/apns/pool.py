@@ -8,29 +8,29 @@ no scheduling on our side can overtake. The pool opens a client on first use, ke
 while it is busy, closes it after ``idle_timeout_s`` without traffic (APNs drops idle
 connections anyway), and merges every client's completions into one ``poll``.
 
-Certificate directory layout (a Kubernetes secret or any mounted directory)::
-
-    <directory>/<topic>.pem   the push certificate (PEM), subject UID = <topic>
-    <directory>/<topic>.key   its private key (PEM, unencrypted, mode 0600)
-
-Events only name a topic; the topic is validated before it becomes a file name, so an event
-can never make the sender read another file.
+Certificates come from a ``CertificateStore`` (apns/certificates.py: the mounted files, renewals
+and refused replacements). ``poll`` asks it every ``reload_s`` what changed on disk; a renewed
+certificate's clients are retired: they take no new request, their requests in flight finish,
+then they close, while new requests open a client with the new files. No restart, no lost push.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from services.sender.apns.certificates import CertificateStore, UnknownCertificateError
 from services.sender.apns.httpx_transport import HttpxTransport
 from services.sender.apns.pycurl_transport import PycurlTransport
 from services.sender.apns.transport import ApnsTransport, TransportConfig
 from services.sender.apns.types import ApnsRequest, ApnsResponse
 from services.sender.job import Lane
+
+#: The pool's failure for a topic without a usable certificate is part of its interface (the
+#: sender's loop and its fakes catch it from here).
+__all__ = ["ApnsPool", "CertificateStore", "ClientPool", "UnknownCertificateError"]
 
 TransportFactory = Callable[[TransportConfig], ApnsTransport]
 
@@ -44,45 +44,6 @@ DEFAULT_TRANSPORT = "pycurl"
 """libcurl wins by far. tests/bench/bench_transports.py (one connection, one process, h2o on a
 shared 2-core machine, medians of 3 runs): 1,000 streams: pycurl 14,200 (runs 9,800-21,500)
 vs httpx 620 pushes/s, 23x; 200 streams: pycurl 26,300 (16,200-32,100) vs httpx 700, 38x."""
-
-_TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-
-
-class UnknownCertificateError(LookupError):
-    """No certificate files are mounted for this topic (the job cannot be sent from here)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateFiles:
-    """Where one push certificate and its key are mounted."""
-
-    topic: str
-    cert_path: Path
-    key_path: Path
-
-
-class CertificateStore:
-    """Finds the certificate of a push topic in a directory of mounted files."""
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-
-    def files_for(self, topic: str) -> CertificateFiles:
-        """The files for ``topic``; raises ``UnknownCertificateError`` if missing or invalid."""
-        if not _TOPIC.fullmatch(topic) or ".." in topic:
-            raise UnknownCertificateError(f"not a valid push topic: {topic!r}")
-        cert_path = self._directory / f"{topic}.pem"
-        key_path = self._directory / f"{topic}.key"
-        if not (cert_path.is_file() and key_path.is_file()):
-            raise UnknownCertificateError(f"no {topic}.pem/.key in {self._directory}")
-        return CertificateFiles(topic, cert_path, key_path)
-
-    def topics(self) -> list[str]:
-        """Every topic with both files present."""
-        return sorted(
-            p.stem for p in self._directory.glob("*.pem") if p.with_suffix(".key").is_file()
-        )
-
 
 class ApnsPool(Protocol):
     """What the sender's loop needs from its APNs clients (ClientPool; a fake in unit tests)."""
@@ -124,6 +85,7 @@ class ClientPool:
         max_concurrent_streams: int = 1000,
         request_timeout_s: float = 15.0,
         idle_timeout_s: float = 60.0,
+        reload_s: float = 5.0,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}; choose from {sorted(TRANSPORTS)}")
@@ -134,18 +96,25 @@ class ClientPool:
         self._max_concurrent_streams = max_concurrent_streams
         self._request_timeout_s = request_timeout_s
         self._idle_timeout_s = idle_timeout_s
+        self._reload_s = reload_s
+        self._next_reload = time.monotonic() + reload_s
         self._clients: dict[ClientKey, ApnsTransport] = {}
+        #: Clients of a replaced certificate: no new request, closed once their last answers.
+        self._retiring: list[tuple[ClientKey, ApnsTransport]] = []
         #: Clients that have had an HTTP answer (a connection that works).
         self._warm: set[ClientKey] = set()
 
     @property
     def in_flight(self) -> int:
-        return sum(client.in_flight for client in self._clients.values())
+        return (sum(client.in_flight for client in self._clients.values())
+                + sum(client.in_flight for _, client in self._retiring))
 
     def in_flight_for(self, topic: str, lane: Lane = Lane.BULK, base_url: str | None = None) -> int:
-        """Requests in flight on the client of (endpoint, topic, lane); 0 if it is not open."""
-        client = self._clients.get((base_url or self._base_url, topic, lane))
-        return 0 if client is None else client.in_flight
+        """Requests in flight on the client(s) of (endpoint, topic, lane), a retiring one too."""
+        key = (base_url or self._base_url, topic, lane)
+        client = self._clients.get(key)
+        retiring = sum(c.in_flight for k, c in self._retiring if k == key)
+        return retiring + (0 if client is None else client.in_flight)
 
     @property
     def open_clients(self) -> list[ClientKey]:
@@ -180,33 +149,52 @@ class ClientPool:
 
         Priority clients come first in the pool, so their answers are never left waiting
         while a bulk client's wait runs out."""
+        now = time.monotonic()
+        if now >= self._next_reload:
+            self._next_reload = now + self._reload_s
+            for topic in self._store.refresh():
+                self._retire(topic)
         done: list[ApnsResponse] = []
-        for key, client in self._clients.items():
-            self._collect(key, client.poll(0), done)
-        busy = [item for item in self._clients.items() if item[1].in_flight]
+        clients = [*self._clients.items(), *self._retiring]
+        for key, client in clients:
+            self._collect(key, client, client.poll(0), done)
+        busy = [item for item in clients if item[1].in_flight]
         if not done and busy and timeout_s > 0:
             share = timeout_s / len(busy)
             for key, client in busy:
-                self._collect(key, client.poll(share), done)
+                self._collect(key, client, client.poll(share), done)
                 if done:
                     break
         self._close_idle()
         return done
 
-    def _collect(self, key: ClientKey, answers: list[ApnsResponse],
+    def _retire(self, topic: str) -> None:
+        """The certificate of `topic` changed: its clients take no new request."""
+        for key in [k for k in self._clients if k[1] == topic]:
+            client = self._clients.pop(key)
+            self._warm.discard(key)
+            if client.in_flight:
+                self._retiring.append((key, client))
+            else:
+                client.close()
+
+    def _collect(self, key: ClientKey, client: ApnsTransport, answers: list[ApnsResponse],
                  done: list[ApnsResponse]) -> None:
-        if answers:
-            if key not in self._warm and any(a.status is not None for a in answers):
-                self._warm.add(key)
-            done.extend(answers)
+        # A retiring client's answers do not warm the key: it now names the new client.
+        if (answers and key not in self._warm and self._clients.get(key) is client
+                and any(a.status is not None for a in answers)):
+            self._warm.add(key)
+        done.extend(answers)
 
     def close(self) -> list[ApnsResponse]:
-        """Close every client; requests still in flight come back as CLOSED errors."""
+        """Close every client and the store; requests in flight come back as CLOSED errors."""
         aborted: list[ApnsResponse] = []
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *(c for _, c in self._retiring)]:
             aborted.extend(client.close())
         self._clients.clear()
+        self._retiring.clear()
         self._warm.clear()
+        self._store.close()
         return aborted
 
     def _open(self, base_url: str, topic: str) -> ApnsTransport:
@@ -224,6 +212,9 @@ class ClientPool:
         )
 
     def _close_idle(self) -> None:
+        for retired in [item for item in self._retiring if not item[1].in_flight]:
+            self._retiring.remove(retired)
+            retired[1].close()
         now = time.monotonic()
         idle = [
             key
