@@ -19,7 +19,9 @@ from services.correlator.pending import Entry
 STATE = TopicSpec("mdm.correlator.state.v1", "correlator entry (binary)", "job id", 12,
                   Cleanup.COMPACT)
 
-_VERSION = 1
+#: Version 2 adds the rider's carrier (an eighth text); version 1 entries are still read.
+_VERSION = 2
+_TEXTS = {1: 7, 2: 8}
 _HEAD = struct.Struct(">BBBBqqqq")
 _LEN = struct.Struct(">H")
 _NULL = 0xFFFF
@@ -34,7 +36,7 @@ def encode(e: Entry) -> bytes:
                         -1 if e.token_updated_at is None else e.token_updated_at,
                         e.due_at, e.repushed_at)]
     for s in (e.enrollment_id, e.request_id, e.tenant, e.topic, e.token_hex, e.push_magic,
-              e.apns_id):
+              e.apns_id, e.rides_on):
         if s is None:
             parts.append(_LEN.pack(_NULL))
         else:
@@ -47,11 +49,11 @@ def encode(e: Entry) -> bytes:
 def decode(data: bytes) -> Entry:
     try:
         version, kind, flags, repush, pushed, tua, due, repushed = _HEAD.unpack_from(data)
-        if version != _VERSION:
+        if version not in _TEXTS:
             raise CorruptEntry(f"state entry version {version}")
         pos = _HEAD.size
         texts: list[str | None] = []
-        for _ in range(7):
+        for _ in range(_TEXTS[version]):
             (n,) = _LEN.unpack_from(data, pos)
             pos += _LEN.size
             if n == _NULL:
@@ -65,4 +67,5 @@ def decode(data: bytes) -> Entry:
     if enrollment_id is None or request_id is None or tenant is None:
         raise CorruptEntry("state entry without enrollment, request or tenant")
     return Entry(kind, enrollment_id, request_id, tenant, texts[3], texts[4], texts[5], texts[6],
-                 pushed, None if tua < 0 else tua, flags, repush, due, repushed)
+                 pushed, None if tua < 0 else tua, flags, repush, due, repushed,
+                 texts[7] if len(texts) > 7 else None)

@@ -17,6 +17,15 @@ The rules the restart guarantees rest on (runner.py says how the runner keeps it
 - Deadline: silent `deadline_ms` after the push, UNANSWERED with a diagnosis (diagnose.py) and an
   alert; a stale token is re-pushed to the new one, a stale PushMagic schedules the self-healing
   push `self_heal_delay_ms` after the first (one per enrollment).
+- Riders (docs/CONTRACTS.md, coalescing): a SKIPPED "coalesced" outcome is a request riding on
+  another job's push (its carrier, same enrollment). It gets the carrier's verdict when that is
+  given, or the carrier's FAILED/DEAD_LETTERED; a carrier already closed or unknown leaves it
+  to judge itself as a push sent at its own `at`: a contact after it answers it, none by the
+  deadline makes it UNANSWERED (no alert: the carrier's alert covers the device).
+- Care (care.py): silent enrollments get one re-arm push, then INACTIVE; the next contact makes
+  them ACTIVE again.
+- Bound: at most `max_enrollments` rows; past it, check-ins of enrollments never seen before are
+  refused and counted (`refused_enrollments`), so made-up ids cannot grow the state forever.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from services.common.accounting import COALESCED
 from services.correlator import records
+from services.correlator.care import Care, stable_hash
 from services.correlator.diagnose import (
     Diagnosis,
     EnrollmentFacts,
@@ -51,10 +62,12 @@ from services.correlator.pending import (
     NEW_TOKEN,
     PENDING,
     RACE,
+    RIDER,
     SCHEDULED,
     WINDOW_DONE,
     Entry,
     PendingStore,
+    job_id,
     lane_flag,
     parse_job_id,
 )
@@ -63,6 +76,10 @@ from services.correlator.settings import CorrelatorSettings
 #: A re-push of the race window is `#r1`; follow-ups after the verdict take the next number.
 RACE_REPUSH = 1
 VERDICT_STATES = frozenset({"ANSWERED", "UNANSWERED"})
+#: A carrier ending in one of these passes it on to its riders.
+CARRIER_FAILURES = frozenset({"FAILED", "DEAD_LETTERED"})
+#: The reason of a rider closed by its carrier's failure starts with this (so its echo is known).
+CARRIER_FAILED_PREFIX = "carrier "
 
 
 class CorrelatorCore:
@@ -76,8 +93,9 @@ class CorrelatorCore:
         #: outcomes partition -> offset it must be read up to before it may give verdicts.
         self.gates: dict[int, int] = {}
         self.owned: set[int] = set()
-        #: Job ids whose verdict was given recently (bounded), to drop a re-read SENT outcome.
-        self.done: OrderedDict[str, None] = OrderedDict()
+        #: Job ids closed recently (bounded) -> their terminal state: drops a re-read SENT
+        #: outcome, and tells a late rider what became of its carrier.
+        self.done: OrderedDict[str, str] = OrderedDict()
         #: check-ins partition -> first offset not yet dead-lettered (the check-ins group's
         #: committed offsets: the replay re-reads every poison record and must not repeat it).
         self.checkins_dead_lettered: dict[int, int] = {}
@@ -86,6 +104,11 @@ class CorrelatorCore:
         self._owner = array("i")
         #: Check-ins refused because they name another tenant than the enrollment's owner.
         self.foreign_checkins = 0
+        #: Check-ins refused because the book was full and their enrollment new.
+        self.refused_enrollments = 0
+        #: Outcomes partitions in all (care acts on the enrollments of the partitions it owns).
+        self.partition_count = 1
+        self.care = Care(settings, self.book, self._owns_row, self._tenant_of)
         self._out: list[Effect] = []
 
     def _effects(self) -> list[Effect]:
@@ -102,8 +125,8 @@ class CorrelatorCore:
         parsed = parse_job_id(job_id)
         if parsed is not None:
             request_id, enrollment_id, repush = parsed
-            slot = self.store.find(enrollment_id, request_id, SCHEDULED if repush else PENDING,
-                                   repush)
+            slot = (self.store.find(enrollment_id, request_id, SCHEDULED, repush) if repush
+                    else self._awaiting(enrollment_id, request_id))
             if slot is not None:
                 self.store.free(slot)
 
@@ -129,7 +152,12 @@ class CorrelatorCore:
     def _open_gate(self, p: int) -> None:
         """Partition p has caught up: its pushes may now be judged (contacts seen meanwhile)."""
         self.gates.pop(p, None)
-        for slot in self.store.pending_in(p):
+        for slot in self.store.awaiting_in(p):
+            if not (self.store.is_pending(slot) or self.store.is_rider(slot)):
+                continue  # closed meanwhile (a rider by its carrier's verdict)
+            if self.store.is_rider(slot):
+                self._settle_rider(slot)
+                continue
             contact = self.book.last_answer(self.store.enrollment_of(slot))
             if contact >= self.store.pushed_at_of(slot):
                 self._answer(slot, contact)
@@ -149,15 +177,25 @@ class CorrelatorCore:
         counted in `foreign_checkins`: it must not answer another tenant's push, nor give a
         re-push a token that tenant chose.
         """
+        if (self.book.ids.get(event["enrollment_id"]) is None
+                and len(self.book.ids) >= self.s.max_enrollments):
+            self.refused_enrollments += 1
+            return self._effects()
         if self._foreign(event):
             self.foreign_checkins += 1
             return self._effects()
+        previous = self.book.last_contact(self.book.index(event["enrollment_id"]))
         enr, answered_at = self.book.apply(event)
+        self._out += self.care.contact(enr, previous, int(event["occurred_at"]), now)
         for slot in self.store.slots_of(enr):
-            if not self.store.is_pending(slot) or not self._judging(
-                    self.store.partition_of(slot)):
+            if self.store.is_free(slot) or not self._judging(self.store.partition_of(slot)):
                 continue
-            if answered_at and self.store.pushed_at_of(slot) <= answered_at:
+            if self.store.is_rider(slot):
+                if answered_at and self.store.pushed_at_of(slot) <= answered_at:
+                    self._close_rider(slot, "ANSWERED", answered_at)
+            elif not self.store.is_pending(slot):
+                continue
+            elif answered_at and self.store.pushed_at_of(slot) <= answered_at:
                 self._answer(slot, answered_at)
             elif self._new_token(event, slot):
                 self._repush_to_new_token(slot, now)
@@ -209,10 +247,12 @@ class CorrelatorCore:
         state = record["state"]
         if state == "SENT":
             self._on_sent(record, partition)
-        elif state in VERDICT_STATES:
+        elif state in VERDICT_STATES or _rider_failure(record):
             self._on_echo(record, partition)
-        elif state == "FAILED":
-            self._on_failed(record, now)
+        elif state == "SKIPPED" and record.get("reason") == COALESCED:
+            self._on_rider(record, partition)
+        elif state in CARRIER_FAILURES:
+            self._on_failed(record, partition, now)
         self._read_up_to(partition, offset)
         return self._effects()
 
@@ -240,6 +280,8 @@ class CorrelatorCore:
             rec["token_updated_at"], lane_flag(rec["lane"]), 0,
         )
         slot = self._put(entry, p, write=True)
+        self.book.learn_trifecta(self.book.index(entry.enrollment_id), entry.topic,
+                                 entry.token_hex, entry.push_magic, entry.token_updated_at)
         contact = self.book.last_answer(self.store.enrollment_of(slot))
         if p not in self.gates and contact >= entry.pushed_at:
             self._answer(slot, contact)
@@ -253,7 +295,7 @@ class CorrelatorCore:
         slot = self.store.add(entry, p)
         if entry.kind == SCHEDULED:
             self.store.arm(slot, entry.due_at)
-        elif entry.flags & WINDOW_DONE:
+        elif entry.kind == RIDER or entry.flags & WINDOW_DONE:
             self.store.arm(slot, entry.pushed_at + self.s.deadline_ms)
         else:
             self.store.arm(slot, entry.pushed_at + min(self.s.race_window_ms, self.s.deadline_ms))
@@ -267,13 +309,27 @@ class CorrelatorCore:
 
     def _on_echo(self, rec: dict[str, Any], p: int) -> None:
         """Our own verdict, read back: it is durable, so the changelog entry can go."""
-        slot = self.store.find(rec["enrollment_id"], rec["request_id"], PENDING, 0)
+        slot = self._awaiting(rec["enrollment_id"], rec["request_id"])
         if slot is not None:
             self.store.free(slot)
-        self._remember(rec["job_id"])
+        self._remember(rec["job_id"], rec["state"])
         self._out.append(StateWrite(p, rec["job_id"], None))
 
-    def _on_failed(self, rec: dict[str, Any], now: int) -> None:
+    def _awaiting(self, enrollment_id: str, request_id: str) -> int | None:
+        """The slot waiting for this (request, enrollment)'s verdict: a push or a rider."""
+        slot = self.store.find(enrollment_id, request_id, PENDING, 0)
+        return slot if slot is not None else self.store.find(enrollment_id, request_id,
+                                                              RIDER, 0)
+
+    def _on_failed(self, rec: dict[str, Any], p: int, now: int) -> None:
+        """The sender's FAILED/DEAD_LETTERED: its riders share it; a topic refusal is alerted."""
+        if rec["repush"] == 0:
+            self._remember(rec["job_id"], rec["state"])
+            if self._judging(p):
+                self._close_riders(rec["enrollment_id"], rec["request_id"], rec["state"],
+                                   int(rec["at"]))
+        if rec["state"] != "FAILED":
+            return
         enr = self.book.index(rec["enrollment_id"])
         finding = failed_topic_finding(rec["reason"], self.book.facts(enr))
         if finding is None:
@@ -288,10 +344,13 @@ class CorrelatorCore:
 
     # -- timers and verdicts -----------------------------------------------------------------
     def tick(self, now: int) -> list[Effect]:
-        """The clock reached `now`: fire due timers (deferred a tick while gated)."""
+        """The clock reached `now`: fire due timers (deferred a tick while gated), then care
+        for the next rows of silent enrollments."""
         for slot in self.store.pop_due(now):
             if not self._judging(self.store.partition_of(slot)):
                 self.store.arm(slot, now + self.store.tick_ms)
+            elif self.store.is_rider(slot):
+                self._rider_deadline(slot)
             elif self.store.is_scheduled(slot):
                 self._send_scheduled(slot, now)
             elif (now < self.store.pushed_at_of(slot) + self.s.deadline_ms
@@ -299,6 +358,7 @@ class CorrelatorCore:
                 self._race_window(slot, now)
             else:
                 self._deadline(slot, now)
+        self._out += self.care.sweep(now)
         return self._effects()
 
     def _race_window(self, slot: int, now: int) -> None:
@@ -376,11 +436,84 @@ class CorrelatorCore:
         record = records.verdict(entry, state, at, latency_ms,
                                  diagnosis or _answer_reason(entry, at))
         self._out.append(Verdict(self.store.partition_of(slot), record))
-        self._remember(entry.job_id)
+        self._remember(entry.job_id, state)
+        self.store.free(slot)
+        self._close_riders(entry.enrollment_id, entry.request_id, state, at)
+
+    # -- riders ------------------------------------------------------------------------------
+    def _on_rider(self, rec: dict[str, Any], p: int) -> None:
+        """A request coalesced onto an outstanding push: wait for that push's verdict."""
+        if rec["job_id"] in self.done or self._awaiting(rec["enrollment_id"],
+                                                        rec["request_id"]) is not None:
+            return
+        carrier = parse_job_id(rec.get("rides_on") or "")
+        entry = Entry(RIDER, rec["enrollment_id"], rec["request_id"], rec["tenant"],
+                      rec["topic"], rec["token_hex"], rec["push_magic"], None, int(rec["at"]),
+                      rec["token_updated_at"], lane_flag(rec["lane"]), 0,
+                      rides_on=carrier[0] if carrier else "")
+        slot = self._put(entry, p, write=True)
+        if self._judging(p):
+            self._settle_rider(slot)
+
+    def _settle_rider(self, slot: int) -> None:
+        """A rider whose carrier may be closed already: a failed carrier passes its state on;
+        otherwise a contact after the rider's own time answers it."""
+        enr = self.store.enrollment_of(slot)
+        carrier = job_id(self.store.carrier_of(slot) or "", self.book.ids.string(enr))
+        carrier_state = self.done.get(carrier)
+        if carrier_state in CARRIER_FAILURES:
+            self._close_rider(slot, carrier_state, self.store.pushed_at_of(slot))
+            return
+        contact = self.book.last_answer(enr)
+        if contact >= self.store.pushed_at_of(slot):
+            self._close_rider(slot, "ANSWERED", contact)
+
+    def _close_riders(self, enrollment_id: str, carrier_request: str, state: str,
+                      at: int) -> None:
+        enr = self.book.ids.get(enrollment_id)
+        if enr is None:
+            return
+        for slot in self.store.slots_of(enr):
+            if self.store.is_rider(slot) and self.store.carrier_of(slot) == carrier_request:
+                self._close_rider(slot, state, at)
+
+    def _rider_deadline(self, slot: int) -> None:
+        """No carrier verdict reached the rider by its own deadline: judge it by contact."""
+        contact = self.book.last_answer(self.store.enrollment_of(slot))
+        if contact >= self.store.pushed_at_of(slot):
+            self._close_rider(slot, "ANSWERED", contact)
+        else:
+            self._close_rider(slot, "UNANSWERED", self.store.pushed_at_of(slot)
+                              + self.s.deadline_ms)
+
+    def _close_rider(self, slot: int, state: str, at: int) -> None:
+        entry = self.store.entry(slot)
+        carrier = job_id(entry.rides_on or "", entry.enrollment_id)
+        reason = (f"{CARRIER_FAILED_PREFIX}{carrier} {state}" if state in CARRIER_FAILURES
+                  else f"coalesced onto {carrier}")
+        latency = float(at - entry.pushed_at) if state == "ANSWERED" else None
+        record = records.verdict(entry, state, at, latency, reason)
+        self._out.append(Verdict(self.store.partition_of(slot), record))
+        self._remember(entry.job_id, state)
         self.store.free(slot)
 
-    def _remember(self, job: str) -> None:
-        self.done[job] = None
+    # -- care --------------------------------------------------------------------------------
+    def _owns_row(self, enr: int) -> bool:
+        """Whether this instance cares for the enrollment: it judges the outcomes partition
+        the enrollment's records are keyed to (crc32 of the id, like librdkafka's)."""
+        p = stable_hash(self.book.ids.string(enr)) % self.partition_count
+        return self._judging(p)
+
+    def _tenant_of(self, enr: int) -> str:
+        owner = self._owner[enr] if enr < len(self._owner) else -1
+        return self._tenants.string(owner) if owner >= 0 else ""
+
+    def activity(self, record: dict[str, Any]) -> None:
+        """An EnrollmentActivity record read back from its topic."""
+        self.care.restore(record)
+
+    def _remember(self, job: str, state: str) -> None:
+        self.done[job] = state
         self.done.move_to_end(job)
         while len(self.done) > self.s.dedupe_capacity:
             self.done.popitem(last=False)
@@ -393,3 +526,9 @@ def _answer_reason(entry: Entry, contact_at: int) -> str | None:
             return "stale_token"
         return "enrollment_race" if entry.flags & RACE else "answered_after_repush"
     return None
+
+
+def _rider_failure(record: dict[str, Any]) -> bool:
+    """A rider's FAILED/DEAD_LETTERED verdict written by the correlator itself (an echo)."""
+    return (record["state"] in CARRIER_FAILURES
+            and (record.get("reason") or "").startswith(CARRIER_FAILED_PREFIX))

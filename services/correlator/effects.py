@@ -2,9 +2,9 @@
 
 The core never touches Kafka; it returns these, and the runner writes them in the order the
 restart guarantees need (runner.py): every *prerequisite* (alert, re-push job, state entry or
-tombstone, dead letter) is acknowledged before any verdict of the same batch is written and
-before any input offset is stored; verdicts and the tombstones of sent self-healing pushes come
-after.
+tombstone, activity record, dead letter) is acknowledged before any verdict of the same batch
+is written and before any input offset is stored; verdicts and the tombstones of sent
+self-healing pushes come after.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class RepushCause(StrEnum):
     SILENT = "silent"
     STALE_TOKEN = "stale_token"
     SELF_HEAL = "self_heal"
+    REARM = "rearm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,8 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class RepushJob:
-    """A PushJob on the priority lane, keyed by its push topic."""
+    """A PushJob on the lane its record names (re-pushes: priority; re-arms: bulk), keyed by
+    its push topic."""
 
     record: dict[str, Any]
     cause: RepushCause
@@ -72,6 +74,13 @@ class StateWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivityWrite:
+    """An EnrollmentActivity record (key: the enrollment id) for the compacted activity topic."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """The input record at (source, partition, offset) goes to the DLQ with `reason`."""
 
@@ -81,7 +90,7 @@ class DeadLetter:
     reason: str
 
 
-Effect = Verdict | Alert | RepushJob | StateWrite | DeadLetter
+Effect = Verdict | Alert | RepushJob | StateWrite | ActivityWrite | DeadLetter
 
 
 def is_prerequisite(effect: Effect) -> bool:

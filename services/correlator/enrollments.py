@@ -73,6 +73,27 @@ class EnrollmentBook:
         self.last_answer_at[enr] = max(self.last_answer_at[enr], at)
         return enr, at
 
+    def seen(self, enr: int, at: int) -> None:
+        """A contact known from elsewhere (the activity topic's last_contact_at, for an
+        enrollment whose check-ins are past the topic's retention)."""
+        self.last_contact_at[enr] = max(self.last_contact_at[enr], at)
+
+    def learn_trifecta(self, enr: int, topic: str | None, token_hex: str | None,
+                       push_magic: str | None, token_updated_at: int | None) -> None:
+        """The trifecta a push was sent with, when no newer TokenUpdate is known: an enrollment
+        whose TokenUpdate is past the check-ins' retention can still be re-armed."""
+        at = token_updated_at or 0
+        if at < self.token_updated_at[enr] or (at == self.token_updated_at[enr]
+                                               and self.token.get(enr) is not None):
+            return
+        self.token_updated_at[enr] = at
+        if topic:
+            self.topic[enr] = self.topics.intern(topic)
+        if token_hex:
+            self.token.set(enr, token_hex)
+        if push_magic:
+            self.magic.set(enr, push_magic)
+
     def _token_update(self, enr: int, event: dict[str, Any], at: int) -> None:
         checkout = self.checkout_at[enr]
         enrolled = self.enrolled_at[enr]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.correlator.diagnose import Diagnosis
-from services.correlator.effects import Source
+from services.correlator.effects import RepushCause, Source
 
 #: Seconds (simulated) between a deadline and its flagging: the timer tick plus loop lag.
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
@@ -15,6 +15,8 @@ LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
 class CorrelatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        #: What catch_up() has counted so far, per counter.
+        self._totals: dict[int, int] = {}
         r = self.registry
         self.verdicts = Counter(
             "mdmpush_correlator_verdicts", "Verdicts written, by state and diagnosis",
@@ -45,9 +47,43 @@ class CorrelatorMetrics:
             "mdmpush_correlator_answer_latency_seconds", "Push-to-contact time of answered pushes",
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r,
         )
+        self.rearms = Counter(
+            "mdmpush_correlator_rearm_pushes", "Re-arm pushes sent to enrollments silent longer "
+            "than rearm_after (bulk lane)", registry=r,
+        )
+        self.rearm_answered = Counter(
+            "mdmpush_correlator_rearm_answered", "Enrollments that contacted the server after "
+            "their re-arm push", registry=r,
+        )
+        self.inactive = Gauge(
+            "mdmpush_correlator_inactive_enrollments", "Enrollments marked INACTIVE (silent "
+            "longer than inactive_after); every instance reports the whole fleet's count",
+            registry=r,
+        )
+        self.foreign_checkins = Counter(
+            "mdmpush_correlator_foreign_checkins", "Check-ins refused because they name another "
+            "tenant than the enrollment's owner", registry=r,
+        )
+        self.refused_enrollments = Counter(
+            "mdmpush_correlator_refused_enrollments", "Check-ins of new enrollments refused "
+            "because the book holds max_enrollments rows", registry=r,
+        )
+        self.enrollments = Gauge(
+            "mdmpush_correlator_enrollments", "Enrollment rows held (bounded by max_enrollments)",
+            registry=r,
+        )
         # Exported at 0 from the start, so the first alert or dead letter is an increase()
         # (a series born at 1 is not) and deploy/prometheus/alerts.yaml sees it.
         for diagnosis in Diagnosis:
             self.alerts.labels(diagnosis.value.lower())
         for source in Source:
             self.dlq.labels(source.value)
+        for cause in RepushCause:
+            self.repushes.labels(cause.value)
+
+    def catch_up(self, counter: Counter, total: int) -> None:
+        """Raise `counter` to the core's running `total` (the core counts; it has no metrics)."""
+        gap = total - self._totals.get(id(counter), 0)
+        if gap > 0:
+            counter.inc(gap)
+            self._totals[id(counter)] = total

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from services.correlator.packed import FixedText, Interner
 
-FREE, PENDING, SCHEDULED = 0, 1, 2
+#: RIDER: a request coalesced onto another job's push (a SKIPPED "coalesced" outcome); it waits
+#: for that carrier's verdict, or judges itself as a push sent at its own time.
+FREE, PENDING, SCHEDULED, RIDER = 0, 1, 2, 3
 # Flag bits.
 #: WINDOW_DONE: the race-window check ran (re-pushed when `repushed_at` is set); RACE: it found
 #: the push within seconds of enrollment; NEW_TOKEN: a TokenUpdate with another token arrived
@@ -44,6 +46,8 @@ class Entry:
     repush: int
     due_at: int = 0
     repushed_at: int = 0
+    #: A RIDER's carrier: the request id of the job it rides on (same enrollment).
+    rides_on: str | None = None
 
     @property
     def job_id(self) -> str:
@@ -94,6 +98,7 @@ class PendingStore:
         self.token_updated_at = array("q")
         self.due_at = array("q")
         self.repushed_at = array("q")
+        self.carrier = array("I")
         self.next = array("i")
         self.token = FixedText(32)
         self.magic = FixedText(16)
@@ -124,6 +129,7 @@ class PendingStore:
         self.token_updated_at[slot] = -1 if e.token_updated_at is None else e.token_updated_at
         self.due_at[slot] = e.due_at
         self.repushed_at[slot] = e.repushed_at
+        self.carrier[slot] = NO_ID if e.rides_on is None else self.requests.intern(e.rides_on)
         self.token.set(slot, e.token_hex)
         self.magic.set(slot, e.push_magic)
         self.apns_id.set(slot, e.apns_id)
@@ -137,7 +143,7 @@ class PendingStore:
     def _grow(self) -> int:
         for col in (self.kind, self.flags, self.repush, self.partition):
             col.append(0)
-        for col in (self.enr, self.req, self.tenant, self.topic):
+        for col in (self.enr, self.req, self.tenant, self.topic, self.carrier):
             col.append(0)
         for col in (self.pushed_at, self.token_updated_at, self.due_at, self.repushed_at):
             col.append(0)
@@ -157,6 +163,9 @@ class PendingStore:
         else:
             self.next[prev] = self.next[slot]
         self.requests.release(self.req[slot])
+        if self.carrier[slot] != NO_ID:
+            self.requests.release(self.carrier[slot])
+            self.carrier[slot] = NO_ID
         self.tenants.release(self.tenant[slot])
         for text in (self.token, self.magic, self.apns_id):
             text.set(slot, None)
@@ -183,9 +192,14 @@ class PendingStore:
             repush=self.repush[slot],
             due_at=self.due_at[slot],
             repushed_at=self.repushed_at[slot],
+            rides_on=self.carrier_of(slot),
         )
 
     # -- what callers ask of a slot (the columns stay private to this module's layout) --------
+    def is_free(self, slot: int) -> bool:
+        """Freed (e.g. a rider closed by its carrier's verdict earlier in the same loop)."""
+        return self.kind[slot] == FREE
+
     def is_pending(self, slot: int) -> bool:
         """A SENT push waiting for contact, its race re-push or its deadline."""
         return self.kind[slot] == PENDING
@@ -193,6 +207,15 @@ class PendingStore:
     def is_scheduled(self, slot: int) -> bool:
         """A self-healing push waiting for its time."""
         return self.kind[slot] == SCHEDULED
+
+    def is_rider(self, slot: int) -> bool:
+        """A coalesced request waiting for its carrier's verdict (or its own deadline)."""
+        return self.kind[slot] == RIDER
+
+    def carrier_of(self, slot: int) -> str | None:
+        """A rider's carrier request id."""
+        carrier = self.carrier[slot]
+        return None if carrier == NO_ID else self.requests.string(carrier)
 
     def partition_of(self, slot: int) -> int:
         """The outcomes (and state) partition the push belongs to."""
@@ -221,10 +244,10 @@ class PendingStore:
         self.flags[slot] |= flags
         self.repushed_at[slot] = at
 
-    def pending_in(self, partition: int) -> list[int]:
-        """PENDING slots of one partition (a full scan: when its gate opens)."""
+    def awaiting_in(self, partition: int) -> list[int]:
+        """PENDING and RIDER slots of one partition (a full scan: when its gate opens)."""
         return [s for s in range(len(self.kind))
-                if self.kind[s] == PENDING and self.partition[s] == partition]
+                if self.kind[s] in (PENDING, RIDER) and self.partition[s] == partition]
 
     def free_partitions(self, partitions: set[int]) -> int:
         """Forget every push of partitions this instance no longer owns; returns how many."""

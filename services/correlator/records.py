@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.correlator.diagnose import Finding
+from services.correlator.diagnose import EnrollmentFacts, Finding
 from services.correlator.pending import Entry, job_id
+
+#: A re-arm is a re-push (`#r1`) of a request named after the silence it answers, so its
+#: outcomes are evidence, never a verdict of any request (accounting counts first pushes only).
+REARM_REPUSH = 1
 
 
 def verdict(
@@ -58,3 +62,25 @@ def push_job(
         "token_updated_at": token_updated_at or e.token_updated_at, "created_at": created_at,
         "attempt": 0, "repush": repush, "last_error": None,
     }
+
+
+def rearm_job(enrollment_id: str, tenant: str, facts: EnrollmentFacts, silent_since: int,
+              created_at: int) -> dict[str, Any]:
+    """The one re-arm push of an enrollment silent since `silent_since`, on the bulk lane."""
+    request_id = f"rearm-{silent_since}"
+    return {
+        "job_id": job_id(request_id, enrollment_id, REARM_REPUSH), "request_id": request_id,
+        "tenant": tenant, "enrollment_id": enrollment_id, "lane": "BULK", "kind": "MDM",
+        "topic": facts.topic, "token_hex": facts.token_hex, "push_magic": facts.push_magic,
+        "aps_payload": None, "expiration": None, "command_type": "correlator_rearm",
+        "token_updated_at": facts.token_updated_at, "created_at": created_at, "attempt": 0,
+        "repush": REARM_REPUSH, "last_error": None,
+    }
+
+
+def activity(enrollment_id: str, tenant: str, state: str, last_contact_at: int | None,
+             at: int, rearmed_at: int | None) -> dict[str, Any]:
+    """An EnrollmentActivity record."""
+    return {"tenant": tenant, "enrollment_id": enrollment_id, "state": state,
+            "last_contact_at": last_contact_at or None, "at": at,
+            "rearmed_at": rearmed_at or None}

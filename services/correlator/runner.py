@@ -4,7 +4,9 @@ The rules live in core.py; this module owns the clients and the order of writes 
 crash lose and double no verdict:
 - Enrollment state is rebuilt at start by replaying `mdm.checkin.events.v1` from the beginning
   (every instance reads every partition: the stale-magic check looks across enrollments of one
-  UDID, which live on any partition). Its merge is order-independent (enrollments.py).
+  UDID, which live on any partition). Its merge is order-independent (enrollments.py). Then the
+  compacted `mdm.enrollment.activity.v1` is read (what care wrote: INACTIVE marks, re-arm times),
+  and both are followed live by the same consumer.
 - Pending pushes are consumed from `mdm.push.outcomes.v1` in a consumer group and mirrored in the
   compacted state topic (changelog.py), partition for partition; assigning outcomes partition p
   restores state partition p before anything of p is judged.
@@ -46,7 +48,7 @@ from confluent_kafka import (
 )
 
 from services.common.admin import admin_client, create_topics
-from services.common.catalogue import Topics
+from services.common.catalogue import ACTIVITY, Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError, TopicReadError
 from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
@@ -59,9 +61,11 @@ from services.common.settings import KafkaSettings
 from services.correlator import changelog
 from services.correlator.core import CorrelatorCore
 from services.correlator.effects import (
+    ActivityWrite,
     Alert,
     DeadLetter,
     Effect,
+    RepushCause,
     RepushJob,
     Source,
     StateWrite,
@@ -205,7 +209,9 @@ class CorrelatorRunner:
         parts = meta.topics[self.topics.outcomes].partitions
         if not parts:
             raise RuntimeError(f"topic {self.topics.outcomes} does not exist")
+        self.core.partition_count = len(parts)
         create_topics(self.kafka, [changelog.STATE], partitions_override=len(parts))
+        create_topics(self.kafka, [ACTIVITY])
 
     def _until_stopped(self, messages: Iterator[Message], what: str) -> Iterator[Message]:
         """`messages`, until a stop is asked for (then the read is closed and Stopped raised)."""
@@ -241,10 +247,24 @@ class CorrelatorRunner:
             resume[p] = offset + 1
             self._on_checkin(msg, now)
         self._write_batch()
-        self.contacts.assign([TopicPartition(topic, p, resume.get(p, OFFSET_BEGINNING))
-                              for p in parts])
+        # After the check-ins: a contact replayed must not count as an answer to a re-arm.
+        activity = self.topics.activity
+        activity_parts = self.contacts.list_topics(activity, timeout=30).topics[
+            activity].partitions
+        activity_resume: dict[int, int] = {}
+        replay = read_to_end(self.kafka, activity, timeout_s=self.s.replay_timeout_s,
+                             name=f"{SERVICE}.activity")
+        for msg in self._until_stopped(replay, "the activity's replay"):
+            p, offset = where(msg)
+            activity_resume[p] = offset + 1
+            self._on_activity(msg)
+        self.contacts.assign(
+            [TopicPartition(topic, p, resume.get(p, OFFSET_BEGINNING)) for p in parts]
+            + [TopicPartition(activity, p, activity_resume.get(p, OFFSET_BEGINNING))
+               for p in activity_parts])
         self._store_checkin_offsets()
-        log.info("replayed check-ins of %d enrollments", len(self.core.book.ids))
+        log.info("replayed check-ins of %d enrollments, %d of them inactive",
+                 len(self.core.book.ids), self.core.care.inactive)
 
     # -- rebalance ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -292,7 +312,11 @@ class CorrelatorRunner:
         in_msgs = self.contacts.consume(self.s.consume_batch, timeout=0)
         now = self.clock.now_ms()
         for msg in in_msgs:
-            if not msg.error():
+            if msg.error():
+                continue
+            if msg.topic() == self.topics.activity:
+                self._on_activity(msg)
+            else:
                 self._on_checkin(msg, now)
         for msg in out_msgs:
             if not msg.error():
@@ -309,7 +333,17 @@ class CorrelatorRunner:
             self.outcomes.store_offsets(offsets=[
                 TopicPartition(self.topics.outcomes, p, o + 1) for p, o in latest.items()])
         self._store_checkin_offsets()
-        self.metrics.pending.set(len(self.core.store))
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        """The core's own counts, exported as they stand after the batch."""
+        m, core = self.metrics, self.core
+        m.pending.set(len(core.store))
+        m.enrollments.set(len(core.book.ids))
+        m.inactive.set(core.care.inactive)
+        m.catch_up(m.foreign_checkins, core.foreign_checkins)
+        m.catch_up(m.refused_enrollments, core.refused_enrollments)
+        m.catch_up(m.rearm_answered, core.care.answered_after_rearm)
 
     def _on_checkin(self, msg: Message, now: int) -> None:
         self.dlq.consumed()
@@ -325,6 +359,21 @@ class CorrelatorRunner:
             log.warning("check-in %s for enrollment %s refused: tenant %r is not the "
                         "enrollment's", event["message_type"], event["enrollment_id"],
                         event.get("tenant"))
+
+    def _on_activity(self, msg: Message) -> None:
+        """An EnrollmentActivity record; an unreadable one is logged and skipped (it only
+        costs a repeated INACTIVE/ACTIVE write or re-arm, never a verdict)."""
+        value = msg.value()
+        if value is None:
+            return
+        try:
+            record = self.serde.decode_as(value, "EnrollmentActivity")
+        except DecodeError as exc:
+            p, offset = where(msg)
+            log.error("skipping activity record %s@%d/%d: %s", msg.topic(), p, offset,
+                      exc.reason)
+            return
+        self.core.activity(record)
 
     def _on_outcome(self, msg: Message, now: int) -> None:
         self.dlq.consumed()
@@ -378,8 +427,14 @@ class CorrelatorRunner:
             case RepushJob(record=rec):
                 # Keyed by the push topic: the shard is not known here, so a certificate with
                 # `shards > 1` gets its re-pushes on the unsharded key.
-                return (self.topics.jobs_priority, (rec["topic"] or "").encode(),
-                        self.serde.encode("PushJob", rec, self.topics.jobs_priority), None)
+                jobs = (self.topics.jobs_bulk if rec["lane"] == "BULK"
+                        else self.topics.jobs_priority)
+                return (jobs, (rec["topic"] or "").encode(),
+                        self.serde.encode("PushJob", rec, jobs), None)
+            case ActivityWrite(record=rec):
+                return (self.topics.activity, rec["enrollment_id"].encode(),
+                        self.serde.encode("EnrollmentActivity", rec, self.topics.activity),
+                        None)
             case StateWrite(partition=p, job_id=job, entry=entry):
                 return (self.state_topic, job.encode(),
                         None if entry is None else changelog.encode(entry), p)
@@ -426,6 +481,8 @@ class CorrelatorRunner:
                     m.lateness.observe(max(0, rec["flagged_at"] - rec["deadline_at"]) / 1000)
             case RepushJob(cause=cause):
                 m.repushes.labels(cause.value).inc()
+                if cause is RepushCause.REARM:
+                    m.rearms.inc()
             case DeadLetter(source=source):
                 m.dlq.labels(source.value).inc()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 
 
 class CorrelatorSettings(BaseSettings):
@@ -32,6 +33,22 @@ class CorrelatorSettings(BaseSettings):
     consume_batch: int = 500
     #: Job ids whose verdict was given recently, to drop a duplicated SENT outcome.
     dedupe_capacity: int = 100_000
+    #: Silent this long (no message at all): one re-arm push on the bulk lane (0: never).
+    rearm_after_ms: int = DAY_MS
+    #: Re-arms of a fleet gone silent at once are spread over this window (each enrollment's
+    #: offset in it is a stable hash of its id), so they never burst.
+    rearm_spread_ms: int = 6 * HOUR_MS
+    #: Re-arm pushes per minute at most (per instance, simulated minutes); the sender's bulk
+    #: throttle applies on top.
+    rearm_per_minute: float = 600.0
+    #: Silent this long: marked INACTIVE (the fan-out skips its bulk pushes) until it next
+    #: contacts (0: never).
+    inactive_after_ms: int = 7 * DAY_MS
+    #: Enrollment rows the care sweep looks at per loop turn (bounded work per turn).
+    care_scan_rows: int = 2_000
+    #: Enrollment rows kept at most: past it, check-ins of enrollments never seen before are
+    #: refused (counted), so a flood of made-up ids cannot grow the state without bound.
+    max_enrollments: int = 2_000_000
     #: Prometheus port; 0 disables the endpoint.
     metrics_port: int = 9103
     #: Longest start-up waits for Kafka to answer before giving up (exit 1).

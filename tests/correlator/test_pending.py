@@ -98,10 +98,10 @@ def test_partition_scans_flags_and_repushes() -> None:
     a = s.add(entry(), 0)
     b = s.add(entry(request="req-2"), 1)
     c = s.add(entry(request="req-3", kind=SCHEDULED, repush=1), 1)
-    assert s.pending_in(1) == [b] and s.is_scheduled(c) and s.is_pending(a)
+    assert s.awaiting_in(1) == [b] and s.is_scheduled(c) and s.is_pending(a)
     s.record_repush(a, T + 10, NEW_TOKEN)
     s.mark(a, WINDOW_DONE)
     assert s.has_flag(a, NEW_TOKEN) and s.has_flag(a, WINDOW_DONE) and not s.has_flag(b, NEW_TOKEN)
     assert s.entry(a).repushed_at == T + 10
     assert s.free_partitions({1}) == 2
-    assert len(s) == 1 and s.pending_in(1) == [] and s.pending_in(0) == [a]
+    assert len(s) == 1 and s.awaiting_in(1) == [] and s.awaiting_in(0) == [a]
