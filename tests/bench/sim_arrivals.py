@@ -3,8 +3,10 @@
 Benchmarks count pushes where they land, not from the client's own stamps: a client may stamp a
 push as sent before the server has it, and a rate from its outcomes is its own schedule. The
 recording is a device gateway (every device online, like ``AcceptAllGateway``) that appends the
-arrival time (``time.time()``, taken when the simulator accepts the push) and the certificate
-topic; on SIGTERM the process writes ``--arrivals-file`` (JSON: counters, topics, times).
+arrival time (``time.time()``, taken when the simulator accepts the push), the certificate topic,
+the device token and the connection it came on (so a benchmark sees how many client processes
+sent); on SIGTERM
+the process writes ``--arrivals-file`` (JSON: counters, topics, times, connections).
 
     python tests/bench/sim_arrivals.py --certs DIR --ready-file F --arrivals-file A
         [--client-auth optional] [--max-concurrent-streams N]
@@ -32,6 +34,8 @@ from pathlib import Path
 # Run as a script: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from services.sim.apns.connection import Answer, Headers, PeerIdentity
+from services.sim.apns.faults import Faults
 from services.sim.apns.fleet_port import STATUS_ACTIVE, AcceptedPush, TokenStatus
 from services.sim.apns.server import ApnsSimulator, SimulatorConfig
 from tests.support.bench_env import stopping
@@ -48,7 +52,12 @@ class ArrivalsGateway:
     def __init__(self) -> None:
         self.at = array("d")
         self.topic_index = array("H")
+        self.connection = array("I")
+        self.tokens: list[str] = []
         self.topics: dict[str, int] = {}
+        #: Each connection's peer (one object per connection, kept so its index stays its own).
+        self.peers: dict[PeerIdentity, int] = {}
+        self.peer: PeerIdentity | None = None
 
     def token_status(self, token_hex: str, topic: str) -> TokenStatus:
         return STATUS_ACTIVE
@@ -59,7 +68,30 @@ class ArrivalsGateway:
         if index is None:
             index = self.topics[push.topic] = len(self.topics)
         self.topic_index.append(index)
+        peer = self.peers.setdefault(self.peer, len(self.peers)) if self.peer is not None else 0
+        self.connection.append(peer)
+        self.tokens.append(push.token_hex)
         return True
+
+    def records(self, topic: str) -> list[tuple[float, int, str]]:
+        """(arrival time, connection, token) of each push of `topic` so far (any thread)."""
+        index = self.topics.get(topic)
+        return [(t, c, token) for t, i, c, token in zip(
+            self.at.tolist(), self.topic_index.tolist(), self.connection.tolist(),
+            list(self.tokens), strict=False) if i == index]
+
+
+class ArrivalsSimulator(ApnsSimulator):
+    """The simulator, telling its :class:`ArrivalsGateway` which connection a request is on."""
+
+    def __init__(self, config: SimulatorConfig, gateway: ArrivalsGateway,
+                 faults: Faults | None = None) -> None:
+        super().__init__(config, gateway=gateway, faults=faults)
+        self.recorder = gateway
+
+    def answer(self, peer: PeerIdentity, headers: Headers, body: bytes) -> Answer:
+        self.recorder.peer = peer
+        return super().answer(peer, headers, body)
 
 
 @dataclass
@@ -134,13 +166,13 @@ def arrivals_sim(certs: Path, directory: Path, client_auth: str = "required",
 
 async def serve(args: argparse.Namespace) -> None:
     gateway = ArrivalsGateway()
-    sim = ApnsSimulator(
+    sim = ArrivalsSimulator(
         SimulatorConfig(
             server_cert=args.certs / "server.pem", server_key=args.certs / "server.key",
             ca_cert=args.certs / "ca.pem", client_auth=args.client_auth,
             max_concurrent_streams=args.max_concurrent_streams,
         ),
-        gateway=gateway,
+        gateway,
     )
     await sim.start()
     stop = asyncio.Event()

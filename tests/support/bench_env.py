@@ -41,14 +41,14 @@ def bench_kafka(name: str) -> KafkaSettings:
                          topic_prefix=f"bench-{name}-{uuid.uuid4().hex[:8]}.")
 
 
-def fresh_kafka() -> tuple[KafkaSettings, Topics]:
-    """A deployment of its own with every topic, at 2 partitions to keep one broker fast, and the
-    retry tiers `sender_settings` configures."""
+def fresh_kafka(partitions: int = 2) -> tuple[KafkaSettings, Topics]:
+    """A deployment of its own with every topic, at 2 partitions to keep one broker fast (more
+    where several senders must each own some), and the retry tiers `sender_settings` configures."""
     kafka = KafkaSettings(
         bootstrap_servers=os.environ.get("MDMPUSH_TEST_BOOTSTRAP", "127.0.0.1:9092"),
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
     )
-    create_topics(kafka, all_topics(), partitions_override=2)
+    create_topics(kafka, all_topics(), partitions_override=partitions)
     create_retry_topics(kafka, TEST_DELAYS_MS)
     return kafka, Topics(kafka.topic_prefix)
 
