@@ -114,10 +114,9 @@ class Care:
 
     def _refill(self, now: int) -> None:
         """A token bucket in simulated time: `rearm_per_minute`, at most a minute's worth."""
-        per_ms = self.s.rearm_per_minute / 60_000
-        if self._budget_at:
-            self._budget = min(max(1.0, self.s.rearm_per_minute),
-                               self._budget + (now - self._budget_at) * per_ms)
+        full = max(1.0, self.s.rearm_per_minute)
+        elapsed = now - self._budget_at if self._budget_at else 60_000
+        self._budget = min(full, self._budget + elapsed * self.s.rearm_per_minute / 60_000)
         self._budget_at = now
 
     def _visit(self, enr: int, now: int, out: list[Effect]) -> bool:

@@ -4,7 +4,8 @@ Each row is a scenario: inputs in the order the runner would feed them (partitio
 and restore, check-ins, outcomes with their offsets, clock ticks) and every effect the core
 returns, summarised one line each: `state <job>` / `tombstone <job>` (`+after-job`: written
 after the re-push job), `job <job> <cause> <token prefix>`, `alert <job> <DIAGNOSIS>`,
-`verdict <job> <STATE> <reason>`, `dlq <source> <partition>@<offset>`.
+`verdict <job> <STATE> <reason>`, `dlq <source> <partition>@<offset>`, `activity <enrollment>
+<STATE>` (a re-arm job on the bulk lane ends in ` bulk`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from services.correlator.core import CorrelatorCore
 from services.correlator.effects import (
+    ActivityWrite,
     Alert,
     DeadLetter,
     Effect,
@@ -123,7 +125,10 @@ def summary(effect: Effect) -> str:
         case Alert(record=rec):
             return f"alert {rec['job_id']} {rec['diagnosis']}"
         case RepushJob(record=rec, cause=cause):
-            return f"job {rec['job_id']} {cause.value} {rec['token_hex'][:4]}"
+            lane = " bulk" if rec["lane"] == "BULK" else ""
+            return f"job {rec['job_id']} {cause.value} {rec['token_hex'][:4]}{lane}"
+        case ActivityWrite(record=rec):
+            return f"activity {rec['enrollment_id']} {rec['state']}"
         case StateWrite(job_id=job, entry=entry, after_job=after):
             return f"{'state' if entry else 'tombstone'} {job}" + (" +after-job" if after else "")
         case DeadLetter(source=source, partition=p, offset=offset):
