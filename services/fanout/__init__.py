@@ -34,4 +34,16 @@ A slice is keyed `request_id@partition[.n]` and expanded in acknowledged chunks 
 is recorded in the slice-progress table (see `expand`), so a redelivered or republished request
 does not double its jobs. The registry and progress live in faust tables with changelogs, so a
 restarted worker (on any machine) recovers them from Kafka.
+
+Coalescing and inactive enrollments (docs/coalescing.md): a third table, `carriers`, partitioned
+like the registry, holds each enrollment's outstanding push; a bulk target with one is SKIPPED
+`coalesced` and rides on it, a bulk target the correlator marked INACTIVE
+(`mdm.enrollment.activity.v1`, read in full by every worker) is SKIPPED `inactive`. Priority
+targets are never coalesced nor skipped as inactive.
+
+Bounds (docs/fanout-bounds.md): a check-in naming no tenant, or one that is neither an
+Authenticate nor a TokenUpdate from an enrollment the registry does not know, makes no record
+(counted in `mdmpush_fanout_checkins_refused_total`). An enrollment that authenticated and sent
+no TokenUpdate for MDMPUSH_FANOUT_PENDING_ENROLLMENT_TTL_MS (24 h) is swept from the registry
+(tombstones): the registry holds the pushable enrollments plus at most one TTL of pending ones.
 """

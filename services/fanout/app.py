@@ -25,9 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, cast
 
 import faust
-from faust.serializers.codecs import dumps
 from mode import Service
-from prometheus_client import Counter
 
 from services.common.admin import Replication
 from services.common.catalogue import Topics
@@ -40,6 +38,8 @@ from services.common.limits import InvalidInput, check_checkin_event, check_noti
 from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
+from services.fanout.activity import ActivityBook
+from services.fanout.changelog import TableWriter
 from services.fanout.dead_letters import DeadLetters
 from services.fanout.dead_tokens import DeadTokenFeed
 from services.fanout.expand import Expander
@@ -47,17 +47,17 @@ from services.fanout.faust_compat import App, check_overrides
 from services.fanout.jobs import registry_partition
 from services.fanout.output import BatchProducer, Refusal
 from services.fanout.policies import ShardBook
-from services.fanout.registry import apply_checkin, foreign_checkin, mark_token_dead
+from services.fanout.registry import (
+    CheckinRefusal,
+    apply_checkin,
+    checkin_refusal,
+    expired_pending,
+    mark_token_dead,
+)
 from services.fanout.settings import FanoutSettings
 from services.fanout.slices import plan
 
 log = logging.getLogger(__name__)
-
-# TODO(metrics owner): move next to its siblings in metrics.py (that file is another helper's now).
-FOREIGN_CHECKINS = Counter(
-    "mdmpush_fanout_foreign_checkins_total",
-    "Check-ins refused because they name another tenant than the enrollment's owner",
-)
 
 #: Input records handled per batch, and the longest a partial batch waits for more (a lone
 #: check-in or 410 is applied within this time).
@@ -69,9 +69,9 @@ EXIT_UNSAFE_TO_COMMIT = 3
 
 
 class _ThreadService(Service):
-    """Runs a reader thread (policies, dead tokens) for as long as the app runs."""
+    """Runs a reader thread (policies, activity, dead tokens) for as long as the app runs."""
 
-    def __init__(self, reader: ShardBook | DeadTokenFeed) -> None:
+    def __init__(self, reader: ShardBook | ActivityBook | DeadTokenFeed) -> None:
         super().__init__()
         self.reader = reader
 
@@ -141,8 +141,11 @@ class Fanout:
         )
         self.clock = Clock.from_settings()
         self.shards = ShardBook(kafka, self.topics.config, self.serde)
+        self.activity = ActivityBook(kafka, self.topics.activity, self.serde)
         self.policy_wait_s = settings.policy_load_timeout_s
+        self.pending_ttl_ms = settings.pending_enrollment_ttl_ms
         app.add_dependency(_ThreadService(self.shards))
+        app.add_dependency(_ThreadService(self.activity))
 
         def external(name: str) -> faust.TopicT:
             return app.topic(name, key_serializer="raw", value_serializer="raw")
@@ -163,13 +166,17 @@ class Fanout:
             kafka, self.topics.outcomes, self.updates.get_topic_name(), self.partitions,
             f"{app.conf.id}-dead-tokens", self.serde)))
         self.slices = internal("slices")
-        self.registry = app.Table("registry", partitions=self.partitions,
-                                  extra_topic_configs=internal_config)
-        self._changelog = self.registry.changelog_topic.get_topic_name()
+        registry = app.Table("registry", partitions=self.partitions,
+                             extra_topic_configs=internal_config)
+        self.registry = TableWriter(registry)
+        #: Outstanding push per enrollment (coalesce.py), partitioned like the registry.
+        self.carriers = TableWriter(app.Table("carriers", partitions=self.partitions,
+                                              extra_topic_configs=internal_config))
+        window = settings.effective_coalesce_window_ms() if settings.coalesce else None
         self.progress = app.Table("slice-progress", partitions=self.partitions,
                                   extra_topic_configs=internal_config)
         self.expander = Expander(
-            registry=self.registry,
+            registry=registry,
             progress=self.progress,
             producer=BatchProducer(kafka, name="fanout-jobs"),
             shards=self.shards,
@@ -179,7 +186,12 @@ class Fanout:
             partitions=self.partitions,
             chunk_size=settings.chunk_size,
             dead_letters=self.dead_letters,
+            activity=self.activity,
+            carriers=self.carriers,
+            coalesce_window_ms=window,
         )
+        app.timer(interval=settings.registry_sweep_interval_s, name="fanout.sweep")(
+            self.sweep_pending)
         app.agent(external(self.topics.checkins), name="checkins", concurrency=1)(
             _stops_without_commit(self.ingest_checkins)
         )
@@ -232,20 +244,44 @@ class Fanout:
 
     async def expand_slices(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            if not self.shards.wait_loaded(0):
-                await self._wait_for_policies()
+            if not (self.shards.wait_loaded(0) and self.activity.wait_loaded(0)):
+                await self._wait_for_views()
             msg = event.message
             source = event.value.get("source") or (msg.topic, msg.partition, msg.offset)
             await self.expander.expand(event.key, msg.partition, event.value, tuple(source))
 
     # -- helpers ----------------------------------------------------------------------------
-    async def _wait_for_policies(self) -> None:
-        loaded = await self.app.loop.run_in_executor(
-            None, self.shards.wait_loaded, self.policy_wait_s
-        )
-        if not loaded:
-            log.warning("push policies not read in %.0fs; expanding with what is known",
-                        self.policy_wait_s)
+    async def sweep_pending(self) -> None:
+        """Remove the local registry's enrollments that authenticated and never sent a
+        TokenUpdate within the TTL (registry.expired_pending; docs/fanout-bounds.md): from the
+        table, its changelog and the registry topic (tombstones); and the carriers whose window
+        has passed."""
+        now = self.clock.now_ms()
+        expired = [eid for eid, record in list(self.registry.data.items())
+                   if expired_pending(record, now, self.pending_ttl_ms)]
+        for eid in expired:
+            partition = registry_partition(eid, self.partitions)
+            self.registry.delete(self.registry_out, eid, partition)
+            self.registry_out.produce(self.topics.registry, None, eid)
+        # Carriers past their window mean nothing any more (coalesce.rides_on ignores them).
+        stale = [eid for eid, held in list(self.carriers.data.items())
+                 if held["expires_at"] <= now or eid in expired]
+        for eid in stale:
+            self.carriers.delete(self.registry_out, eid, registry_partition(eid, self.partitions))
+        if expired or stale:
+            await self._settle([])
+        if expired:
+            metrics.PENDING_EXPIRED.inc(len(expired))
+            log.info("%d pending enrollment(s) expired from the registry", len(expired))
+
+    async def _wait_for_views(self) -> None:
+        """Until the policies and activity states at start are read (bounded, then go on)."""
+        for view, what in ((self.shards, "push policies"), (self.activity, "activity states")):
+            loaded = await self.app.loop.run_in_executor(
+                None, view.wait_loaded, self.policy_wait_s)
+            if not loaded:
+                log.warning("%s not read in %.0fs; expanding with what is known", what,
+                            self.policy_wait_s)
 
     def _change(
         self,
@@ -293,13 +329,13 @@ class Fanout:
         now = self.clock.now_ms()
         if "checkin" in change:
             event = change["checkin"]
-            if foreign_checkin(current, event):
-                assert current is not None  # foreign_checkin is False without a record
-                FOREIGN_CHECKINS.inc()
-                log.warning("check-in %s for enrollment %s refused: it names tenant %r, the "
-                            "enrollment belongs to %r", event["message_type"], eid,
-                            event.get("tenant"), current["tenant"])
+            refusal = checkin_refusal(current, event)
+            if refusal is not None:
+                _count_refusal(refusal, eid, event, current)
                 return
+            if self.carriers.get(eid) is not None:  # the device answered its outstanding push
+                self.carriers.delete(self.registry_out, eid, partition)
+                metrics.CARRIERS_ANSWERED.inc()
             cause = event["message_type"].lower()
             new = apply_checkin(current, event, now)
         else:
@@ -308,13 +344,8 @@ class Fanout:
             new = mark_token_dead(current, dead["token_hex"], dead["since"], now)
         if new is None:
             return
-        # The table's own write path costs ~100 µs of Python per record through faust's
-        # producer; librdkafka queues the same changelog record (faust's JSON codec, the
-        # partition given explicitly since a batch mixes partitions) in a few. Recovery reads
-        # the changelog as faust wrote it.
-        self.registry.data[eid] = new
         out = self.registry_out
-        out.produce(self._changelog, dumps("json", new), dumps("json", eid), partition)
+        self.registry.put(out, eid, new, partition)
         out.produce(self.topics.registry,
                     self.serde.encode("DeviceRecord", new, self.topics.registry), eid)
         metrics.REGISTRY_UPDATES.labels(cause).inc()
@@ -358,6 +389,20 @@ class Fanout:
             key=msg.key, value=msg.value, reason=reason)
         await self.dead_letters.acknowledged()
         return None
+
+
+def _count_refusal(
+    refusal: CheckinRefusal, eid: str, event: Mapping[str, Any], current: Mapping[str, Any] | None
+) -> None:
+    """Count (and, for another tenant's, log) a check-in the registry does not apply."""
+    if refusal is CheckinRefusal.FOREIGN_TENANT:
+        assert current is not None  # foreign needs an owner
+        metrics.FOREIGN_CHECKINS.inc()
+        log.warning("check-in %s for enrollment %s refused: it names tenant %r, the "
+                    "enrollment belongs to %r", event["message_type"], eid,
+                    event.get("tenant"), current["tenant"])
+    else:
+        metrics.CHECKINS_REFUSED.labels(refusal.value).inc()
 
 
 def _log_refused(refused: list[Refusal]) -> None:

@@ -11,8 +11,14 @@ A record Kafka refuses permanently (a job too large for the topic, a topic the f
 write) would be refused again on every redelivery, so the slice's request goes to the DLQ with
 the reason, the slice is marked done, and expansion goes on with the next slice.
 
-The tables are passed in as mappings, so this module does not depend on faust; the agent calls
-`expand` inside its stream iteration, where table writes land in the slice's partition.
+A pushable target may still get no job: a bulk target the correlator marked INACTIVE is
+SKIPPED `inactive` (activity.py), and a bulk target with an outstanding push is SKIPPED
+`coalesced`, riding on that push (coalesce.py). Every job produced becomes its enrollment's
+carrier; the carrier's changelog record is queued with the chunk, so it is durable when the chunk
+is.
+
+The tables are passed in as mappings (the carriers as a `TableWriter`), so the rules do not
+depend on faust; the agent calls `expand` inside its stream iteration.
 """
 
 from __future__ import annotations
@@ -25,11 +31,21 @@ from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.serde import AvroSerde
 from services.fanout import metrics
+from services.fanout.activity import ActivityBook
+from services.fanout.changelog import TableWriter
+from services.fanout.coalesce import carrier, rides_on
 from services.fanout.dead_letters import DeadLetters
-from services.fanout.jobs import Lane, build_job, job_key, registry_partition, skipped_outcome
+from services.fanout.jobs import (
+    Lane,
+    build_job,
+    job_id,
+    job_key,
+    registry_partition,
+    skipped_outcome,
+)
 from services.fanout.output import BatchProducer, Refusal
 from services.fanout.policies import ShardBook
-from services.fanout.registry import Record, skip_reason
+from services.fanout.registry import Record, SkipReason, skip_reason
 
 Target = tuple[str, Record | None]
 
@@ -49,6 +65,10 @@ class Expander:
     partitions: int
     chunk_size: int
     dead_letters: DeadLetters
+    activity: ActivityBook
+    carriers: TableWriter
+    #: Coalescing window in simulated ms; None: coalescing is off (no carrier is kept either).
+    coalesce_window_ms: int | None
 
     async def expand(
         self, key: str, partition: int, message: dict[str, Any], source: Source
@@ -71,7 +91,7 @@ class Expander:
         last = done["last"] if done is not None else ""
         for start in range(0, len(targets), self.chunk_size):
             chunk = targets[start : start + self.chunk_size]
-            refused = await self._produce_chunk(request, lane, chunk)
+            refused = await self._produce_chunk(request, lane, chunk, partition)
             if refused:
                 await self._dead_letter(key, request, source, refused, last)
                 break
@@ -109,10 +129,24 @@ class Expander:
         )
         await self.dead_letters.acknowledged()
 
+    def _withheld(
+        self, eid: str, jid: str, lane: Lane, now_ms: int
+    ) -> tuple[SkipReason, str | None] | None:
+        """Why a pushable target gets no job (and the carrier it rides on), or None."""
+        if lane.name != "BULK":
+            return None  # priority: never skipped as inactive, never coalesced
+        if self.activity.inactive(eid):
+            return SkipReason.INACTIVE, None
+        if self.coalesce_window_ms is not None:
+            carried_by = rides_on(self.carriers.data, eid, jid, lane.name, now_ms)
+            if carried_by is not None:
+                return SkipReason.COALESCED, carried_by
+        return None
+
     async def _produce_chunk(
-        self, request: dict[str, Any], lane: Lane, chunk: list[Target]
+        self, request: dict[str, Any], lane: Lane, chunk: list[Target], partition: int
     ) -> list[Refusal]:
-        """Produce the chunk's jobs and skips; returns what Kafka refused permanently."""
+        """Produce the chunk's jobs, carriers and skips; returns what Kafka refused permanently."""
         now = self.clock.now_ms()
         tenant, kind = request["tenant"], request["kind"]
         produce, encode = self.producer.produce, self.serde.encode
@@ -120,14 +154,25 @@ class Expander:
         jobs = 0
         for eid, record in chunk:
             reason = skip_reason(record, tenant, kind)
+            carried_by = None
+            if reason is None:
+                jid = job_id(request["request_id"], eid)
+                withheld = self._withheld(eid, jid, lane, now)
+                if withheld is not None:
+                    reason, carried_by = withheld
             if reason is None:
                 assert record is not None  # skip_reason reports a missing record as unknown
                 job = build_job(request, record, lane.name, now)
                 key = job_key(record["topic"], eid, self.shards.shards(record["topic"]))
                 produce(lane.jobs_topic, encode("PushJob", job, lane.jobs_topic), key)
+                if self.coalesce_window_ms is not None:
+                    self.carriers.put(self.producer, eid,
+                                      carrier(job["job_id"], now, self.coalesce_window_ms),
+                                      partition)
                 jobs += 1
             else:
-                outcome = skipped_outcome(request, eid, record, reason, lane.name, now)
+                outcome = skipped_outcome(request, eid, record, reason, lane.name, now,
+                                          rides_on=carried_by)
                 value = encode("PushOutcome", outcome, self.topics.outcomes)
                 produce(self.topics.outcomes, value, eid)
                 skipped[reason] = skipped.get(reason, 0) + 1

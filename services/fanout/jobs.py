@@ -80,10 +80,13 @@ def skipped_outcome(
     reason: SkipReason,
     lane: str,
     now_ms: int,
+    rides_on: str | None = None,
 ) -> dict[str, Any]:
-    """The terminal SKIPPED outcome of a target; the trifecta known (if any) is kept as evidence.
+    """The SKIPPED outcome of a target; the trifecta known (if any) is kept as evidence.
 
     Another tenant's record is never echoed back: its outcome looks like an unknown enrollment's.
+    `rides_on`: the carrier job of a `coalesced` target (not terminal: the correlator closes it
+    with the carrier's verdict).
     """
     reported = reason.reported
     evidence = record if reported is not SkipReason.UNKNOWN_ENROLLMENT else None
@@ -106,4 +109,5 @@ def skipped_outcome(
         "apns_timestamp": None,
         "latency_ms": None,
         "at": now_ms,
+        "rides_on": rides_on,
     }

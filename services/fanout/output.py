@@ -72,10 +72,11 @@ class BatchProducer:
         self._max_attempts = max_attempts
 
     def produce(
-        self, topic: str, value: bytes, key: str | bytes, partition: int | None = None
+        self, topic: str, value: bytes | None, key: str | bytes, partition: int | None = None
     ) -> None:
-        """Queue one record (`partition` None: the partitioner of the key chooses). One that
-        librdkafka refuses outright is kept for `flush()` to return, not raised."""
+        """Queue one record (`partition` None: the partitioner of the key chooses; `value` None:
+        a tombstone). One that librdkafka refuses outright is kept for `flush()` to return, not
+        raised."""
         try:
             self._producer.produce(topic, value, key, partition=partition,
                                    on_delivery=self._on_delivery)
@@ -113,7 +114,7 @@ class BatchProducer:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             for msg in failed:
-                self.produce(msg.topic() or "", msg.value() or b"", msg.key() or b"",
+                self.produce(msg.topic() or "", msg.value(), msg.key() or b"",
                              msg.partition())
         raise DeliveryError(f"records still refused or unacknowledged by Kafka after "
                             f"{self._max_attempts} attempts")

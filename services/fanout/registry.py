@@ -26,6 +26,10 @@ class SkipReason(StrEnum):
     #: Owned by another tenant, or by no tenant at all. Counted under its own name; the outcome
     #: says `unknown_enrollment` (see `reported`), so a tenant learns nothing of other tenants.
     FOREIGN_TENANT = "foreign_tenant"
+    #: A bulk target with an outstanding push: it rides on that push (services/fanout/coalesce.py).
+    COALESCED = "coalesced"
+    #: A bulk target the correlator marked INACTIVE (silent too long; services/fanout/activity.py).
+    INACTIVE = "inactive"
 
     @property
     def reported(self) -> SkipReason:
@@ -49,6 +53,50 @@ def new_record(enrollment_id: str, now_ms: int) -> Record:
         "token_dead_since": None,
         "updated_at": now_ms,
     }
+
+
+class CheckinRefusal(StrEnum):
+    """Why a check-in is not applied to the registry (counted by reason)."""
+
+    #: Names no tenant, for an enrollment no tenant owns: it could only make (or change) a
+    #: record nobody may push to.
+    NO_TENANT = "no_tenant"
+    #: Names another tenant than the enrollment's owner (see `foreign_checkin`).
+    FOREIGN_TENANT = "foreign_tenant"
+    #: Neither Authenticate nor TokenUpdate, from an enrollment the registry does not know: the
+    #: registry could push nothing to it, and a flood of invented ids must not grow it.
+    UNKNOWN_ENROLLMENT = "unknown_enrollment"
+
+
+#: The check-ins that may create a registry record (an enrollment starts with them).
+ENROLLING = ("AUTHENTICATE", "TOKEN_UPDATE")
+
+
+def checkin_refusal(current: Record | None, event: dict[str, Any]) -> CheckinRefusal | None:
+    """Why `event` must not be applied to `current`, or None when it may be."""
+    if foreign_checkin(current, event):  # an owned enrollment: naming none is foreign too
+        return CheckinRefusal.FOREIGN_TENANT
+    if not event.get("tenant"):
+        return CheckinRefusal.NO_TENANT
+    if current is None and event["message_type"] not in ENROLLING:
+        return CheckinRefusal.UNKNOWN_ENROLLMENT
+    return None
+
+
+def expired_pending(record: Record, now_ms: int, ttl_ms: int) -> bool:
+    """True for an enrollment that authenticated but has had no token for `ttl_ms`.
+
+    Such a record can never be pushed; left alone, every Authenticate of an unknown device (or
+    of a forger holding a tenant's check-in credential) would add one forever. A device that
+    does finish its enrollment sends its TokenUpdate seconds after the Authenticate, and one
+    that comes back later authenticates again. `updated_at` is the fan-out's clock at the last
+    change, so a late event's old `occurred_at` cannot make a fresh record look expired.
+    """
+    return (
+        record["state"] == "AUTHENTICATED"
+        and record["token_updated_at"] is None
+        and now_ms - record["updated_at"] > ttl_ms
+    )
 
 
 def foreign_checkin(current: Record | None, event: dict[str, Any]) -> bool:
@@ -75,12 +123,13 @@ def apply_checkin(current: Record | None, event: dict[str, Any], now_ms: int) ->
       late arrival (a restarted worker re-reads what it had not committed, and the 410s it
       re-reads may land first): it only counts as contact, so it cannot wipe or check out a
       newer enrollment, nor undo a 410 recorded after it.
-    - Any message is a device contact. Contact from an enrollment never seen is ignored: the
-      registry knows nothing it could push to, and the correlator reads contacts itself.
+    - Any message is a device contact. Contact from an enrollment never seen (a CheckOut
+      included) is ignored: the registry knows nothing it could push to, the correlator reads
+      contacts itself, and invented ids must not grow the registry (see `checkin_refusal`).
     """
     kind = event["message_type"]
     at: int = event["occurred_at"]
-    if current is None and kind not in ("AUTHENTICATE", "TOKEN_UPDATE", "CHECK_OUT"):
+    if current is None and kind not in ENROLLING:
         return None
     record = dict(current) if current is not None else new_record(event["enrollment_id"], now_ms)
     updated = record["token_updated_at"]

@@ -76,3 +76,14 @@ def test_explicit_targets_are_deduplicated_grouped_and_chunked() -> None:
         assert all(registry_partition(e, 3) == s.partition for e in s.enrollment_ids)
     assert len({s.key for s in slices}) == len(slices)
     assert plan(request("r1", ids=ids), 3, 2) == slices  # deterministic: redelivery recognised
+
+
+def test_a_coalesced_outcome_names_its_carrier_and_encodes() -> None:
+    out = skipped_outcome(request("r2", ids=["E1"]), "E1", record(), SkipReason.COALESCED,
+                          "BULK", AT, rides_on="r1/E1")
+    assert (out["job_id"], out["state"], out["reason"], out["rides_on"], out["lane"]) == (
+        "r2/E1", "SKIPPED", "coalesced", "r1/E1", "BULK")
+    assert SERDE.decode_as(SERDE.encode("PushOutcome", out), "PushOutcome") == out
+    plain = skipped_outcome(request("r2", ids=["E1"]), "E1", None,
+                            SkipReason.UNKNOWN_ENROLLMENT, "BULK", AT)
+    assert plain["rides_on"] is None

@@ -8,9 +8,12 @@ import pytest
 
 from services.fanout.dead_tokens import dead_change, is_marked
 from services.fanout.registry import (
+    CheckinRefusal,
     Record,
     SkipReason,
     apply_checkin,
+    checkin_refusal,
+    expired_pending,
     foreign_checkin,
     mark_token_dead,
     skip_reason,
@@ -91,7 +94,43 @@ def test_any_message_is_contact_but_unknown_enrollments_stay_unknown() -> None:
     record = apply_checkin(enrolled(), idle, NOW)
     assert record is not None and record["last_contact_at"] == AT + 99
     assert apply_checkin(None, idle, NOW) is None
-    assert run([checkin("E9", "CHECK_OUT", AT)])["state"] == "CHECKED_OUT"  # type: ignore[index]
+    assert apply_checkin(None, checkin("E9", "CHECK_OUT", AT), NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("current", "kind", "tenant", "refusal"),
+    [
+        (None, "AUTHENTICATE", "acme", None),
+        (None, "TOKEN_UPDATE", "acme", None),
+        (None, "AUTHENTICATE", "", CheckinRefusal.NO_TENANT),
+        (None, "TOKEN_UPDATE", None, CheckinRefusal.NO_TENANT),
+        (None, "CHECK_OUT", "acme", CheckinRefusal.UNKNOWN_ENROLLMENT),
+        (None, "COMMAND_REPORT", "acme", CheckinRefusal.UNKNOWN_ENROLLMENT),
+        ("acme", "COMMAND_REPORT", "acme", None),
+        ("acme", "CHECK_OUT", "acme", None),
+        ("acme", "CHECK_OUT", "", CheckinRefusal.FOREIGN_TENANT),  # as before: counted foreign
+        ("", "CHECK_OUT", "", CheckinRefusal.NO_TENANT),
+        ("acme", "TOKEN_UPDATE", "globex", CheckinRefusal.FOREIGN_TENANT),
+    ],
+)
+def test_checkin_refusal(current: str | None, kind: str, tenant: str | None,
+                         refusal: CheckinRefusal | None) -> None:
+    """No tenant, another tenant, or an unknown enrollment that is not enrolling: not applied."""
+    record = {**enrolled(), "tenant": current} if current is not None else None
+    assert checkin_refusal(record, checkin("E1", kind, AT + 100, tenant=tenant)) == refusal
+
+
+def test_a_pending_enrollment_expires_after_the_ttl_an_enrolled_one_never() -> None:
+    pending = run([checkin("E1", "AUTHENTICATE", AT)])
+    assert pending is not None and pending["state"] == "AUTHENTICATED"
+    ttl = 1000
+    assert not expired_pending(pending, pending["updated_at"] + ttl, ttl)
+    assert expired_pending(pending, pending["updated_at"] + ttl + 1, ttl)
+    enrolled_record = enrolled()
+    assert not expired_pending(enrolled_record, enrolled_record["updated_at"] + 10**12, ttl)
+    checked_out = run([checkin("E1", "CHECK_OUT", AT + 20)], enrolled_record)
+    assert checked_out is not None
+    assert not expired_pending(checked_out, checked_out["updated_at"] + 10**12, ttl)
 
 
 def test_410_kills_only_the_current_token_and_a_newer_token_update_revives() -> None:
@@ -133,6 +172,7 @@ def test_an_unknown_enrollment_is_skipped() -> None:
 def test_a_foreign_tenant_is_reported_as_an_unknown_enrollment() -> None:
     assert SkipReason.FOREIGN_TENANT.reported is SkipReason.UNKNOWN_ENROLLMENT
     assert all(r.reported is r for r in SkipReason if r is not SkipReason.FOREIGN_TENANT)
+    assert SkipReason.COALESCED.reported is SkipReason.COALESCED
 
 
 @pytest.mark.parametrize(
