@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.accounting import COALESCED
 from services.common.catalogue import Topics
+from services.common.errors import TopicReadError
 from services.common.registry_view import DeviceRecord, load_registry
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
@@ -46,6 +48,9 @@ class DeviceHistory:
     outcomes: list[Record]
     alerts: list[Record]
     undecodable: int
+    #: The correlator's latest EnrollmentActivity (INACTIVE after a long silence, the last
+    #: re-arm push), or None (never written, or no activity topic in this deployment).
+    activity: Record | None = None
 
     @property
     def diagnosis(self) -> Diagnosis:
@@ -75,6 +80,12 @@ def load_history(
         raise DoctorError(why)
     outcomes = read_topic(settings, topics.outcomes, "PushOutcome", enrollment_id, serde)
     alerts = read_topic(settings, topics.alerts, "UnansweredPush", enrollment_id, serde)
+    try:
+        activity = read_topic(settings, topics.activity, "EnrollmentActivity", enrollment_id,
+                              serde)
+        latest = [r.value for r in activity.records if r.value is not None]
+    except TopicReadError:  # a deployment from before silent-device care
+        latest = []
     return DeviceHistory(
         enrollment_id=enrollment_id,
         record=load_registry(settings, enrollment_id).get(enrollment_id),
@@ -83,12 +94,13 @@ def load_history(
         alerts=sorted((r.value for r in alerts.records if r.value is not None),
                       key=lambda a: a["flagged_at"]),
         undecodable=outcomes.undecodable + alerts.undecodable,
+        activity=latest[-1] if latest else None,
     )
 
 
 def diagnose(outcomes: list[Record], alerts: list[Record]) -> Diagnosis:
     """The current diagnosis from the newest alert or terminal outcome (inputs oldest first)."""
-    terminal = [o for o in outcomes if o["state"] in TERMINAL]
+    terminal = [o for o in outcomes if o["state"] in TERMINAL and o.get("reason") != COALESCED]
     last = terminal[-1] if terminal else None
     alert = alerts[-1] if alerts else None
     if alert is not None and (last is None or last["state"] == "UNANSWERED"

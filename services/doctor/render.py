@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from services.doctor.compare import SysdiagnoseReport
 from services.doctor.feedback import APPLE_CHECKLIST, FeedbackBundle
@@ -72,6 +73,7 @@ def _history_lines(history: DeviceHistory) -> Iterator[str]:
         if rec.get("token_dead_since"):
             yield f"  token dead since {iso(rec['token_dead_since'])} (APNs 410)"
     yield f"  last contact {iso(history.last_contact_at) or 'never'}"
+    yield f"  activity   {_activity(history.activity)}"
     diagnosis = history.diagnosis
     yield f"diagnosis: {diagnosis.name} ({diagnosis.why})"
     yield f"push history ({len(history.outcomes)} outcome(s)):"
@@ -89,6 +91,18 @@ def _history_lines(history: DeviceHistory) -> Iterator[str]:
                f"{iso(a['pushed_at'])} {evidence} {action}").rstrip()
     if history.undecodable:
         yield f"warning: {history.undecodable} undecodable record(s) skipped"
+
+
+def _activity(record: dict[str, Any] | None) -> str:
+    """The correlator's silent-device care for this enrollment (docs/fleet-care.md)."""
+    if record is None:
+        return "ACTIVE (never marked inactive, never re-armed)"
+    rearmed = f", re-armed {iso(record['rearmed_at'])}" if record.get("rearmed_at") else ""
+    if record["state"] == "INACTIVE":
+        return (f"INACTIVE since {iso(record['at'])} (silent since "
+                f"{iso(record.get('last_contact_at')) or 'never'}; bulk pushes are skipped until "
+                f"it next contacts{rearmed})")
+    return f"ACTIVE (as of {iso(record['at'])}{rearmed})"
 
 
 def feedback_text(bundle: FeedbackBundle) -> str:

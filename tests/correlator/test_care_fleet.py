@@ -4,7 +4,8 @@ compressed clock: a fleet enrolls and then nobody pushes it for eight simulated 
 Healthy devices answer every re-arm push (and are re-armed once per silence, a day apart);
 offline devices get exactly one re-arm, never answer, and are marked INACTIVE after seven days.
 The counts (silent, re-armed, answered after re-arm, inactive) are the correlator's own metrics,
-checked against what the topics and the fleet say. Run alone, it prints them for the figures.
+checked against what the topics, the fleet and `doctor device` say. Run with -s, it prints them
+for the figures.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from services.common.clock import Clock
 from services.common.kafka.reader import read_to_end
 from services.common.serde import AvroSerde
 from services.devstack.procs import free_port, wait_for
+from services.doctor.history import load_history
+from services.doctor.render import history_text
 from services.sim.apns.certs import mdm_topic
 from services.sim.fleet import Cause, ScenarioSpec
 from tests.pipeline.conftest import PipelineFactory, pipeline_factory  # noqa: F401 (fixture)
@@ -105,6 +108,11 @@ def test_a_silent_fleet_is_re_armed_once_per_silence_and_the_offline_part_goes_i
         latest[record["enrollment_id"]] = record
     assert {e for e, r in latest.items() if r["state"] == "INACTIVE"} == offline
     assert all(latest[e]["rearmed_at"] for e in offline | healthy)
+
+    # `mdmpush doctor device` shows it.
+    quiet, answering = sorted(offline)[0], sorted(healthy)[0]
+    assert "activity   INACTIVE since" in history_text(load_history(pipeline.kafka, quiet))
+    assert "activity   ACTIVE (as of" in history_text(load_history(pipeline.kafka, answering))
 
     first = [min(o["at"] for o in rearms if o["enrollment_id"] == e) - enrolled_by
              for e in per_enrollment]
