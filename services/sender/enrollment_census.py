@@ -5,8 +5,9 @@ workers and not reachable from here. `mdm.device.registry.v1` (the latest Device
 enrollment, the contract every reader outside the fan-out uses, see
 services/common/registry_view.py) is the one place holding every enrollment with its topic, so
 each sender follows it with a group-less reader (services/common/kafka/compacted.py) on a thread
-of its own and recounts every `interval_s`. Only the topic of each ENROLLED record is kept
-(interned: a million enrollments share a handful of topic strings), not the record.
+of its own, busy at most a quarter of the time, and recounts every `interval_s`. Only the topic
+of each ENROLLED record is kept (interned: a million enrollments share a handful of topic
+strings), not the record.
 
 The count is unknown (None) until the topic has been read to the end it had when reading began:
 a gauge at 0 before that would claim a certificate serves nobody.
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 #: How long one read of the registry waits for records (also how quickly close() is noticed).
 POLL_S = 0.5
+
+#: Share of the time the census may spend reading and decoding: it shares the interpreter with
+#: the sender's loop, which must keep sending while a large registry is read at start (decoding
+#: runs at ~11,000 records/s on the shared 2-core test machine: tests/bench/bench_certs_census.py).
+BUSY_SHARE = 0.25
 
 ViewFactory = Callable[[], CompactedView[str | None]]
 
@@ -93,7 +99,10 @@ class EnrollmentCensus:
                 try:
                     if view is None:
                         view = self._factory()
-                    view.poll(POLL_S)
+                    started = time.monotonic()
+                    if view.poll(POLL_S):
+                        spent = time.monotonic() - started
+                        self._stop.wait(spent * (1 - BUSY_SHARE) / BUSY_SHARE)
                 except (TopicReadError, KafkaException) as exc:
                     if not warned:  # the registry may not exist yet: once, then quietly retry
                         log.warning("enrollments per certificate not counted yet: %s", exc)
