@@ -26,19 +26,37 @@ import argparse
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from confluent_kafka import Consumer
+
+from services.common.kafka.logs import client_logger
+from services.common.kafka.producer import ReliableProducer
+from services.common.registry_view import load_registry
+from services.common.settings import KafkaSettings
 from services.fanout.jobs import job_key
 from services.sdk.policy import PolicyPublisher, PushPolicy
+from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.apns.server import SimulatorConfig
+from tests.bench.bench_fanout import records_on
 from tests.bench.sim_arrivals import ArrivalsGateway, ArrivalsSimulator, largest_burst, rate
+from tests.fanout.harness import Worker
 from tests.support.bench_env import bench_workspace, fresh_kafka, stopping
-from tests.support.sender_harness import Pki, job, produce_jobs, sender_settings, spawn_sender
+from tests.support.sender_harness import (
+    SERDE,
+    Pki,
+    job,
+    produce_jobs,
+    sender_settings,
+    spawn_sender,
+)
 
 WARM_UP_S = 5.0
 
@@ -114,13 +132,170 @@ def report(scenario: Scenario, topic: str, per_minute: float,
     return met
 
 
+def multi_instance(args: argparse.Namespace) -> bool:
+    """Issue 12's multi-instance run: fan-out workers and senders as several processes on one
+    broker, from check-ins to pushes; one fan-out + one sender first, then two + two, each on a
+    deployment of its own with the same fleet and policies (every certificate sharded).
+
+    Tenant "throttled" holds the devices of two throttled certificates (6,000 and 3,000/min);
+    its request is expanded before the senders start, so they meet a backlog, as the throttle
+    needs to be measured. Tenant "acme" holds the devices of an unthrottled certificate; its
+    request is published when the senders start: from fan-out to APNs, its rate at the
+    simulator is the combined pushes/s.
+    """
+    combined: dict[int, float] = {}
+    met_all = True
+    for instances in (int(n) for n in args.instances.split(",")):
+        with bench_workspace(f"multi{instances}", certificates=3) as (directory, pki):
+            free, fast, slow = pki.topics
+            scenario = Scenario(instances, args.shards, {fast: 6000.0, slow: 3000.0},
+                                args.window_6000)
+            throttled = {t: int(r / 60 * (scenario.window_s + WARM_UP_S + 10)) + 100
+                         for t, r in scenario.rates.items()}
+            fleet = {free: args.multi_devices, **throttled}
+            gateway = ArrivalsGateway()
+            sim = ArrivalsSimulator.run_in_thread(SimulatorConfig.from_pki(pki.pki), gateway)
+            try:
+                pushed = pipeline(args, instances, directory, pki, scenario, fleet, gateway,
+                                  sim.url)
+                records = {topic: sorted(gateway.records(topic)) for topic in fleet}
+            finally:
+                sim.stop()
+        if not pushed:
+            met_all = False
+            continue
+        free_times = [t for t, _, _ in records[free]]
+        combined[instances] = rate(free_times)
+        shown = f"{combined[instances]:,.0f} pushes/s"
+        if len(free_times) != fleet[free]:
+            shown = f"MISSED: {len(free_times):,} of {fleet[free]:,} pushed"
+            met_all = False
+        connections = len({c for _, c, _ in records[free]})
+        print(f"x{instances} ({instances} fan-out worker(s), {instances} sender(s)): unthrottled "
+              f"certificate, {fleet[free]:,} devices, request to last push: {shown} at the "
+              f"simulator over {connections} connection(s)")
+        for topic, per_minute in scenario.rates.items():
+            met_all &= report(scenario, topic, per_minute, records[topic])
+    if combined.get(1) and combined.get(2):
+        print(f"combined pushes/s, two + two / one + one: {combined[2] / combined[1]:.2f}x "
+              f"(2 cores shared by every process here)")
+    return met_all
+
+
+def pipeline(args: argparse.Namespace, instances: int, directory: Path, pki: Pki,
+             scenario: Scenario, fleet: dict[str, int], gateway: ArrivalsGateway,
+             url: str) -> bool:
+    """Run one multi-instance deployment (see `multi_instance`); False if it got stuck."""
+    kafka, topics = fresh_kafka(partitions=max(2, args.shards))
+    publisher = PolicyPublisher(kafka)
+    for topic in fleet:
+        publisher.set(PushPolicy(topic, bulk_per_minute=scenario.rates.get(topic, 0.0),
+                                 shards=scenario.shards))
+    tenants = {topic: "throttled" if topic in scenario.rates else "acme" for topic in fleet}
+    enroll(kafka, topics.checkins, fleet, tenants)
+    workers = [Worker(kafka, directory / f"fanout-{n}",
+                      MDMPUSH_FANOUT_PARTITIONS=str(max(2, args.shards)),
+                      MDMPUSH_FANOUT_METRICS_PORT="0") for n in range(instances)]
+    for worker in workers:
+        worker.data_dir.mkdir(parents=True, exist_ok=True)
+        worker.start()
+    watermarks = Consumer(kafka.consumer_config(f"bench-{uuid.uuid4().hex}"),
+                          logger=client_logger("bench"))
+    try:
+        if not wait_until(lambda: len(load_registry(kafka)) >= sum(fleet.values()),
+                          args.limit_s):
+            print(f"x{instances}: registry incomplete after {args.limit_s:.0f} s "
+                  f"({len(load_registry(kafka)):,} of {sum(fleet.values()):,})")
+            for n, worker in enumerate(workers):
+                print(f"--- fan-out worker {n}:\n{worker.log_tail(15)}")
+            return False
+        requests = PushPublisher(kafka)
+        requests.publish(PushRequest(tenant="throttled", target_all=True))
+        backlog = sum(fleet[t] for t in scenario.rates)
+        if not wait_until(lambda: records_on(watermarks, topics.jobs_bulk) >= backlog,
+                          args.limit_s):
+            print(f"x{instances}: throttled jobs not all expanded after {args.limit_s:.0f} s")
+            return False
+        settings = sender_settings(pki, url)
+        senders = [spawn_sender(settings, kafka, directory / f"sender-{n}.log")
+                   for n in range(instances)]
+        with stopping(*senders):
+            requests.publish(PushRequest(tenant="acme", target_all=True))
+            wait_pushed(gateway, fleet, scenario, args.limit_s)
+        return True
+    finally:
+        watermarks.close()
+        for worker in workers:
+            worker.stop()
+
+
+def enroll(kafka: KafkaSettings, topic_name: str, fleet: dict[str, int],
+           tenants: dict[str, str]) -> None:
+    """One TokenUpdate check-in per device: enrollment E<i>, token <i> as 64 hex digits."""
+    producer = ReliableProducer(kafka, name="bench-checkins", **{"linger.ms": 20})
+    now = int(time.time() * 1000)
+    n = 0
+    try:
+        for certificate, count in fleet.items():
+            for _ in range(count):
+                eid = f"E{n}"
+                producer.produce(topic_name, SERDE.encode("CheckinEvent", {
+                    "event_id": f"ev{n}", "enrollment_id": eid, "tenant": tenants[certificate],
+                    "message_type": "TOKEN_UPDATE", "udid": eid, "topic": certificate,
+                    "token_hex": f"{n:064x}", "push_magic": f"m{n}", "occurred_at": now,
+                }), key=eid)
+                n += 1
+                if n % 10_000 == 0:
+                    producer.poll(0)
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def wait_until(condition: Callable[[], bool], limit_s: float) -> bool:
+    """Poll `condition` every second until it holds (True) or `limit_s` has passed (False)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(1)
+    return False
+
+
+def wait_pushed(gateway: ArrivalsGateway, fleet: dict[str, int], scenario: Scenario,
+                limit_s: float) -> None:
+    """Until every unthrottled push has arrived and each throttled certificate has had its
+    warm-up and window (bounded by `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        done = True
+        for topic, count in fleet.items():
+            times = [t for t, _, _ in gateway.records(topic)]
+            if topic in scenario.rates:
+                done &= bool(times) and time.time() > times[0] + WARM_UP_S + scenario.window_s + 2
+            else:
+                done &= len(times) >= count
+        if done:
+            return
+        time.sleep(1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window-50", type=float, default=120.0)
     parser.add_argument("--window-6000", type=float, default=30.0)
     parser.add_argument("--shards", type=int, default=12, help="shards per certificate (x3)")
     parser.add_argument("--bar", action="store_true", help="exit 1 when a bar is missed")
+    parser.add_argument("--multi", action="store_true",
+                        help="also the multi-instance run (fan-out workers + senders x1, x2)")
+    parser.add_argument("--only-multi", action="store_true", help="the multi-instance run only")
+    parser.add_argument("--multi-devices", type=int, default=20_000)
+    parser.add_argument("--instances", default="1,2", help="multi-instance runs, e.g. 1,2")
+    parser.add_argument("--limit-s", type=float, default=180.0, help="per multi-instance phase")
     args = parser.parse_args()
+    if args.only_multi:
+        met = multi_instance(args)
+        return 1 if args.bar and not met else 0
     with bench_workspace("throttle", certificates=6) as (directory, pki):
         t = pki.topics
         scenarios = [
@@ -150,6 +325,8 @@ def main() -> int:
         for topic, per_minute in scenario.rates.items():
             met = report(scenario, topic, per_minute, sorted(results[topic]))
             met_all &= met
+    if args.multi:
+        met_all &= multi_instance(args)
     return 1 if args.bar and not met_all else 0
 
 
