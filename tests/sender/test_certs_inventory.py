@@ -273,3 +273,17 @@ def test_certs_list_shows_every_certificate_and_its_status(
     issue(pki, mdm_topic(), only_ok)
     assert cli_main(["certs", "list", str(only_ok)]) == 0
     assert cli_main(["certs", "list", str(tmp_path / "absent")]) == 2
+
+
+def test_a_renewal_expiring_sooner_is_taken_with_a_warning(
+    pki: SimPki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = mdm_topic()
+    issue(pki, topic, tmp_path)
+    store = CertificateStore(tmp_path)
+    older = issue(pki, topic, tmp_path, valid_days=30)  # an old file mounted by mistake
+    with caplog.at_level(logging.INFO, logger="services.sender.apns.certificates"):
+        assert store.refresh() == {topic}
+    assert in_use_serial(store, topic) == older
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "sooner than before" in record.getMessage()

@@ -201,9 +201,13 @@ class CertificateStore:
             log.info("push certificate %s: serial %s, valid until %s, issuer %s", stem,
                      facts.serial_hex, _day(facts.not_after), facts.issuer)
         elif current.facts.serial != facts.serial:
-            log.info("push certificate %s renewed: serial %s -> %s, valid until %s -> %s", stem,
-                     current.facts.serial_hex, facts.serial_hex, _day(current.facts.not_after),
-                     _day(facts.not_after))
+            # Same topic, so it is taken; expiring sooner than its predecessor, it is probably an
+            # old file mounted by mistake: say so, the expiry alerts will follow it.
+            level = logging.WARNING if facts.not_after < current.facts.not_after else logging.INFO
+            log.log(level, "push certificate %s renewed: serial %s -> %s, valid until %s -> %s%s",
+                    stem, current.facts.serial_hex, facts.serial_hex,
+                    _day(current.facts.not_after), _day(facts.not_after),
+                    " (sooner than before: an older certificate?)" if level > logging.INFO else "")
         return current is not None and (current.facts.serial != facts.serial
                                          or current.files != mounted)
 
