@@ -172,9 +172,10 @@ class CertificateStore:
         signature = _signature(mounted)
         if stem in self._judged and signature == self._judged[stem]:
             return False
-        self._judged[stem] = signature
         current = self._in_use.get(stem)
         if signature is None:
+            # Not remembered: jobs may name any number of topics that have no files here.
+            self._judged.pop(stem, None)
             self._refused.pop(stem, None)
             if current is None:
                 return False
@@ -182,6 +183,7 @@ class CertificateStore:
                         stem, self._directory)
             del self._in_use[stem]
             return True
+        self._judged[stem] = signature
         try:
             cert_pem, key_pem = mounted.cert_path.read_bytes(), mounted.key_path.read_bytes()
             facts = parse_certificate(cert_pem, str(mounted.cert_path))
