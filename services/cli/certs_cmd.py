@@ -1,14 +1,17 @@
-"""`mdmpush certs list [DIR]`: the push certificates of a directory, and when each expires.
+"""`mdmpush certs list [DIR] [--enrollments]`: the push certificates of a directory, and when
+each expires.
 
 Reads the files only (no Kafka, no sender): an operator can run it on the mounted secret, or on
 a renewed certificate before mounting it. A file whose UID is not its name is shown as such: the
-sender refuses it (a certificate created instead of renewed, docs/runbooks.md).
+sender refuses it (a certificate created instead of renewed, docs/runbooks.md). `--enrollments`
+adds how many enrollments each one serves, read from the registry topic (MDMPUSH_KAFKA_*).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from services.common.errors import MdmPushError
 from services.common.push_certs import (
     EXPIRING_DAYS,
     CertificateReadError,
+    enrolled_under,
     read_certificate_file,
     valid_topic,
 )
@@ -29,6 +33,8 @@ def register(sub: Any) -> None:
     list_p = actions.add_parser("list", help="topic, serial, issuer, expiry and status of each")
     list_p.add_argument("directory", nargs="?", type=Path, default=None,
                         help="the certificate directory (default: MDMPUSH_SENDER_CERT_DIR)")
+    list_p.add_argument("--enrollments", action="store_true",
+                        help="also count the enrollments of each topic (reads the registry topic)")
     p.set_defaults(func=run)
 
 
@@ -39,10 +45,15 @@ def run(args: argparse.Namespace) -> int:
         raise MdmPushError(f"{directory} is not a directory")
     rows, healthy = certificate_rows(directory, dt.datetime.now(dt.UTC))
     if not rows:
-        print(f"no <topic>.pem in {directory}")
+        print(f"no <topic>.pem + <topic>.key in {directory}")
         return 1
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
-    for row in [COLUMNS, *rows]:
+    columns: tuple[str, ...] = COLUMNS
+    if args.enrollments:
+        counts = enrollments_per_topic()
+        columns = (*COLUMNS, "enrollments")
+        rows = [(*row, str(counts.get(row[0], 0))) for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for row in [columns, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0 if healthy else 1
 
@@ -69,6 +80,15 @@ def certificate_rows(directory: Path, now: dt.datetime) -> tuple[list[tuple[str,
                      cert.not_after.strftime("%Y-%m-%d %H:%M"), f"{cert.days_left(now):.0f}",
                      status))
     return rows, healthy
+
+
+def enrollments_per_topic() -> Counter[str]:
+    """ENROLLED registry records per push topic (one read of the registry topic)."""
+    from services.common.registry_view import load_registry
+    from services.common.settings import KafkaSettings
+
+    registry = load_registry(KafkaSettings())
+    return Counter(t for t in map(enrolled_under, registry.values()) if t is not None)
 
 
 def _configured_dir() -> Path:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -75,6 +77,13 @@ def valid_topic(topic: str) -> bool:
     """True if `topic` is safe as a file name in the certificate directory (events name topics:
     none may make a reader open another file)."""
     return bool(_TOPIC.fullmatch(topic)) and ".." not in topic
+
+
+def enrolled_under(record: Mapping[str, Any]) -> str | None:
+    """The push topic a DeviceRecord is enrolled under, None unless it is ENROLLED: what the
+    enrollment counts per certificate count (the sender's census, `mdmpush certs list`)."""
+    topic = record.get("topic")
+    return topic if record.get("state") == "ENROLLED" and topic else None
 
 
 def parse_certificate(pem: bytes, source: str = "certificate") -> PushCertificate:

@@ -26,6 +26,7 @@ from confluent_kafka import KafkaException
 
 from services.common.errors import TopicReadError
 from services.common.kafka.compacted import CompactedView
+from services.common.push_certs import enrolled_under
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
 
@@ -46,11 +47,8 @@ def enrolled_topic(serde: AvroSerde) -> Callable[[bytes], str | None]:
     """Decoder of a DeviceRecord to the push topic it is reachable on (None: not ENROLLED)."""
 
     def decode(value: bytes) -> str | None:
-        record = serde.decode_as(value, "DeviceRecord")
-        topic = record.get("topic")
-        if record["state"] != "ENROLLED" or not topic:
-            return None
-        return sys.intern(topic)
+        topic = enrolled_under(serde.decode_as(value, "DeviceRecord"))
+        return None if topic is None else sys.intern(topic)
 
     return decode
 

@@ -2,7 +2,7 @@
 simulator gets its push certificate renewed, then replaced by one created instead of renewed,
 while it sends: the renewal is used without a restart, the created one is refused and sending
 goes on with the old one; the gauges on its /metrics say so, with the enrollments per topic
-counted from the registry topic."""
+counted from the registry topic, as `mdmpush certs list --enrollments` counts them."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.cli.main import main
 from services.common.catalogue import Topics
 from services.common.kafka.producer import ReliableProducer
 from services.common.push_certs import read_certificate_file
@@ -141,3 +143,18 @@ def test_renewal_is_used_and_a_created_certificate_is_refused_while_the_sender_r
     assert "20 enrollments" in refusals[0] and created.topic in refusals[0]
     assert format(renewed.serial, "X") in refusals[0]  # "still using serial <renewed>"
     assert sim.snapshot().status(403) == 0  # no push ever went out on a refused certificate
+
+
+def test_certs_list_counts_the_enrollments_of_each_certificate(
+    cli_env: Topics, kafka_settings: KafkaSettings, pki: Pki,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mine, other = pki.topics
+    enroll(kafka_settings, cli_env.registry,
+           [(f"A{n}", mine, "ENROLLED") for n in range(4)]
+           + [("A0", mine, "CHECKED_OUT"), ("X1", "com.apple.mgmt.External.elsewhere", "ENROLLED")])
+    assert main(["certs", "list", str(pki.cert_dir), "--enrollments"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "enrollments"
+    counts = {line.split()[0]: line.split()[-1] for line in lines[1:]}
+    assert counts == {mine: "3", other: "0"}
