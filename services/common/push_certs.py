@@ -93,7 +93,7 @@ def parse_certificate(pem: bytes, source: str = "certificate") -> PushCertificat
     except ValueError as exc:
         raise CertificateReadError(f"{source}: not a PEM certificate ({exc})") from exc
     return PushCertificate(
-        topic=_uid(cert),
+        topic=topic_of_certificate(cert),
         serial=cert.serial_number,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -126,7 +126,8 @@ def read_certificate_file(path: Path) -> PushCertificate:
     return parse_certificate(pem, str(path))
 
 
-def _uid(cert: x509.Certificate) -> str | None:
+def topic_of_certificate(cert: x509.Certificate) -> str | None:
+    """The push topic of a certificate: its subject's UID, or None when it has none."""
     attrs = cert.subject.get_attributes_for_oid(NameOID.USER_ID)
     if not attrs:
         return None
