@@ -32,6 +32,9 @@ MAX_PUSH_MAGIC_LEN = 256
 MAX_COMMAND_UUID_LEN = 256
 MAX_SHORT_TEXT_LEN = 128  # status, message types, command types, sources, principals
 MAX_TARGETS_PER_REQUEST = 10_000
+# The ids of one request together: 10,000 ids of the longest allowed length would make a 2.6 MB
+# record, which Kafka (1 MB by default) refuses; this leaves room for the other fields.
+MAX_TARGETS_BYTES = 800_000
 MAX_JSON_DEPTH = 32
 MAX_APS_PAYLOAD_BYTES = 4096  # APNs' own limit for a notification payload
 
@@ -61,6 +64,18 @@ def _text(field: str, value: Any, max_len: int, pattern: re.Pattern[str] | None)
     if pattern is not None and not pattern.fullmatch(value):
         raise InvalidInput(field, f"must match {pattern.pattern}")
     return value
+
+
+def check_short_text(field: str, value: Any, max_len: int = MAX_SHORT_TEXT_LEN) -> str:
+    """Free text that becomes an id or label (an event id, a source): non-empty, at most
+    `max_len` characters, and valid Unicode: JSON can carry a lone surrogate (`"\\ud800"`) that
+    no UTF-8 Kafka record can, and it would fail only later, at encoding."""
+    text = _text(field, value, max_len, None)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(field, f"not valid Unicode ({exc.reason})") from exc
+    return text
 
 
 def check_tenant(value: Any) -> str:
@@ -100,11 +115,16 @@ def check_command_type(value: Any) -> str:
 
 
 def check_targets(ids: Sequence[Any], max_targets: int = MAX_TARGETS_PER_REQUEST) -> list[str]:
-    """A request's explicit targets: 1..max_targets valid enrollment ids."""
+    """A request's explicit targets: 1..max_targets valid enrollment ids that fit one record."""
     if len(ids) > max_targets:
         raise InvalidInput("enrollment_ids", f"{len(ids)} targets, at most {max_targets} "
                            "per request")
-    return [check_enrollment_id(i, "enrollment_ids[]") for i in ids]
+    checked = [check_enrollment_id(i, "enrollment_ids[]") for i in ids]
+    total = sum(len(i) for i in checked)  # ASCII by ENROLLMENT_ID_RE: characters are bytes
+    if total > MAX_TARGETS_BYTES:
+        raise InvalidInput("enrollment_ids", f"{total} bytes of ids, at most {MAX_TARGETS_BYTES} "
+                           "per request (a record must fit Kafka's 1 MB limit): split it")
+    return checked
 
 
 def json_depth(text: bytes | str) -> int:
