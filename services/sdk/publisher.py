@@ -2,6 +2,10 @@
 
 The SDK is the only thing an MDM server needs to enqueue a push: it replaces the INSERT into
 Afaria's A_Q_APNS / A_Q_APNS_PRIORITY tables with one acknowledged Kafka record.
+
+A request is checked against the same limits the gateway and the fan-out apply
+(services/common/limits.py) before anything is published: a caller learns at once, with the
+field and the reason, what the pipeline would otherwise dead-letter or skip much later.
 """
 
 from __future__ import annotations
@@ -14,11 +18,18 @@ from typing import Any, Literal
 
 from services.common.catalogue import Topics
 from services.common.kafka.producer import ReliableProducer
+from services.common.limits import InvalidInput, check_notification_request
 from services.common.serde import AvroSerde, serde_for
 from services.common.settings import KafkaSettings
 
 Initiator = Literal["user", "admin"]
 Kind = Literal["mdm", "aps"]
+
+
+class InvalidRequest(InvalidInput, ValueError):
+    """A request or policy outside the limits: `field` names what, `reason` (and `str()`) why.
+
+    A ValueError too, so callers written before the limits existed still catch it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +48,15 @@ class PushRequest:
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def to_record(self, now_ms: int | None = None) -> dict[str, Any]:
+        """The Avro NotificationRequest; InvalidRequest if anything is outside the limits."""
         if not self.target_all and not self.enrollment_ids:
-            raise ValueError("a request needs enrollment ids or target_all=True")
+            raise InvalidRequest("enrollment_ids", "a request needs enrollment ids or "
+                                 "target_all=True")
         if self.kind == "aps" and not self.aps_payload:
-            raise ValueError("an APS request needs an aps_payload")
-        return {
+            raise InvalidRequest("aps_payload", "an APS request needs an aps_payload")
+        if isinstance(self.enrollment_ids, str):
+            raise InvalidRequest("enrollment_ids", "a sequence of ids, not one string")
+        record = {
             "request_id": self.request_id,
             "tenant": self.tenant,
             "kind": self.kind.upper(),
@@ -54,6 +69,11 @@ class PushRequest:
             "requested_at": now_ms if now_ms is not None else int(time.time() * 1000),
             "source": self.source,
         }
+        try:
+            check_notification_request(record)
+        except InvalidInput as exc:
+            raise InvalidRequest(exc.field, exc.reason) from None
+        return record
 
 
 class KafkaPublisher:
@@ -82,7 +102,9 @@ class PushPublisher(KafkaPublisher):
     topic_name = "requests"
 
     def publish(self, request: PushRequest, now_ms: int | None = None) -> str:
-        """Publish and wait for Kafka's acknowledgement; returns the request id.
+        """Validate, publish and wait for Kafka's acknowledgement; returns the request id.
+
+        InvalidRequest (nothing published) if the request is outside the limits.
 
         `now_ms` becomes the record's requested_at (default: now); following the request
         (`mdmpush follow ID --since <requested_at>`, services.sdk.track) starts there."""
