@@ -26,14 +26,15 @@ class Carrier(TypedDict):
     """The outstanding push of one enrollment."""
 
     job_id: str
+    created_at: int
     expires_at: int
 
 
 def rides_on(
     carriers: Mapping[str, Carrier], enrollment_id: str, job_id: str, lane: str, now_ms: int
-) -> str | None:
-    """The carrier job id a new job `job_id` for `enrollment_id` would ride on, or None when the
-    job must be produced.
+) -> Carrier | None:
+    """The carrier a new job `job_id` for `enrollment_id` would ride on, or None when the job
+    must be produced.
 
     A job is its own carrier when a slice is expanded again after a crash: it is produced again
     (the sender and correlator recognise repeated job ids), never coalesced onto itself.
@@ -43,9 +44,22 @@ def rides_on(
     carrier = carriers.get(enrollment_id)
     if carrier is None or carrier["expires_at"] <= now_ms or carrier["job_id"] == job_id:
         return None
-    return carrier["job_id"]
+    return carrier
 
 
 def carrier(job_id: str, now_ms: int, window_ms: int) -> Carrier:
     """The carrier a job created at `now_ms` becomes."""
-    return {"job_id": job_id, "expires_at": now_ms + window_ms}
+    return {"job_id": job_id, "created_at": now_ms, "expires_at": now_ms + window_ms}
+
+
+def rider_at(carried_by: Carrier, requested_at: int, now_ms: int) -> int:
+    """The `at` of a coalesced outcome: from when a device contact answers the rider.
+
+    The correlator closes a rider whose carrier it has already judged by "a contact after the
+    rider's `at`" (contract C1). The fan-out learns of check-ins later than the correlator, so it
+    may coalesce onto a carrier the device has just answered; that contact fetched the rider's
+    command if it came after the command was queued (`requested_at`) and after the carrier was
+    pushed. So `at` is the later of the two, never later than now (and `now` when the request's
+    clock is not comparable: a requested_at in the future or unset).
+    """
+    return min(now_ms, max(requested_at, carried_by["created_at"]))

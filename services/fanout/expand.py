@@ -33,7 +33,7 @@ from services.common.serde import AvroSerde
 from services.fanout import metrics
 from services.fanout.activity import ActivityBook
 from services.fanout.changelog import TableWriter
-from services.fanout.coalesce import carrier, rides_on
+from services.fanout.coalesce import Carrier, carrier, rider_at, rides_on
 from services.fanout.dead_letters import DeadLetters
 from services.fanout.jobs import (
     Lane,
@@ -131,7 +131,7 @@ class Expander:
 
     def _withheld(
         self, eid: str, jid: str, lane: Lane, now_ms: int
-    ) -> tuple[SkipReason, str | None] | None:
+    ) -> tuple[SkipReason, Carrier | None] | None:
         """Why a pushable target gets no job (and the carrier it rides on), or None."""
         if lane.name != "BULK":
             return None  # priority: never skipped as inactive, never coalesced
@@ -154,7 +154,7 @@ class Expander:
         jobs = 0
         for eid, record in chunk:
             reason = skip_reason(record, tenant, kind)
-            carried_by = None
+            carried_by: Carrier | None = None
             if reason is None:
                 jid = job_id(request["request_id"], eid)
                 withheld = self._withheld(eid, jid, lane, now)
@@ -171,8 +171,12 @@ class Expander:
                                       partition)
                 jobs += 1
             else:
-                outcome = skipped_outcome(request, eid, record, reason, lane.name, now,
-                                          rides_on=carried_by)
+                if carried_by is None:
+                    outcome = skipped_outcome(request, eid, record, reason, lane.name, now)
+                else:
+                    at = rider_at(carried_by, request["requested_at"], now)
+                    outcome = skipped_outcome(request, eid, record, reason, lane.name, at,
+                                              rides_on=carried_by["job_id"])
                 value = encode("PushOutcome", outcome, self.topics.outcomes)
                 produce(self.topics.outcomes, value, eid)
                 skipped[reason] = skipped.get(reason, 0) + 1

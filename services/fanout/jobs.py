@@ -79,14 +79,14 @@ def skipped_outcome(
     record: Record | None,
     reason: SkipReason,
     lane: str,
-    now_ms: int,
+    at: int,
     rides_on: str | None = None,
 ) -> dict[str, Any]:
     """The SKIPPED outcome of a target; the trifecta known (if any) is kept as evidence.
 
     Another tenant's record is never echoed back: its outcome looks like an unknown enrollment's.
     `rides_on`: the carrier job of a `coalesced` target (not terminal: the correlator closes it
-    with the carrier's verdict).
+    with the carrier's verdict); its `at` is coalesce.rider_at's.
     """
     reported = reason.reported
     evidence = record if reported is not SkipReason.UNKNOWN_ENROLLMENT else None
@@ -108,6 +108,6 @@ def skipped_outcome(
         "reason": reported.value,
         "apns_timestamp": None,
         "latency_ms": None,
-        "at": now_ms,
+        "at": at,
         "rides_on": rides_on,
     }
