@@ -27,6 +27,8 @@ def verdict(
         "repush": 0, "topic": e.topic, "token_hex": e.token_hex, "push_magic": e.push_magic,
         "token_updated_at": e.token_updated_at, "apns_id": e.apns_id, "status": None,
         "reason": reason, "apns_timestamp": None, "latency_ms": latency_ms, "at": at,
+        # A rider's verdict names the job whose verdict it shares (contract: coalescing).
+        "rides_on": None if e.rides_on is None else job_id(e.rides_on, e.enrollment_id),
     }
 
 

@@ -52,11 +52,12 @@ class Correlator:
         self.proc = subprocess.Popen([sys.executable, "-m", "services.correlator"], cwd=ROOT,
                                      env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
-    def wait_for_log(self, text: str, timeout_s: float = 30) -> None:
-        """Until the process has logged `text` (it must still be running)."""
+    def wait_for_log(self, text: str, timeout_s: float = 30, times: int = 1) -> None:
+        """Until the log holds `text` `times` times (processes of one test share the log;
+        the one started last must still be running)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if text in self.log.read_text(errors="replace"):
+            if self.log.read_text(errors="replace").count(text) >= times:
                 return
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
             time.sleep(0.02)
