@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.clock import Clock
 from services.sim.apns.certs import PushCertFiles, SimPki, make_pki, mdm_topic
 from services.sim.apns.faults import Faults
 from services.sim.apns.fleet_port import (
@@ -24,6 +23,7 @@ from services.sim.apns.fleet_port import (
     TokenStatus,
 )
 from services.sim.apns.server import ApnsSimulator, SimulatorConfig, SimulatorThread
+from tests.support.manual_clock import ManualClock
 
 TOKEN = "ab" * 32
 MAGIC = {"mdm": "5d1c4f6e-push-magic"}
@@ -361,13 +361,12 @@ def test_store_and_forward_drops_expired_pushes(
 def test_store_expiry_follows_the_pipelines_compressed_clock(
     pki: SimPki, push_cert: PushCertFiles, make_sim: SimFactory, fleet: FakeFleet
 ) -> None:
-    """The fleet lives on the shared compressed clock: a device back after 25 simulated hours
-    must not get a push that expired after ten simulated hours (real time: under 3 s).
-
-    Ten hours (one real second) rather than one: on a loaded CI machine the first request can
-    take more than the 0.1 s one simulated hour lasts, and a push expired on arrival is dropped
-    without being stored, which is not what this test is about."""
-    clock = Clock(speed=36_000)  # 1 real second = 10 simulated hours
+    """The fleet lives on the pipeline's clock: a device back after 25 simulated hours must not
+    get a push that expired after ten simulated hours, although in real time it would still be
+    deliverable. The clock is a ManualClock the test moves, so only the pipeline clock can have
+    expired the short push: if the store used real time, ``device_connected(short)`` would
+    forward it and ``expired`` would stay 0."""
+    clock = ManualClock()
     sim = make_sim(clock=clock)
     short, long = "cd" * 32, "ef" * 32
     fleet.offline.update({short, long})
@@ -381,10 +380,8 @@ def test_store_expiry_follows_the_pipelines_compressed_clock(
     stored = sim.sim.store.peek(long)
     assert stored is not None and before <= stored.received_at <= after  # pipeline clock too
 
-    back_at_ms = int(before * 1000) + 25 * 3_600_000
-    while clock.now_ms() < back_at_ms:
-        time.sleep(0.05)
-    assert time.time() < int(ten_hours)  # in real time the short push would still be deliverable
+    clock.advance(25 * 3_600_000)
+    assert clock.now_ms() / 1000 > int(ten_hours) > time.time()  # expired only in pipeline time
     fleet.offline.clear()
     assert sim.device_connected(short) is None
     forwarded = sim.device_connected(long)
@@ -487,22 +484,40 @@ def test_connection_reset_fault(
 def test_latency_is_added_without_blocking_other_requests(
     pki: SimPki, push_cert: PushCertFiles, make_sim: SimFactory
 ) -> None:
+    """Twenty requests held by a long latency are all with the simulator (counted as accepted)
+    while a later request, with the latency lifted, is answered: the delay parks answers, it
+    does not block the loop. Ordering, not timing: the held answers are never awaited (the
+    simulator stops with them pending). The later request uses a second connection because
+    httpx's HTTP/2 client itself queues new streams behind a busy connection's."""
     sim = make_sim(Faults(latency_ms=300))
 
-    async def burst() -> tuple[list[int], float]:
-        async with httpx.AsyncClient(
-            http2=True, verify=pki.client_context(push_cert), base_url=sim.url, timeout=10
-        ) as c:
-            await c.post(f"/3/device/{TOKEN}", json=MAGIC)  # connect first
-            t0 = time.perf_counter()
-            rs = await asyncio.gather(
-                *(c.post(f"/3/device/{TOKEN}", json=MAGIC) for _ in range(20))
-            )
-            return [r.status_code for r in rs], time.perf_counter() - t0
+    def client_for() -> httpx.AsyncClient:
+        return httpx.AsyncClient(http2=True, verify=pki.client_context(push_cert),
+                                 base_url=sim.url, timeout=600)
 
-    statuses, elapsed = asyncio.run(burst())
-    assert statuses == [200] * 20
-    assert 0.3 <= elapsed < 2.0  # 20 answers delayed 0.3 s each, concurrently
+    async def burst() -> tuple[float, int, list[bool]]:
+        async with client_for() as c, client_for() as other:
+            t0 = time.perf_counter()
+            first = await c.post(f"/3/device/{TOKEN}", json=MAGIC)  # connects, and is delayed
+            delayed = time.perf_counter() - t0
+            assert first.status_code == 200
+            sim.faults.latency_ms = 600_000.0
+            held = [asyncio.ensure_future(c.post(f"/3/device/{TOKEN}", json=MAGIC))
+                    for _ in range(20)]
+            while sim.snapshot().accepted < 21:  # all twenty handled, answers pending
+                await asyncio.sleep(0.01)
+            sim.faults.latency_ms = 0.0
+            prompt = await other.post(f"/3/device/{TOKEN}", json=MAGIC)
+            pending = [not h.done() for h in held]
+            for h in held:
+                h.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+            return delayed, prompt.status_code, pending
+
+    delayed, prompt, pending = asyncio.run(burst())
+    assert delayed >= 0.3  # never early (an upper bound would be a wall-clock guess)
+    assert prompt == 200
+    assert pending == [True] * 20
 
 
 def test_goaway_after_n_streams_httpx_reconnects(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -28,6 +27,7 @@ from services.sim.fleet import (
 )
 from services.sim.fleet.scenario import allocate
 from services.sim.fleet.scheduler import Scheduler
+from tests.support.manual_clock import ManualClock
 
 H = 3_600_000
 TOPIC = "com.apple.mgmt.External.00000000-0000-4000-8000-000000000001"
@@ -100,11 +100,14 @@ def test_gateway_token_status() -> None:
 
 def test_pushes_before_the_poll_make_one_poll_and_offline_refuses() -> None:
     sink = RecordingSink()
-    with Fleet(Clock(speed=100), sink, FleetParams(checkin_delay_ms=5_000)) as fleet:
+    clock = ManualClock()
+    with Fleet(clock, sink, FleetParams(checkin_delay_ms=5_000)) as fleet:
         d = device()
         fleet.add([d])
         assert all(fleet.deliver(push()) for _ in range(5))
-        time.sleep(0.2)  # 5 simulated seconds is 50 ms
+        fleet.scheduler.wait_idle()
+        clock.advance(5_000)
+        fleet.scheduler.wait_idle()
         fleet.go_offline(d)
         fleet.scheduler.run_sync(lambda: None)
         assert fleet.deliver(push()) is False
@@ -116,17 +119,22 @@ def test_pushes_before_the_poll_make_one_poll_and_offline_refuses() -> None:
 
 def test_schedules_bring_devices_back_and_unenroll_checks_out() -> None:
     sink = RecordingSink()
-    clock = Clock(speed=3600)
+    clock = ManualClock()
     with Fleet(clock, sink) as fleet:
         d = device()
         fleet.add([d])
         fleet.go_offline(d)
-        fleet.schedule_online(d, clock.now_ms() + H)  # one real second
-        fleet.scheduler.run_sync(lambda: None)
+        fleet.schedule_online(d, clock.now_ms() + H)
+        fleet.scheduler.wait_idle()
         assert fleet.deliver(push()) is False
-        time.sleep(1.2)
+        clock.advance(H - 1)
+        fleet.scheduler.wait_idle()
+        assert not d.online
+        clock.advance(1)
+        fleet.scheduler.wait_idle()
         assert d.online and fleet.deliver(push()) is True
-        time.sleep(0.05)  # the poll, 500 simulated ms later
+        clock.advance(fleet.params.checkin_delay_ms)  # the poll
+        fleet.scheduler.wait_idle()
         fleet.unenroll(d, checkout=True)
         fleet.scheduler.run_sync(lambda: None)
         assert fleet.deliver(push()) is True
@@ -136,24 +144,28 @@ def test_schedules_bring_devices_back_and_unenroll_checks_out() -> None:
 
 
 def test_scheduler_runs_timers_in_simulated_time_never_early() -> None:
-    clock = Clock(speed=3600)
+    """Timers fire when simulated time reaches them, in order, and not one millisecond before:
+    the test moves a manual clock and waits for the scheduler to be idle, so the verdict does
+    not depend on how fast the machine is."""
+    clock = ManualClock()
     fired: list[tuple[str, int]] = []
-    done = threading.Event()
     with Scheduler(clock) as scheduler:
         start = clock.now_ms()
-
-        def last() -> None:
-            fired.append(("2h", clock.now_ms()))
-            done.set()
-
-        scheduler.call_at(start + 2 * H, last)
+        scheduler.call_at(start + 2 * H, lambda: fired.append(("2h", clock.now_ms())))
         scheduler.call_later(1 * H, lambda: fired.append(("1h", clock.now_ms())))
-        t0 = time.monotonic()
-        assert done.wait(5)
-        real = time.monotonic() - t0
-    assert [name for name, _ in fired] == ["1h", "2h"]
-    assert fired[0][1] >= start + H and fired[1][1] >= start + 2 * H
-    assert 1.9 <= real < 2.6  # two simulated hours are two real seconds
+        scheduler.wait_idle()
+        clock.advance(H - 1)
+        scheduler.wait_idle()
+        assert fired == []
+        clock.advance(1)
+        scheduler.wait_idle()
+        assert fired == [("1h", start + H)]
+        clock.advance(H - 1)
+        scheduler.wait_idle()
+        assert fired == [("1h", start + H)]
+        clock.advance(5 * H)  # late is fine: it runs at once, once
+        scheduler.wait_idle()
+    assert fired == [("1h", start + H), ("2h", start + 7 * H - 1)]
 
 
 def test_allocate_gives_exact_counts() -> None:

@@ -1,4 +1,4 @@
-"""10,000 devices enroll (every check-in on the real broker) and answer pushes, in seconds."""
+"""10,000 devices enroll (every check-in on the real broker) and answer pushes."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ SHARES = {
 #: Pushes sent through the real simulator over TLS (the rest of the fleet is pushed too, but
 #: handed to the gateway directly: httpx is the bottleneck there, not the fleet).
 OVER_TLS = 1_000
+#: How long to wait for the records at most: a fail-safe, not a bound (the test goes on as soon
+#: as they are there; how fast the fleet is belongs to the benchmarks).
+WAIT_S = 180.0
 
 
 def count_checkins(
@@ -106,17 +109,13 @@ def test_ten_thousand_devices_enroll_and_answer(
     checkouts = len(scenario.by_cause(Cause.UNENROLLED_CHECKOUT))
     with ApnsSimulator.run_in_thread(SimulatorConfig.from_pki(pki), fleet) as sim, fleet:
         fleet.attach(sim)
-        t0 = time.monotonic()
         scenario.enroll_all()
-        enrolled_s = time.monotonic() - t0
-        seen = count_checkins(kafka_settings, topics.checkins, 2 * records + checkouts, 30)
+        seen = count_checkins(kafka_settings, topics.checkins, 2 * records + checkouts, WAIT_S)
         assert seen == {"Authenticate": records, "TokenUpdate": records, "CheckOut": checkouts}
-        assert enrolled_s < 15, f"enrollment took {enrolled_s:.1f}s"
 
         # Push every device's record as the server has it (the stale record for STALE_MAGIC).
         by_truth = {t.udid: t for t in scenario.truth}
         reachable = [d for d in scenario.devices if d.cause is not Cause.WRONG_TOPIC]
-        t1 = time.monotonic()
         codes = asyncio.run(push_over_tls(sim.url, pki.client_context(cert), cert.topic,
                                           reachable[:OVER_TLS]))
         assert set(codes) == {200}
@@ -128,12 +127,11 @@ def test_ten_thousand_devices_enroll_and_answer(
         answering = sum(1 for d in reachable if d.cause in (Cause.HEALTHY, Cause.ENROLLMENT_RACE))
         restored = len(scenario.by_cause(Cause.RESTORED_TOKEN))
         done = {"Idle": answering, "TokenUpdate": records + restored}
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline and any(
             fleet.stats().checkins[kind] < n for kind, n in done.items()
         ):
             time.sleep(0.1)
-        answered_s = time.monotonic() - t1
         stats = fleet.stats()
     assert stats.checkins["Idle"] == answering, stats
     assert stats.receptions[Reception.ANSWERED.value] == answering
@@ -142,4 +140,3 @@ def test_ten_thousand_devices_enroll_and_answer(
     assert stats.refused_offline == len(scenario.by_cause(Cause.OFFLINE))
     assert stats.receptions[Reception.RESTORE_NOTICED.value] == restored
     assert stats.checkins["TokenUpdate"] == records + restored
-    assert answered_s < 20, f"answering took {answered_s:.1f}s"
