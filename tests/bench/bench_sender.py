@@ -254,6 +254,14 @@ def simulator_phase(args: argparse.Namespace, directory: Path, pki: Pki) -> list
         print(f"    sender / h2load (simulator ceiling for this window): "
               f"{rates['sender'] / rates['h2load']:.2f}x; node-apn / h2load: "
               f"{rates.get('node-apn', 0.0) / rates['h2load']:.2f}x")
+    if rates.get("node-apn") and node_cpu and run.cpu_us_per_push:
+        # What 1.5x node-apn takes: the sender's CPU per push at two thirds of node-apn's, and
+        # an endpoint that takes 1.5x node-apn's rate over one connection.
+        target = 1.5 * rates["node-apn"]
+        ceiling = (f" = {target / rates['h2load']:.2f}x what h2load gets from this simulator"
+                   if rates.get("h2load") else "")
+        print(f"    to reach 1.5x node-apn: sender CPU <= {node_cpu / 1.5:.0f} us/push (now "
+              f"{run.cpu_us_per_push:.0f}); {target:,.0f} pushes/s on one connection{ceiling}")
     for note in notes:
         print(f"    ! {note}")
     return bars

@@ -214,7 +214,9 @@ def pipeline(args: argparse.Namespace, instances: int, directory: Path, pki: Pki
         backlog = sum(fleet[t] for t in scenario.rates)
         if not wait_until(lambda: records_on(watermarks, topics.jobs_bulk) >= backlog,
                           args.limit_s):
-            print(f"x{instances}: throttled jobs not all expanded after {args.limit_s:.0f} s")
+            print(f"x{instances}: throttled jobs not all expanded after {args.limit_s:.0f} s "
+                  f"({records_on(watermarks, topics.jobs_bulk):,} jobs of {backlog:,}; outcomes "
+                  f"{records_on(watermarks, topics.outcomes):,})")
             return False
         settings = sender_settings(pki, url)
         senders = [spawn_sender(settings, kafka, directory / f"sender-{n}.log")
