@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Every benchmark behind the README's figures table, one after another (they would fight over 2 cores),
-# each printing its own figure beside its peer's. Logs go to $OUT (default .state/bench).
+# each printing its own figure beside its peer's; exits 1 when any bar is MISSED. Logs go to $OUT (default .state/bench).
 # `make bench` runs the set-up (setup, test-tools) and then this script; uses MDMPUSH_TEST_BOOTSTRAP or starts the local Kafka.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-.state/bench}
 mkdir -p "$OUT"
 export PYTHONPATH=.
+# A benchmark misses when it exits non-zero (a bar or the run itself failed, or the 30-minute
+# timeout) or prints a MISSED verdict; the script runs them all, then exits 1 if any missed.
+missed=()
 run() {
   local name=$1; shift
   echo "== $name: $*"
   timeout 1800 .venv/bin/python "$@" > "$OUT/$name.log" 2>&1
-  echo "   exit $?"
+  local code=$?
+  echo "   exit $code"
   grep -v '^%' "$OUT/$name.log" | tail -n 15
+  if [ $code -ne 0 ] || grep -q 'MISSED' "$OUT/$name.log"; then
+    missed+=("$name")
+  fi
 }
 run sim_ceiling     tests/bench/bench_sim_ceiling.py
 run transports      tests/bench/bench_transports.py
@@ -25,3 +32,8 @@ run fanout          tests/bench/bench_fanout.py
 run e2e             -m tests.bench.bench_e2e
 run accuracy        -m tests.bench.bench_accuracy
 run correlator_mem  tests/bench/bench_correlator_memory.py  # ~6 min: tracemalloc is slow
+if [ ${#missed[@]} -gt 0 ]; then
+  echo "== MISSED: ${missed[*]}"
+  exit 1
+fi
+echo "== every bar met"
