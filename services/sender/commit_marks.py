@@ -21,7 +21,7 @@ import binascii
 import zlib
 from collections.abc import Collection
 
-__all__ = ["MAX_METADATA_CHARS", "decode_marks", "encode_marks"]
+__all__ = ["MAX_METADATA_CHARS", "decode_marks", "encode_marks", "encode_marks_kept"]
 
 PREFIX = "d1:"
 #: Below the broker's default offset.metadata.max.bytes (4,096), leaving room for nothing else.
@@ -31,13 +31,19 @@ MAX_METADATA_CHARS = 3_900
 def encode_marks(base: int, done: Collection[int], limit: int = MAX_METADATA_CHARS) -> str:
     """Metadata for a commit at ``base`` saying the offsets in ``done`` (all > base) are finished;
     '' when there are none. Keeps the lowest offsets when all would not fit in ``limit``."""
+    return encode_marks_kept(base, done, limit)[0]
+
+
+def encode_marks_kept(base: int, done: Collection[int], limit: int = MAX_METADATA_CHARS
+                      ) -> tuple[str, int]:
+    """:func:`encode_marks` and how many offsets it kept (the others would be sent again)."""
     offsets = sorted(o for o in done if o > base)
     while offsets:
         text = _encode(base, offsets)
         if len(text) <= limit:
-            return text
+            return text, len(offsets)
         offsets = offsets[: len(offsets) // 2]
-    return ""
+    return "", 0
 
 
 def decode_marks(base: int, metadata: str | None) -> set[int]:

@@ -6,29 +6,43 @@ records (an outcome and a retry or DLQ copy), so "done" is per job and the commi
 a partition is one past the longest prefix of done jobs. Committing any further would let a
 crash lose the unfinished job in between; the jobs done past it travel in the commit metadata,
 and a partition taken over from a commit skips them (:meth:`PartitionOffsets.recover`).
+
+The repeat window. A SIGKILL repeats exactly the jobs that were sent to APNs and are not covered
+by a commit the broker has acknowledged: those on the wire, those whose records Kafka has not
+acknowledged yet, and those done since the last acknowledged commit. :attr:`OffsetTracker.unsettled`
+counts them (a job from its answer until a commit covering it is acknowledged, see
+:meth:`OffsetTracker.settle`); the loop adds it to its in-flight count against ``max_in_flight``,
+so that after a crash at most ``max_in_flight`` jobs (1,000 by default) are pushed twice, by
+construction, whatever the rate, the broker's latency or the moment of the kill.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 
 from services.common.kafka.io import Position
-from services.sender.commit_marks import decode_marks, encode_marks
+from services.sender.commit_marks import decode_marks, encode_marks_kept
 
 
 class Entry:
     """One consumed record: done once every record produced for it is acknowledged."""
 
-    __slots__ = ("done", "offset", "partition", "pending")
+    __slots__ = ("done", "offset", "opened", "partition", "pending")
 
     def __init__(self, partition: PartitionOffsets, offset: int) -> None:
         self.partition = partition
         self.offset = offset
         self.pending = 0
         self.done = False
+        #: Counted among the unsettled jobs (from its answer, or its end if it had none).
+        self.opened = False
 
     def add_pending(self, count: int = 1) -> None:
         """Records produced for this job that Kafka has yet to acknowledge."""
+        if not self.opened:
+            self.opened = True
+            self.partition.opened()
         self.pending += count
 
     def acked(self) -> None:
@@ -41,18 +55,39 @@ class Entry:
         """Nothing more will be produced for this record (or nothing was needed)."""
         if not self.done:
             self.done = True
+            if not self.opened:
+                self.opened = True
+                self.partition.opened()
             self.partition.finished(self.offset)
+
+
+class Unsettled:
+    """The running count of unsettled jobs over all partitions (read on every dispatch)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 class PartitionOffsets:
     """The consumed-but-unfinished records of one partition, in consumption order."""
 
-    __slots__ = ("_done_beyond", "_entries", "_next", "dirty", "partition", "revoked", "skip",
-                 "topic")
+    __slots__ = ("_covered", "_done_beyond", "_entries", "_next", "_opened", "_popped",
+                 "_settled", "_unsettled", "dirty", "partition", "revoked", "skip", "topic")
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, unsettled: Unsettled | None = None) -> None:
         self.topic = topic
         self.partition = partition
+        self._unsettled = unsettled or Unsettled()
+        #: Entries opened (answered or finished), entries popped off the done prefix, and the
+        #: number of opened entries an acknowledged commit covers: all only ever grow.
+        self._opened = 0
+        self._popped = 0
+        self._settled = 0
+        #: Opened entries the position :meth:`commit` returned last covers (its offset and
+        #: the marks that fitted in its metadata).
+        self._covered = 0
         self._entries: deque[Entry] = deque()
         #: Offsets finished while an older record of the partition is not.
         self._done_beyond: set[int] = set()
@@ -68,6 +103,33 @@ class PartitionOffsets:
         entry = Entry(self, offset)
         self._entries.append(entry)
         return entry
+
+    def opened(self) -> None:
+        if self.revoked:  # a late answer for a partition given away: its owner's concern now
+            return
+        self._opened += 1
+        self._unsettled.count += 1
+
+    @property
+    def unsettled(self) -> int:
+        """Jobs of this partition answered (or finished) but not covered by an acknowledged
+        commit: what a crash now would repeat at most."""
+        return self._opened - self._settled
+
+    def covered(self) -> int:
+        """How many opened entries the position :meth:`commit` returned last covers."""
+        return self._covered
+
+    def settle(self, covered: int) -> None:
+        """A commit covering `covered` opened entries was acknowledged (the latest one counts:
+        one whose marks did not all fit covers fewer than the one before)."""
+        self._unsettled.count -= covered - self._settled
+        self._settled = covered
+
+    def drop(self) -> None:
+        """The partition is gone: its unsettled jobs are the next owner's to repeat."""
+        self._unsettled.count -= self.unsettled
+        self._settled = self._opened
 
     def finished(self, offset: int) -> None:
         self._done_beyond.add(offset)
@@ -86,13 +148,16 @@ class PartitionOffsets:
         while entries and entries[0].done:
             offset = entries.popleft().offset
             done.discard(offset)
+            self._popped += 1
             self._next = offset + 1
         if self.revoked:
             return None
         base = entries[0].offset if entries else self._next
         if base is None:
             return None
-        return Position(self.topic, self.partition, base, encode_marks(base, done))
+        marks, kept = encode_marks_kept(base, done)
+        self._covered = self._popped + kept
+        return Position(self.topic, self.partition, base, marks)
 
 
 class OffsetTracker:
@@ -100,18 +165,40 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._partitions: dict[tuple[str, int], PartitionOffsets] = {}
+        self._unsettled = Unsettled()
+        #: What each commit sent and not yet answered covers, oldest first (Kafka answers a
+        #: group's commits in the order they were sent).
+        self._sent: deque[dict[tuple[str, int], int]] = deque()
+
+    @property
+    def unsettled(self) -> int:
+        """Jobs answered (or finished) and not yet covered by an acknowledged commit, over all
+        partitions: at most this many are repeated if the process dies now."""
+        return self._unsettled.count
 
     def partition(self, topic: str, partition: int) -> PartitionOffsets:
         key = (topic, partition)
         offsets = self._partitions.get(key)
         if offsets is None:
-            offsets = self._partitions[key] = PartitionOffsets(topic, partition)
+            offsets = self._partitions[key] = PartitionOffsets(topic, partition,
+                                                                self._unsettled)
         return offsets
 
     def revoke(self, topic: str, partition: int) -> None:
         offsets = self._partitions.pop((topic, partition), None)
         if offsets is not None:
             offsets.revoked = True
+            offsets.drop()
+
+    def settle(self, failed: Collection[tuple[str, int]] = ()) -> None:
+        """The oldest commit not yet answered was answered; `failed` are the partitions it
+        could not commit (their jobs stay unsettled until a later commit covers them)."""
+        if not self._sent:
+            return
+        for key, covered in self._sent.popleft().items():
+            offsets = self._partitions.get(key)
+            if offsets is not None and key not in failed:
+                offsets.settle(covered)
 
     def recommit(self, topic: str, partition: int) -> None:
         """Its last commit failed: include the partition in the next :meth:`commits`."""
@@ -120,11 +207,16 @@ class OffsetTracker:
             offsets.dirty = True
 
     def commits(self) -> list[Position]:
-        """The position of every partition where a job finished since the last call."""
+        """The position of every partition where a job finished since the last call; the
+        caller commits them at once and calls :meth:`settle` with the answer."""
         out = []
-        for offsets in self._partitions.values():
+        covers = {}
+        for key, offsets in self._partitions.items():
             if offsets.dirty:
                 commit = offsets.commit()
                 if commit is not None:
                     out.append(commit)
+                    covers[key] = offsets.covered()
+        if covers:
+            self._sent.append(covers)
         return out

@@ -1,11 +1,17 @@
-"""Repeated pushes after a SIGKILL, as a share of the run (bar: ≤ 1 % duplicate pushes).
+"""Repeated pushes after a SIGKILL, as a share of the run (bar: ≤ 1 % duplicate pushes, 0 lost,
+in every run).
 
-Usage: ``.venv/bin/python tests/bench/bench_sender_crash.py [--jobs N] [--kill-at F]``
+Usage: ``.venv/bin/python tests/bench/bench_sender_crash.py [--jobs N] [--kill-at F] [--runs R]``
 
 N bulk jobs for two certificates in one partition; the sender (a process, default settings)
 is SIGKILLed once F of them have outcomes, a second sender finishes the run. The simulator (in
 this process) counts 200s per device token, so a repeated push is a second 200 for one token,
 whether or not its first outcome reached Kafka. Bounded: each phase gives up after --limit-s.
+Every one of the R runs is printed; the exit status is 1 if any missed the bar.
+
+What bounds the figure (services/sender/offsets.py): a crash repeats the jobs on the wire plus
+those answered and not yet covered by an acknowledged commit; the sender counts both against
+``max_in_flight`` (1,000), so at N = 100,000 the share is at most 1.0 % by construction.
 """
 
 from __future__ import annotations
@@ -36,7 +42,22 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--kill-at", type=float, default=0.5)
     parser.add_argument("--limit-s", type=float, default=120.0)
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
+    results = [run(args) for _ in range(args.runs)]
+    if args.runs > 1:
+        print(f"{args.runs} runs: repeated pushes "
+              + ", ".join(f"{share:.2%}" for _, share in results)
+              + f"; lost {sum(lost for lost, _ in results)}")
+    sys.exit(0 if all(met(lost, share) for lost, share in results) else 1)
+
+
+def met(lost: int, share: float) -> bool:
+    return lost == 0 and share <= 0.01
+
+
+def run(args: argparse.Namespace) -> tuple[int, float]:
+    """One run: (jobs lost, repeated pushes as a share of the jobs)."""
     with bench_workspace("crash", certificates=2) as (directory, pki):
         kafka, topics = fresh_kafka()
         jobs = [job(pki.topics[i % 2], i) for i in range(args.jobs)]
@@ -71,7 +92,8 @@ def main() -> None:
     print(f"{args.jobs:,} jobs, SIGKILL after {killed_at:,} outcomes: lost {lost}, repeated "
           f"pushes {repeated:,} ({share:.2%}), repeated terminal outcomes "
           f"{sum(n - 1 for n in finished.values()):,} (bar: 0 lost, <= 1 %: "
-          f"{'met' if lost == 0 and share <= 0.01 else 'MISSED'})")
+          f"{'met' if met(lost, share) else 'MISSED'})")
+    return lost, share
 
 
 def uncommitted_tail(kafka: KafkaSettings, group: str, topic: str, outcomes: Reader
