@@ -122,22 +122,27 @@ class Care:
     def _visit(self, enr: int, now: int, out: list[Effect]) -> bool:
         """Care for one row; False when a re-arm is due but the rate budget is spent."""
         last = self.book.last_contact(enr)
-        if not last or not self._owns(enr):
-            return True
-        facts = self.book.facts(enr)
-        if facts.checked_out:
+        if not last:
             return True
         self._row(enr)
         silent = now - last
-        if 0 < self.s.inactive_after_ms <= silent:
+        inactive = 0 < self.s.inactive_after_ms <= silent
+        rearm = (0 < self.s.rearm_after_ms <= silent and self.rearmed_at[enr] <= last
+                 and not inactive)
+        # The usual row: recently heard from, nothing to write (checked without hashing).
+        if not inactive and not rearm and self.state[enr] != INACTIVE:
+            return True
+        if not self._owns(enr) or self.book.facts(enr).checked_out:
+            return True
+        if inactive:
             if self.state[enr] != INACTIVE:
                 out.append(self._write(enr, INACTIVE, now))
             return True
         if self.state[enr] == INACTIVE:  # contacted while another instance owned it
             out.append(self._write(enr, ACTIVE, now))
-        if (self.s.rearm_after_ms <= 0 or self.rearmed_at[enr] > last
-                or now < last + self.s.rearm_after_ms + self.offset(enr)):
+        if not rearm or now < last + self.s.rearm_after_ms + self.offset(enr):
             return True
+        facts = self.book.facts(enr)
         if not (facts.topic and facts.token_hex and facts.push_magic):
             return True  # no trifecta known (its TokenUpdate predates the check-ins' retention)
         if self._budget < 1:

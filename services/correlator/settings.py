@@ -45,7 +45,7 @@ class CorrelatorSettings(BaseSettings):
     #: contacts (0: never).
     inactive_after_ms: int = 7 * DAY_MS
     #: Enrollment rows the care sweep looks at per loop turn (bounded work per turn).
-    care_scan_rows: int = 2_000
+    care_scan_rows: int = 500
     #: Enrollment rows kept at most: past it, check-ins of enrollments never seen before are
     #: refused (counted), so a flood of made-up ids cannot grow the state without bound.
     max_enrollments: int = 2_000_000
