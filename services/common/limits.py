@@ -197,7 +197,9 @@ def check_notification_request(record: Mapping[str, Any]) -> None:
             raise InvalidInput("aps_payload", f"at most {MAX_APS_PAYLOAD_BYTES} bytes")
         check_json_depth(payload)
     check_command_type(record.get("command_type", ""))
-    for field in ("request_id", "source", "principal"):
+    # Job ids derive from it: an empty one would make every such request's jobs collide.
+    check_short_text("request_id", record.get("request_id"))
+    for field in ("source", "principal"):
         _optional(record, field, MAX_SHORT_TEXT_LEN)
 
 
