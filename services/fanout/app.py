@@ -188,6 +188,7 @@ class Fanout:
             dead_letters=self.dead_letters,
             activity=self.activity,
             carriers=self.carriers,
+            carriers_out=self.registry_out,
             coalesce_window_ms=window,
         )
         app.timer(interval=settings.registry_sweep_interval_s, name="fanout.sweep")(

@@ -14,8 +14,10 @@ the reason, the slice is marked done, and expansion goes on with the next slice.
 A pushable target may still get no job: a bulk target the correlator marked INACTIVE is
 SKIPPED `inactive` (activity.py), and a bulk target with an outstanding push is SKIPPED
 `coalesced`, riding on that push (coalesce.py). Every job produced becomes its enrollment's
-carrier; the carrier's changelog record is queued with the chunk, so it is durable when the chunk
-is.
+carrier. Carriers' changelog records go through `carriers_out`, the registry's producer, which
+also writes the tombstone of a carrier a check-in ends: one producer keeps a carrier's set and
+clear in the order they happened. They are not awaited with the chunk: a carrier is advice, and
+one lost in a crash only means a push instead of a ride.
 
 The tables are passed in as mappings (the carriers as a `TableWriter`), so the rules do not
 depend on faust; the agent calls `expand` inside its stream iteration.
@@ -67,6 +69,7 @@ class Expander:
     dead_letters: DeadLetters
     activity: ActivityBook
     carriers: TableWriter
+    carriers_out: BatchProducer
     #: Coalescing window in simulated ms; None: coalescing is off (no carrier is kept either).
     coalesce_window_ms: int | None
 
@@ -166,7 +169,7 @@ class Expander:
                 key = job_key(record["topic"], eid, self.shards.shards(record["topic"]))
                 produce(lane.jobs_topic, encode("PushJob", job, lane.jobs_topic), key)
                 if self.coalesce_window_ms is not None:
-                    self.carriers.put(self.producer, eid,
+                    self.carriers.put(self.carriers_out, eid,
                                       carrier(job["job_id"], now, self.coalesce_window_ms),
                                       partition)
                 jobs += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +30,9 @@ from tests.fanout.harness import AT, SERDE, T1, Publisher, Reader, Worker, check
 from tests.support.broker import Broker
 
 pytestmark = pytest.mark.kafka
+
+#: Longest wait for one expected record (a shared, loaded machine; never a figure asserted).
+WAIT_S = 120.0
 
 
 @dataclass
@@ -58,7 +62,7 @@ class Fleet:
         def found(items: list[Any]) -> bool:
             return any(r.value() is not None and _record(r)["enrollment_id"] == eid
                        and until(_record(r)) for r in items)
-        self.registry.wait(found, worker=self.worker)
+        self.registry.wait(found, timeout_s=WAIT_S, worker=self.worker)
 
     def history(self, eid: str) -> list[dict[str, Any] | None]:
         """Every registry record of `eid` so far, in order (None: a tombstone)."""
@@ -75,8 +79,9 @@ class Fleet:
             self.priority.poll()
             return len(of(self.bulk.items)) + len(of(self.priority.items)) >= jobs
 
-        self.bulk.wait(both_lanes, worker=self.worker)
-        self.outcomes.wait(lambda items: len(of(items)) >= skipped, worker=self.worker)
+        self.bulk.wait(both_lanes, timeout_s=WAIT_S, worker=self.worker)
+        self.outcomes.wait(lambda items: len(of(items)) >= skipped, timeout_s=WAIT_S,
+                           worker=self.worker)
         found_jobs = of(self.bulk.settle()) + of(self.priority.settle())
         found_skips = of(self.outcomes.settle())
         assert len(found_jobs) == jobs, found_jobs
@@ -98,6 +103,24 @@ class Fleet:
 
 def _record(msg: Any) -> dict[str, Any]:
     return SERDE.decode_as(msg.value(), "DeviceRecord")
+
+
+def _wait_ready(fleet: Fleet, timeout_s: float = 240.0) -> None:
+    """Until the worker's /readyz answers 200 (started, partitions held): a loaded machine may
+    take longer to start a worker than a test waits for one record."""
+    deadline = time.monotonic() + timeout_s
+    url = f"http://127.0.0.1:{fleet.metrics_port}/readyz"
+    while time.monotonic() < deadline:
+        if not fleet.worker.alive():
+            raise AssertionError(f"fan-out worker died:\n{fleet.worker.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # not listening yet, or 503 until ready
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"fan-out worker not ready:\n{fleet.worker.log_tail()}")
 
 
 def _free_port() -> int:
@@ -143,7 +166,15 @@ def fleets(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             registry=Reader(kafka, topics.registry, None),
             metrics_port=port,
         )
-    yield made
+    try:
+        for fleet in made.values():
+            _wait_ready(fleet)
+        yield made
+    finally:
+        _tear_down(made)
+
+
+def _tear_down(made: dict[str, Fleet]) -> None:
     for fleet in made.values():
         fleet.worker.stop()
         for reader in (fleet.bulk, fleet.priority, fleet.outcomes, fleet.registry):
@@ -226,6 +257,7 @@ def test_a_carrier_survives_a_worker_restart(long: Fleet) -> None:
     long.results("rr-1", jobs=1, skipped=0)
     long.worker.stop()
     long.worker.start()  # a fresh data directory: the carrier comes back from its changelog
+    _wait_ready(long)
     long.request("rr-2", ["R1"])
     _, skips = long.results("rr-2", jobs=0, skipped=1)
     assert skips["R1"]["rides_on"] == "rr-1/R1"
