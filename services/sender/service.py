@@ -22,11 +22,12 @@ When Kafka refuses a record (at least once holds in every case):
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from json.encoder import encode_basestring_ascii
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -145,6 +146,10 @@ class Sender:
         self.metrics = SenderMetrics()
         self._in_flight: dict[str, InFlight] = {}
         self._next_id = 0
+        self._apns_ids = _apns_ids()
+        #: Label children of the counters the dispatch loop bumps (a labels() call costs more
+        #: than the increment); every lane's is exported at 0 from the start.
+        self._throttle_waits = {lane: self.metrics.throttle_waits.labels(lane) for lane in LANES}
         self._stop = threading.Event()
         self._fatal: SenderStopped | None = None
         self._timer_s: float | None = None
@@ -397,7 +402,7 @@ class Sender:
                     wait = bucket.wait_s()
                     if wait > 0:
                         self._timer_s = wait if self._timer_s is None else min(self._timer_s, wait)
-                        self.metrics.throttle_waits.labels(lane).inc()
+                        self._throttle_waits[lane].inc()
                         continue
                     item = queue.popleft()
                     if self.buffers.taken(item):
@@ -428,7 +433,7 @@ class Sender:
             token_hex=job["token_hex"],
             topic=job["topic"],
             payload=_payload(job),
-            apns_id=_apns_id(),
+            apns_id=next(self._apns_ids),
             expiration=expiration // 1000 if expiration else 0,
             push_type="mdm" if job["kind"] == "MDM" else "alert",
         )
@@ -659,10 +664,14 @@ def _payload(job: PushJob) -> bytes:
     return (job["aps_payload"] or '{"aps":{}}').encode()
 
 
-def _apns_id() -> str:
-    """A random (version 4) UUID in canonical form, as str(uuid.uuid4()) but ~5x cheaper."""
+def _apns_ids() -> Iterator[str]:
+    """apns-id values: canonical version-4 UUIDs, unique rather than each random. APNs only
+    needs an id that names one notification; a random 74-bit prefix per sender (drawn at start)
+    followed by a counter in the last 48 bits is that, without a getrandom call per push."""
     h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    prefix = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-"
+    for n in itertools.count(int(h[20:], 16)):
+        yield f"{prefix}{n & 0xFFFF_FFFF_FFFF:012x}"
 
 
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}

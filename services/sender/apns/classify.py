@@ -78,15 +78,19 @@ _TRANSPORT_VERDICTS = {
 }
 
 
+_SENT = Classification(Verdict.SENT, "Success")
+"""The verdict of nearly every answer, built once (it is immutable) rather than per push."""
+
+
 def classify(response: ApnsResponse) -> Classification:
     """Map one answer (or transport error) to what the sender must do with its job."""
     status = response.status
+    if status == 200:
+        return _SENT
     if status is None:
         kind = response.error_kind or TransportError.CONNECTION
         return Classification(_TRANSPORT_VERDICTS[kind], f"transport:{kind.value}")
     reason = response.reason or f"HTTP {status}"
-    if status == 200:
-        return Classification(Verdict.SENT, "Success")
     if status == 410:
         return Classification(Verdict.PERMANENT, reason, token_dead_since_ms=response.timestamp_ms)
     if status == 403 or reason in CERTIFICATE_REASONS:
