@@ -93,9 +93,12 @@ class CorrelatorCore:
         #: outcomes partition -> offset it must be read up to before it may give verdicts.
         self.gates: dict[int, int] = {}
         self.owned: set[int] = set()
-        #: Job ids closed recently (bounded) -> their terminal state: drops a re-read SENT
-        #: outcome, and tells a late rider what became of its carrier.
-        self.done: OrderedDict[str, str] = OrderedDict()
+        #: Job ids whose verdict was given recently (bounded), to drop a re-read SENT outcome.
+        self.done: OrderedDict[str, None] = OrderedDict()
+        #: Job ids that ended FAILED/DEAD_LETTERED recently (bounded) -> that state, for a
+        #: rider seen after its carrier failed. Apart from `done`: a dead letter replayed by
+        #: `mdmpush dlq replay` may be SENT again and is then judged like any push.
+        self.failed: OrderedDict[str, str] = OrderedDict()
         #: check-ins partition -> first offset not yet dead-lettered (the check-ins group's
         #: committed offsets: the replay re-reads every poison record and must not repeat it).
         self.checkins_dead_lettered: dict[int, int] = {}
@@ -312,7 +315,7 @@ class CorrelatorCore:
         slot = self._awaiting(rec["enrollment_id"], rec["request_id"])
         if slot is not None:
             self.store.free(slot)
-        self._remember(rec["job_id"], rec["state"])
+        self._remember(self.done, rec["job_id"], None)
         self._out.append(StateWrite(p, rec["job_id"], None))
 
     def _awaiting(self, enrollment_id: str, request_id: str) -> int | None:
@@ -324,7 +327,7 @@ class CorrelatorCore:
     def _on_failed(self, rec: dict[str, Any], p: int, now: int) -> None:
         """The sender's FAILED/DEAD_LETTERED: its riders share it; a topic refusal is alerted."""
         if rec["repush"] == 0:
-            self._remember(rec["job_id"], rec["state"])
+            self._remember(self.failed, rec["job_id"], rec["state"])
             if self._judging(p):
                 self._close_riders(rec["enrollment_id"], rec["request_id"], rec["state"],
                                    int(rec["at"]))
@@ -347,6 +350,8 @@ class CorrelatorCore:
         """The clock reached `now`: fire due timers (deferred a tick while gated), then care
         for the next rows of silent enrollments."""
         for slot in self.store.pop_due(now):
+            if self.store.is_free(slot):
+                continue  # a rider closed by its carrier's verdict earlier in this tick
             if not self._judging(self.store.partition_of(slot)):
                 self.store.arm(slot, now + self.store.tick_ms)
             elif self.store.is_rider(slot):
@@ -436,7 +441,7 @@ class CorrelatorCore:
         record = records.verdict(entry, state, at, latency_ms,
                                  diagnosis or _answer_reason(entry, at))
         self._out.append(Verdict(self.store.partition_of(slot), record))
-        self._remember(entry.job_id, state)
+        self._remember(self.done, entry.job_id, None)
         self.store.free(slot)
         self._close_riders(entry.enrollment_id, entry.request_id, state, at)
 
@@ -460,7 +465,7 @@ class CorrelatorCore:
         otherwise a contact after the rider's own time answers it."""
         enr = self.store.enrollment_of(slot)
         carrier = job_id(self.store.carrier_of(slot) or "", self.book.ids.string(enr))
-        carrier_state = self.done.get(carrier)
+        carrier_state = self.failed.get(carrier)
         if carrier_state in CARRIER_FAILURES:
             self._close_rider(slot, carrier_state, self.store.pushed_at_of(slot))
             return
@@ -494,7 +499,7 @@ class CorrelatorCore:
         latency = float(at - entry.pushed_at) if state == "ANSWERED" else None
         record = records.verdict(entry, state, at, latency, reason)
         self._out.append(Verdict(self.store.partition_of(slot), record))
-        self._remember(entry.job_id, state)
+        self._remember(self.done, entry.job_id, None)
         self.store.free(slot)
 
     # -- care --------------------------------------------------------------------------------
@@ -512,11 +517,11 @@ class CorrelatorCore:
         """An EnrollmentActivity record read back from its topic."""
         self.care.restore(record)
 
-    def _remember(self, job: str, state: str) -> None:
-        self.done[job] = state
-        self.done.move_to_end(job)
-        while len(self.done) > self.s.dedupe_capacity:
-            self.done.popitem(last=False)
+    def _remember(self, jobs: OrderedDict[str, Any], job: str, value: Any) -> None:
+        jobs[job] = value
+        jobs.move_to_end(job)
+        while len(jobs) > self.s.dedupe_capacity:
+            jobs.popitem(last=False)
 
 
 def _answer_reason(entry: Entry, contact_at: int) -> str | None:
