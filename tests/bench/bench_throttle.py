@@ -1,7 +1,7 @@
 """Throttle accuracy at the simulator: rate per certificate vs its policy, 1 and 3 senders.
 
 Usage: ``.venv/bin/python tests/bench/bench_throttle.py [--window-50 S] [--window-6000 S]
-[--shards N] [--bar]``
+[--shards N] [--bar] [--multi | --only-multi [--instances 1,2] [--multi-devices N]]``
 
 Scenarios, all at once, each on its own topic prefix with its own sender processes, its own
 certificates and a bulk backlog larger than the window can drain; policies (FARM scope) are
@@ -18,6 +18,10 @@ Measured where the pushes land: the simulator records each push's arrival time a
 (arrivals - 1) / (last - first) within the window after a warm-up, its error against the policy
 (bar ±2 %), the largest number of arrivals in any 1-second window of the whole run (start
 included), and how many connections (one per sender process) carried its pushes.
+
+``--multi`` adds issue 12's multi-instance run (`multi_instance`): fan-out workers and senders,
+one + one and then two + two, from check-ins to pushes; combined pushes/s and the same
+per-certificate figures.
 """
 
 from __future__ import annotations
