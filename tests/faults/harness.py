@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from services.common.kafka.producer import DeliveryError
 from services.devstack.pipeline import Pipeline
 from services.devstack.service_process import ServiceProcess
@@ -195,7 +197,7 @@ class Stream:
                 try:
                     request_id = self._submit(ids)
                     break
-                except (DeliveryError, OSError) as exc:  # broker or gateway down: try again
+                except (DeliveryError, OSError, httpx.HTTPError) as exc:  # broker/gateway down
                     self.resubmitted += 1
                     print(f"resubmitting a request: {exc}")
                     time.sleep(0.5)
