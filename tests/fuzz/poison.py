@@ -45,7 +45,7 @@ def dead_letter_reasons(messages: list[Message]) -> dict[bytes, str]:
     return reasons
 
 
-def checkin(enrollment_id: str, token_hex: str = "ab" * 32, at: int | None = None,
+def checkin(enrollment_id: str, token_hex: str | None = "ab" * 32, at: int | None = None,
             **extra: Any) -> dict[str, Any]:
     record = {
         "event_id": f"ev-{enrollment_id[:40]}-{time.monotonic_ns()}",
