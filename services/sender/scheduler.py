@@ -4,7 +4,8 @@ Each tier is a topic with one fixed delay, so its records are FIFO by due time: 
 a partition is not due, nothing behind it is either. The sender then pauses that partition
 (pauses.py, reason RETRY_NOT_DUE) and seeks it back to the head, and lifts that pause when the
 head's `mdmpush.not_before` has passed — the poll loop never sleeps, and a record is never handed
-out early because it is only accepted after a due check. This module is the bookkeeping.
+out early because it is only accepted after a due check. A head is held at most its tier's delay
+(see `wait_until`). This module is the bookkeeping.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ class RetryScheduler:
         self.topics = [topics.retry(d) for d in self.delays_ms]
         #: The retry tier topics, for the loop's per-record membership test.
         self.topic_set = frozenset(self.topics)
+        self._delay_of = dict(zip(self.topics, self.delays_ms, strict=True))
         #: Held (paused) partition -> due epoch ms of its head.
         self._held: dict[Partition, int] = {}
+        #: Held partition -> offset of its head; once due, the offset its re-read head must have.
+        self._head: dict[Partition, int] = {}
+        self._released: dict[Partition, int] = {}
 
     # -- where a job goes ---------------------------------------------------------------------
     def tier_for_failure(self, attempts_made: int, long_backoff: bool = False) -> int:
@@ -68,15 +73,35 @@ class RetryScheduler:
                     return 0
         return 0
 
-    def hold(self, partition: Partition, due_ms: int) -> None:
-        """The partition was paused and sought back to its head, which is due at `due_ms`."""
+    def wait_until(self, source: Partition, offset: int, msg: Record, now_ms: int) -> int | None:
+        """When the retry record at `offset` of `source` is due, if after `now_ms` (None: now).
+
+        That is its `mdmpush.not_before`, but never more than its tier's delay after this sender
+        read it: the sender writes no later time, so a record whose header lies far ahead (another
+        producer's, or damaged) waits one delay and is then sent like any other, instead of
+        holding its partition, and every record behind it, until then. A head read again after
+        its hold ran out is due, whatever its header says."""
+        if self._released.pop(source, None) == offset:
+            return None
+        due_ms = self.not_before_ms(msg)
+        if due_ms <= now_ms:
+            return None
+        return min(due_ms, now_ms + self._delay_of.get(source[0], self.delays_ms[-1]))
+
+    def hold(self, partition: Partition, due_ms: int, offset: int | None = None) -> None:
+        """The partition was paused and sought back to its head (at `offset`), due at `due_ms`."""
         self._held[partition] = due_ms
+        if offset is not None:
+            self._head[partition] = offset
 
     def due(self, now_ms: int) -> list[Partition]:
         """Held partitions whose head is due: the caller lifts their pause."""
         ready = [tp for tp, due_ms in self._held.items() if due_ms <= now_ms]
         for tp in ready:
             del self._held[tp]
+            head = self._head.pop(tp, None)
+            if head is not None:
+                self._released[tp] = head
         return ready
 
     def next_wait_s(self, now_ms: int) -> float | None:
@@ -88,3 +113,5 @@ class RetryScheduler:
     def drop(self, partition: Partition) -> None:
         """Forget a partition taken away by a rebalance (its new owner starts afresh)."""
         self._held.pop(partition, None)
+        self._head.pop(partition, None)
+        self._released.pop(partition, None)

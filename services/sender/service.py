@@ -317,11 +317,11 @@ class Sender:
                 continue
             retry = topic in retry_topics
             if retry:
-                due_ms = scheduler.not_before_ms(msg)
-                if due_ms > now_ms:
+                due_ms = scheduler.wait_until(source, offset, msg, now_ms)
+                if due_ms is not None:
                     self.pauses.pause(source, PauseReason.RETRY_NOT_DUE)
                     self.io.seek(source, offset)
-                    scheduler.hold(source, due_ms)
+                    scheduler.hold(source, due_ms, offset)
                     blocked.add(source)
                     continue
             offsets = self.offsets.partition(topic, partition)
@@ -377,7 +377,10 @@ class Sender:
         live = self._live.count if self._live is not None else 1
         for lane in LANES:
             reserve = 0 if lane is Lane.PRIORITY else settings.priority_reserve
-            budget = settings.max_in_flight - reserve - len(self._in_flight)
+            # Jobs answered but not yet under an acknowledged commit count too: what a SIGKILL
+            # repeats is bounded by max_in_flight by construction (offsets.py).
+            budget = (settings.max_in_flight - reserve - len(self._in_flight)
+                      - self.offsets.unsettled)
             if budget <= 0:
                 return
             job_lane = lane.job_lane
@@ -479,7 +482,9 @@ class Sender:
         self, item: Pending, max_attempts: int, answer: ApnsResponse, verdict: Classification
     ) -> None:
         job = item.job
-        made = job["attempt"] + 1
+        # Clamped: a record claiming attempts out of range (another producer's) still ends
+        # after at most max_attempts sends, and the count stays an Avro int.
+        made = min(max(job["attempt"], 0), max_attempts - 1) + 1
         if made >= max_attempts:
             error = _error_text(answer, verdict)
             dead: PushJob = {**job, "attempt": made, "last_error": error}
@@ -633,6 +638,7 @@ class Sender:
     def _committed(self, error: str | None, failed: list[Partition]) -> None:
         """A failed commit is made again at the next interval (unless the partition is gone)."""
         self._commit_sent = None
+        self.offsets.settle(failed)
         if failed:
             log.warning("offset commit failed (%s): %s", error, failed)
             for topic, partition in failed:
