@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from services.common.accounting import TERMINAL_STATES
 from services.common.kafka.producer import DeliveryError
 from services.devstack.pipeline import Pipeline
 from services.devstack.service_process import ServiceProcess
@@ -238,9 +239,8 @@ class Sampler:
         assert sim is not None
         while not self._stop.wait(0.1):
             arrivals = sum(sim.snapshot().by_token.values())
-            verdicts = self._tracker.count(lambda o: o["state"] in ("ANSWERED", "UNANSWERED",
-                                                                     "FAILED", "DEAD_LETTERED",
-                                                                     "SKIPPED"))
+            verdicts = self._tracker.count(
+                lambda o: o["state"] in TERMINAL_STATES and not o.get("repush"))
             self.samples.append(Sample(round(self.now(), 2), arrivals, verdicts))
 
 
