@@ -54,8 +54,8 @@ def main() -> int:
         published: list[float] = []
         with arrivals_sim(pki.pki.directory, directory) as (port, result), stack(
                 kafka, directory, pki, port, fanout=True, correlator=False,
-                partitions=PARTITIONS, default_bulk_per_minute=args.bulk_per_minute):
-            wait_registry(kafka, ["warm-up", *devices])
+                partitions=PARTITIONS, default_bulk_per_minute=args.bulk_per_minute) as procs:
+            wait_registry(kafka, ["warm-up", *devices], procs)
             outcomes = Reader(kafka, topics.outcomes)
             publisher = PushPublisher(kafka)
             # The whole path once (producer connected, fan-out and sender started) before the

@@ -99,8 +99,20 @@ def token_updates(tenant: str, topic: str, ids: Iterable[tuple[str, str]]
             "token_hex": token, "push_magic": f"m-{enrollment_id}", "occurred_at": now}
 
 
+def check_alive(procs: dict[str, ServiceProcess]) -> None:
+    """Stop the benchmark (with the log's tail) as soon as one of its services has exited."""
+    for name, proc in procs.items():
+        if not proc.alive:
+            raise SystemExit(f"{name} exited:\n{proc.log_tail(10)}")
+
+
 def wait_registry(kafka: KafkaSettings, enrollment_ids: Iterable[str],
-                  timeout_s: float = 900.0) -> None:
+                  procs: dict[str, ServiceProcess], timeout_s: float = 900.0) -> None:
     wanted = set(enrollment_ids)
-    if not wait_for(lambda: wanted <= load_registry(kafka).keys(), timeout_s, interval_s=0.5):
+
+    def done() -> bool:
+        check_alive(procs)
+        return wanted <= load_registry(kafka).keys()
+
+    if not wait_for(done, timeout_s, interval_s=0.5):
         raise SystemExit("the fan-out's registry did not get every enrollment")
