@@ -170,14 +170,12 @@ def test_confluent_framing_any_body(answer: str | Exception, schema_id: int,
     decodes_or_refuses(serde, b"\x00" + schema_id.to_bytes(4, "big") + body)
 
 
-@pytest.mark.xfail(strict=True, reason="R-FUZZ-1 (requests.md, for hotpath): a registry "
-                   "schema that is JSON but not an Avro record schema escapes as "
-                   "AttributeError/UnknownType")
 @FUZZ
 @given(answer=_malformed_schemas(), schema_id=st.integers(0, 2**32 - 1),
        body=st.binary(max_size=50))
 def test_confluent_framing_malformed_registry_schema(answer: str, schema_id: int,
                                                      body: bytes) -> None:
+    """R-FUZZ-1 (fixed by hotpath in 48c160a): such answers escaped as AttributeError."""
     ran("serde: Confluent header + malformed registry schema")
     serde = AvroSerde(SCHEMAS, registry=AnsweringRegistry(answer))
     decodes_or_refuses(serde, b"\x00" + schema_id.to_bytes(4, "big") + body)

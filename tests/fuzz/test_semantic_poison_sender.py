@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from services.common.kafka.dead_letter import REASON_HEADER, SOURCE_OFFSET_HEADER
 from services.sender.scheduler import ATTEMPT_HEADER, NOT_BEFORE_HEADER
 from services.sim.apns.faults import Faults
 from tests.support.bench_env import fresh_kafka, sender_process
@@ -46,15 +45,6 @@ def terminal_of(outcomes: list[dict[str, Any]], job_id: str) -> dict[str, Any] |
                  and o["state"] in ("SENT", "FAILED", "DEAD_LETTERED")), None)
 
 
-def dead_letters(dlq: Reader) -> dict[int, str]:
-    """Source offset -> reason of every dead letter read so far."""
-    out = {}
-    for msg in dlq.records:
-        headers = dict(msg.headers() or [])
-        out[int(headers[SOURCE_OFFSET_HEADER])] = headers[REASON_HEADER].decode()
-    return out
-
-
 @pytest.fixture
 def running(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     faults: Faults = getattr(request, "param", None) or Faults()
@@ -62,15 +52,16 @@ def running(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterato
     sim = start_sim(pki, faults)
     settings = sender_settings(pki, sim.url, default_max_attempts=MAX_ATTEMPTS)
     with closing(Reader(kafka, topics.outcomes)) as outcomes, \
-            closing(Reader(kafka, topics.dlq, decode=False)) as dlq, \
             sender_process(settings, kafka, tmp_path / "sender.log") as process:
-        yield kafka, topics, outcomes, dlq, process
+        yield kafka, topics, outcomes, process
     sim.stop()
 
 
 @pytest.mark.kafka
-def test_poison_jobs_and_policies_end_in_an_outcome_and_the_next_job_is_sent(pki: Pki, running: Any) -> None:
-    kafka, topics, outcomes, dlq, process = running
+def test_poison_jobs_and_policies_end_in_an_outcome_and_the_next_job_is_sent(
+    pki: Pki, running: Any
+) -> None:
+    kafka, topics, outcomes, process = running
     cert = pki.topics[0]
     poison = {
         "bad token": job(cert, 1, token="zz" * 32),
@@ -119,7 +110,7 @@ def test_poison_jobs_and_policies_end_in_an_outcome_and_the_next_job_is_sent(pki
 @pytest.mark.xfail(strict=True, reason="R-FUZZ-2 (requests.md): a retry record due in the year "
                    "3000 holds its retry partition: the due record behind it is never sent")
 def test_far_future_not_before_is_clamped_to_the_tier_delay(pki: Pki, running: Any) -> None:
-    kafka, topics, outcomes, dlq, process = running
+    kafka, topics, outcomes, process = running
     cert = pki.topics[0]
     tier = topics.retry(TEST_DELAYS_MS[0])
     produce_raw(kafka, tier, SERDE.encode("PushJob", job(cert, 11, attempt=1)), key=cert,
@@ -139,7 +130,7 @@ def test_far_future_not_before_is_clamped_to_the_tier_delay(pki: Pki, running: A
 def test_attempts_out_of_range_are_clamped(pki: Pki, running: Any) -> None:
     """APNs answers 500 to everything: each job ends DEAD_LETTERED after at most
     MAX_ATTEMPTS sends, whatever attempt count its record claims."""
-    kafka, topics, outcomes, dlq, process = running
+    kafka, topics, outcomes, process = running
     cert = pki.topics[0]
     jobs = [job(cert, 1, attempt=-1000), job(cert, 2, attempt=2**31 - 1), job(cert, 3)]
     produce_jobs(kafka, topics.jobs_bulk, jobs, partition=0)
