@@ -107,9 +107,8 @@ def test_poison_jobs_and_policies_end_in_an_outcome_and_the_next_job_is_sent(
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(strict=True, reason="R-FUZZ-2 (requests.md): a retry record due in the year "
-                   "3000 holds its retry partition: the due record behind it is never sent")
 def test_far_future_not_before_is_clamped_to_the_tier_delay(pki: Pki, running: Any) -> None:
+    """R-FUZZ-2 (fixed in cd689ef): the due record behind it was never sent."""
     kafka, topics, outcomes, process = running
     cert = pki.topics[0]
     tier = topics.retry(TEST_DELAYS_MS[0])
@@ -125,11 +124,10 @@ def test_far_future_not_before_is_clamped_to_the_tier_delay(pki: Pki, running: A
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("running", [Faults(share_500=1.0)], indirect=True)
-@pytest.mark.xfail(strict=True, reason="R-FUZZ-3 (requests.md): a job carrying attempt -1000 "
-                   "retries ~1000 times; attempt 2**31-1 overflows the Avro int when retried")
 def test_attempts_out_of_range_are_clamped(pki: Pki, running: Any) -> None:
     """APNs answers 500 to everything: each job ends DEAD_LETTERED after at most
-    MAX_ATTEMPTS sends, whatever attempt count its record claims."""
+    MAX_ATTEMPTS sends, whatever attempt count its record claims. R-FUZZ-3 (fixed in cd689ef):
+    attempt -1000 retried ~1000 times, 2**31-1 overflowed the Avro int."""
     kafka, topics, outcomes, process = running
     cert = pki.topics[0]
     jobs = [job(cert, 1, attempt=-1000), job(cert, 2, attempt=2**31 - 1), job(cert, 3)]
