@@ -95,7 +95,7 @@ def test_a_push_out_of_range_gets_a_verdict(correlator: Pipeline, case: str) -> 
     produce(kafka, topics.outcomes, "PushOutcome", [sent("C-odd", **OUT_OF_RANGE[case])],
             key="C-odd")
     with closing(Reader(kafka, topics.outcomes)) as outcomes:
-        outcomes.wait(lambda rs: verdict_of(rs, "r/C-odd") is not None, timeout_s=60)
+        outcomes.wait(lambda rs: verdict_of(rs, "r/C-odd") is not None, timeout_s=30)
     assert correlator.correlator is not None and correlator.correlator.alive
 
 
@@ -111,5 +111,5 @@ def test_a_huge_enrollment_id_is_set_aside_and_the_next_push_answered(
     produce(kafka, topics.checkins, "CheckinEvent", [idle("C-after")],
             key="acme")
     with closing(Reader(kafka, topics.outcomes)) as outcomes:
-        outcomes.wait(lambda rs: verdict_of(rs, "r/C-after") is not None, timeout_s=90)
+        outcomes.wait(lambda rs: verdict_of(rs, "r/C-after") is not None, timeout_s=45)
     assert correlator.correlator is not None and correlator.correlator.alive
