@@ -197,8 +197,10 @@ def check_notification_request(record: Mapping[str, Any]) -> None:
             raise InvalidInput("aps_payload", f"at most {MAX_APS_PAYLOAD_BYTES} bytes")
         check_json_depth(payload)
     check_command_type(record.get("command_type", ""))
-    # Job ids derive from it: an empty one would make every such request's jobs collide.
-    check_short_text("request_id", record.get("request_id"))
+    # Job ids derive from it: an empty one would make every such request's jobs collide. (Every
+    # NotificationRequest record has one; a partial dict without it is checked for the rest.)
+    if "request_id" in record:
+        check_short_text("request_id", record["request_id"])
     for field in ("source", "principal"):
         _optional(record, field, MAX_SHORT_TEXT_LEN)
 
