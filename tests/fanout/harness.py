@@ -157,7 +157,7 @@ def enroll(eid: str, topic: str = T1, tenant: str = "acme", at: int = AT) -> lis
     ]
 
 
-def checkin(eid: str, kind: str, at: int, tenant: str = "acme", **fields: Any) -> dict[str, Any]:
+def checkin(eid: str, kind: str, at: int, tenant: str | None = "acme", **fields: Any) -> dict[str, Any]:
     """A CheckinEvent; TOKEN_UPDATE/AUTHENTICATE carry topic, token and magic via `fields`."""
     return {
         "event_id": uuid.uuid4().hex, "enrollment_id": eid, "tenant": tenant,

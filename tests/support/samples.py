@@ -40,7 +40,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "repush": 0, "topic": TOPIC, "token_hex": TOKEN, "push_magic": "magic-1",
         "token_updated_at": NOW, "apns_id": "8a3f1c2e-0000-4000-8000-000000000001",
         "status": 410, "reason": "Unregistered", "apns_timestamp": NOW - 1000,
-        "latency_ms": 3.5, "at": NOW,
+        "latency_ms": 3.5, "at": NOW, "rides_on": None,
     },
     "UnansweredPush": {
         "job_id": "req-1/UDID-1", "request_id": "req-1", "tenant": "acme",
