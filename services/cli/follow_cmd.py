@@ -12,13 +12,12 @@ import sys
 import time
 from typing import Any
 
-from services.common.accounting import TERMINAL_STATES
 from services.dlq.select import parse_since
-from services.sdk.track import PENDING, Progress, track
+from services.sdk.track import COALESCED, PENDING, Progress, track
 
 #: Display order: not started, in flight, then the terminal states.
-ORDER = (PENDING, "RETRYING", "SENT", "ANSWERED", "UNANSWERED", "FAILED", "DEAD_LETTERED",
-         "SKIPPED")
+ORDER = (PENDING, "RETRYING", "SENT", COALESCED, "ANSWERED", "UNANSWERED", "FAILED",
+         "DEAD_LETTERED", "SKIPPED")
 
 
 def register(sub: Any) -> None:
@@ -68,7 +67,7 @@ def summary(progress: Progress) -> str:
     verdict = "complete" if progress.complete else "NOT complete (timed out)"
     lines = [f"request {progress.request_id}: {progress.targets} target(s), {verdict}"]
     for state, count in _ordered(progress):
-        reasons = progress.reasons.get(state, {}) if state in TERMINAL_STATES else {}
+        reasons = progress.reasons.get(state, {})  # terminal states only (accounting's rule)
         detail = ", ".join(f"{reason} {n}" for reason, n in
                            sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
         lines.append(f"  {state:<14} {count:>7}  {detail}".rstrip())

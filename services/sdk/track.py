@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.accounting import TERMINAL_STATES, Accounting
+from services.common.accounting import Accounting, is_terminal
 from services.common.catalogue import Topics
 from services.common.errors import DecodeError, MdmPushError
 from services.common.kafka.reader import assign_from_time, read_to_end, reader_consumer
@@ -44,6 +44,9 @@ MARGIN_MS = 60_000
 LOOKBACK_MS = 24 * 3600 * 1000
 #: The state of a target with no outcome yet (queued, throttled, not expanded yet).
 PENDING = "PENDING"
+#: The state of a target whose request rides on another push (a coalesced SKIPPED, not
+#: terminal): the correlator closes it with that carrier push's verdict.
+COALESCED = "COALESCED"
 
 
 class RequestNotFoundError(MdmPushError):
@@ -56,15 +59,13 @@ class Progress:
 
     request_id: str
     targets: int
-    #: State -> targets in it now: PENDING, SENT, RETRYING, then the terminal states.
+    #: State -> targets in it now: PENDING, SENT, RETRYING, COALESCED, then the terminal states.
     by_state: dict[str, int]
     #: Terminal state -> reason (diagnosis, skip reason, APNs reason) -> targets.
     reasons: dict[str, dict[str, int]]
     complete: bool
-
-    @property
-    def terminal(self) -> int:
-        return sum(n for state, n in self.by_state.items() if state in TERMINAL_STATES)
+    #: Targets with their terminal outcome (services.common.accounting's rule).
+    terminal: int
 
 
 class RequestView:
@@ -83,15 +84,19 @@ class RequestView:
         target = outcome["enrollment_id"]
         self.targets.add(target)
         self.accounting.add(dict(outcome))
-        if outcome["state"] not in TERMINAL_STATES:
-            self.latest[target] = outcome["state"]
+        if not is_terminal(outcome):
+            state = outcome["state"]
+            # The only SKIPPED that is not terminal: one riding on another job's push.
+            self.latest[target] = COALESCED if state == "SKIPPED" else state
 
     def progress(self) -> Progress:
         by_state: Counter[str] = Counter()
         reasons: dict[str, Counter[str]] = {}
+        terminal = 0
         for target in self.targets:
             final = self.accounting.terminal.get(target)
             if final:
+                terminal += 1
                 state = final[0]["state"]
                 reasons.setdefault(state, Counter())[final[0].get("reason") or "-"] += 1
             else:
@@ -99,7 +104,7 @@ class RequestView:
             by_state[state] += 1
         return Progress(self.request_id, len(self.targets), dict(by_state),
                         {s: dict(c) for s, c in reasons.items()},
-                        complete=not self.accounting.missing(self.targets))
+                        complete=not self.accounting.missing(self.targets), terminal=terminal)
 
 
 def expected_targets(request: Mapping[str, Any], registry: Mapping[str, DeviceRecord]

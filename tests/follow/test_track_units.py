@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.cli.follow_cmd import status_line, summary
-from services.sdk.track import PENDING, RequestView, expected_targets
+from services.sdk.track import COALESCED, PENDING, RequestView, expected_targets
 
 RID = "r-1"
 
@@ -61,3 +61,17 @@ def test_expected_targets() -> None:
     }
     every = dict(explicit, target_all=True)
     assert expected_targets(every, registry) == {"A1", "A2"}
+
+
+def test_a_coalesced_target_is_not_done_until_its_carriers_verdict_closes_it() -> None:
+    view = RequestView(RID, ["E1", "E2"])
+    view.add(outcome("E1", "SKIPPED", "coalesced"))  # riding on another request's push
+    view.add(outcome("E2", "SKIPPED", "inactive"))
+    riding = view.progress()
+    assert riding.by_state == {COALESCED: 1, "SKIPPED": 1}
+    assert (riding.terminal, riding.complete) == (1, False)
+    assert status_line(riding).startswith(f"{RID}: 1/2 done")
+    view.add(outcome("E1", "ANSWERED", "coalesced onto other/E1"))
+    done = view.progress()
+    assert done.complete and done.terminal == 2
+    assert done.by_state == {"ANSWERED": 1, "SKIPPED": 1}
