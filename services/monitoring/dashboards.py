@@ -99,6 +99,29 @@ DELIVERY = Dashboard(
               "finished past its committed offset (commit metadata): skipped, not pushed twice.",
               (("recovered", "sum(increase(mdmpush_sender_recovered_jobs_total[1h]))"),),
               "short"),
+        Panel("Push certificates: days left", "Until the not-after of the certificate in use, "
+              "per push topic. Apple warns at 30, 10 and 1 days (alerts at the same marks); "
+              "renew it, never create a new one: the topic would change.",
+              (("{{topic}}", "(min by (topic) (mdmpush_push_certificate_expiry_timestamp_seconds)"
+                " - time()) / 86400"),),
+              "d"),
+        Panel("Push certificates: enrollments at stake", "Enrollments each certificate serves, "
+              "and while a replacement of another topic is refused (created instead of "
+              "renewed; the old one stays in use): refused = 1 and the enrollments it would "
+              "have made unreachable.",
+              (("enrolled {{topic}}", "max by (topic) (mdmpush_push_certificate_enrollments)"),
+               ("refused {{topic}}",
+                "max by (topic) (mdmpush_push_certificate_replacement_refused)"),
+               ("unreachable {{topic}}",
+                "max by (topic) (mdmpush_push_certificate_unreachable_enrollments)")),
+              "short"),
+        Panel("Coalesced pushes", "Bulk targets that rode on a push still outstanding for the "
+              "same device (SKIPPED coalesced: no second push, the carrier's verdict closes "
+              "them), against the jobs produced; carriers answered end an outstanding push.",
+              (("coalesced", 'sum(rate(mdmpush_fanout_skipped_total{reason="coalesced"}[5m]))'),
+               ("bulk jobs", 'sum(rate(mdmpush_fanout_jobs_total{lane="BULK"}[5m]))'),
+               ("carriers answered", "sum(rate(mdmpush_fanout_carriers_answered_total[5m]))")),
+              "ops"),
     ),
 )
 
@@ -132,6 +155,32 @@ ARRIVAL = Dashboard(
               (("{{cause}}",
                 "sum by (cause) (rate(mdmpush_fanout_registry_updates_total[5m]))"),),
               "ops"),
+        Panel("Re-arm pushes (last hour)", "One bulk push to each enrollment silent longer than "
+              "rearm_after (docs/fleet-care.md), and the enrollments that contacted the server "
+              "after theirs: a stale push connection re-armed.",
+              (("re-armed", "sum(increase(mdmpush_correlator_rearm_pushes_total[1h]))"),
+               ("answered after re-arm",
+                "sum(increase(mdmpush_correlator_rearm_answered_total[1h]))")),
+              "short"),
+        Panel("Inactive devices", "Enrollments silent longer than inactive_after (every "
+              "correlator reports the fleet's count), and bulk targets skipped because of it "
+              "in the last hour (priority pushes still go out).",
+              (("inactive", "max(mdmpush_correlator_inactive_enrollments)"),
+               ("skipped (last hour)",
+                'sum(increase(mdmpush_fanout_skipped_total{reason="inactive"}[1h]))')),
+              "short"),
+        Panel("Foreign check-ins (last hour)", "Check-ins naming another tenant than the "
+              "enrollment's owner, refused before they touch anything: a misconfigured or "
+              "hostile client.",
+              (("correlator", "sum(increase(mdmpush_correlator_foreign_checkins_total[1h]))"),
+               ("fan-out", "sum(increase(mdmpush_fanout_foreign_checkins_total[1h]))")),
+              "short"),
+        Panel("Enrollment book", "Enrollment rows the correlator holds (bounded by "
+              "max_enrollments) and check-ins of new enrollments refused past the bound.",
+              (("rows", "max(mdmpush_correlator_enrollments)"),
+               ("refused (last hour)",
+                "sum(increase(mdmpush_correlator_refused_enrollments_total[1h]))")),
+              "short"),
     ),
 )
 
