@@ -24,16 +24,21 @@ from pathlib import Path
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from confluent_kafka import Consumer, TopicPartition
 
-from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
 from services.devstack.procs import wait_for
 from services.devstack.service_process import ServiceProcess
 from services.sdk.publisher import PushPublisher, PushRequest
 from tests.bench.sim_arrivals import Arrivals, arrivals_sim
 from tests.support.bench_env import fresh_kafka
-from tests.support.bench_stack import check_alive, produce, stack, token_updates, wait_registry
+from tests.support.bench_stack import (
+    check_alive,
+    produce,
+    stack,
+    token_updates,
+    topic_records,
+    wait_registry,
+)
 from tests.support.sender_harness import make_certs
 
 PARTITIONS = 4
@@ -43,18 +48,6 @@ def _token(i: int) -> str:
     return f"{i:064x}"
 
 
-def _records(kafka: KafkaSettings, topic: str) -> int:
-    """How many records `topic` holds (sum of its partitions' end offsets)."""
-    consumer = Consumer(kafka.consumer_config(f"count-{time.time_ns()}"),
-                        logger=client_logger("bench"))
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in parts)
-    finally:
-        consumer.close()
-
-
 def _wait_outcomes(kafka: KafkaSettings, topic: str, n: int,
                    procs: dict[str, ServiceProcess]) -> None:
     """Until the outcomes topic holds n records (the sender's, at least one per job) and has
@@ -62,12 +55,12 @@ def _wait_outcomes(kafka: KafkaSettings, topic: str, n: int,
 
     def enough() -> bool:
         check_alive(procs)
-        return _records(kafka, topic) >= n
+        return topic_records(kafka, topic) >= n
 
     if not wait_for(enough, 600, interval_s=0.5):
         raise SystemExit(f"fewer than {n} outcomes after 600 s")
     last = -1
-    while (now := _records(kafka, topic)) != last:
+    while (now := topic_records(kafka, topic)) != last:
         last = now
         time.sleep(2)
 
