@@ -51,6 +51,7 @@ from services.fanout.registry import (
     CheckinRefusal,
     apply_checkin,
     checkin_refusal,
+    clamp_future,
     expired_pending,
     mark_token_dead,
 )
@@ -144,6 +145,7 @@ class Fanout:
         self.activity = ActivityBook(kafka, self.topics.activity, self.serde)
         self.policy_wait_s = settings.policy_load_timeout_s
         self.pending_ttl_ms = settings.pending_enrollment_ttl_ms
+        self.future_tolerance_ms = settings.future_tolerance_ms
         app.add_dependency(_ThreadService(self.shards))
         app.add_dependency(_ThreadService(self.activity))
 
@@ -330,6 +332,9 @@ class Fanout:
         now = self.clock.now_ms()
         if "checkin" in change:
             event = change["checkin"]
+            at = self._not_ahead(eid, event["occurred_at"], now, "checkin")
+            if at != event["occurred_at"]:
+                event = {**event, "occurred_at": at}
             refusal = checkin_refusal(current, event)
             if refusal is not None:
                 _count_refusal(refusal, eid, event, current)
@@ -342,7 +347,8 @@ class Fanout:
         else:
             cause = "token_dead"
             dead = change["dead"]
-            new = mark_token_dead(current, dead["token_hex"], dead["since"], now)
+            since = self._not_ahead(eid, dead["since"], now, "token_dead")
+            new = mark_token_dead(current, dead["token_hex"], since, now)
         if new is None:
             return
         out = self.registry_out
@@ -350,6 +356,18 @@ class Fanout:
         out.produce(self.topics.registry,
                     self.serde.encode("DeviceRecord", new, self.topics.registry), eid)
         metrics.REGISTRY_UPDATES.labels(cause).inc()
+
+    def _not_ahead(self, eid: str, at: int, now: int, source: str) -> int:
+        """`at`, or the fan-out's now when `at` lies beyond the tolerance ahead of it
+        (registry.clamp_future); counted and logged, as a clock that far off needs a look."""
+        clamped = clamp_future(at, now, self.future_tolerance_ms)
+        if clamped is None:
+            return at
+        metrics.CHECKINS_CLAMPED.labels(source).inc()
+        log.warning("%s of enrollment %s stamped %d ms ahead of the fan-out's clock "
+                    "(tolerance %d ms): applied at now", source, eid, at - now,
+                    self.future_tolerance_ms)
+        return clamped
 
     async def _settle(self, pending: list[Awaitable[Any]]) -> None:
         """Wait until everything a batch queued is acknowledged, before its events are acked.

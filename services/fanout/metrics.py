@@ -19,6 +19,14 @@ CHECKINS_REFUSED = Counter(
     "Check-ins not applied to the registry (no tenant; not enrolling and unknown), by reason",
     ["reason"],
 )
+CHECKINS_CLAMPED = Counter(
+    "mdmpush_fanout_future_times_clamped_total",
+    "Check-ins (and 410s) stamped further ahead of the fan-out's clock than the tolerance, "
+    "applied at the fan-out's now",
+    ["input"],
+)
+for _clamped in ("checkin", "token_dead"):
+    CHECKINS_CLAMPED.labels(_clamped)
 PENDING_EXPIRED = Counter(
     "mdmpush_fanout_pending_enrollments_expired_total",
     "Enrollments removed from the registry: authenticated, no TokenUpdate within the TTL",

@@ -83,6 +83,19 @@ def checkin_refusal(current: Record | None, event: dict[str, Any]) -> CheckinRef
     return None
 
 
+def clamp_future(at: int, now_ms: int, tolerance_ms: int) -> int | None:
+    """`now_ms` when `at` lies more than `tolerance_ms` ahead of it, else None (keep `at`).
+
+    A check-in cannot have happened after the fan-out received it; one stamped ahead of the
+    fan-out's clock by more than clock skew explains (a server clock set years ahead, a forged
+    record) would, kept as is, make every later TokenUpdate of that device look older and be
+    ignored for as long as the stamp stays ahead. Clamping keeps what the check-in says (its
+    token is most likely the device's current one) and only takes back the time it could not
+    have had; the same goes for the time APNs says a token died. docs/fanout-bounds.md.
+    """
+    return now_ms if at - now_ms > tolerance_ms else None
+
+
 def expired_pending(record: Record, now_ms: int, ttl_ms: int) -> bool:
     """True for an enrollment that authenticated but has had no token for `ttl_ms`.
 

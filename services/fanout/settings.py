@@ -38,6 +38,9 @@ class FanoutSettings(BaseSettings):
     #: Simulated ms an enrollment that authenticated but never sent a TokenUpdate stays in the
     #: registry (docs/fanout-bounds.md): bounds what unknown devices can add.
     pending_enrollment_ttl_ms: int = Field(default=86_400_000, ge=1)
+    #: Simulated ms a check-in's `occurred_at` (or a 410's time) may lie ahead of the fan-out's
+    #: clock; one further ahead is applied at the fan-out's now (docs/fanout-bounds.md).
+    future_tolerance_ms: int = Field(default=300_000, ge=0)
     #: Real seconds between two sweeps of the registry for expired pending enrollments.
     registry_sweep_interval_s: float = Field(default=60.0, gt=0)
 

@@ -13,6 +13,7 @@ from services.fanout.registry import (
     SkipReason,
     apply_checkin,
     checkin_refusal,
+    clamp_future,
     expired_pending,
     foreign_checkin,
     mark_token_dead,
@@ -202,3 +203,20 @@ def test_only_outcomes_the_sender_marked_are_read_and_a_410_kills_its_token() ->
     outcome = {"token_hex": "ab" * 32, "apns_timestamp": None, "at": 5}
     assert dead_change(outcome) == {"dead": {"token_hex": "ab" * 32, "since": 5}}
     assert dead_change(outcome | {"apns_timestamp": 3})["dead"]["since"] == 3
+
+
+def test_a_time_ahead_of_the_clock_beyond_the_tolerance_is_clamped_to_now() -> None:
+    assert clamp_future(NOW + 300_000, NOW, 300_000) is None  # within the skew allowed
+    assert clamp_future(NOW - 1, NOW, 0) is None
+    assert clamp_future(NOW + 300_001, NOW, 300_000) == NOW
+    assert clamp_future(32_503_680_000_000, NOW, 300_000) == NOW
+
+
+def test_a_clamped_token_update_lets_the_next_one_apply() -> None:
+    future = clamp_future(32_503_680_000_000, NOW, 300_000)
+    assert future is not None
+    record = run([checkin("E1", "TOKEN_UPDATE", future, topic=T1, token_hex="aa" * 32,
+                          push_magic="m")])
+    later = checkin("E1", "TOKEN_UPDATE", NOW + 1, topic=T1, token_hex="bb" * 32, push_magic="m")
+    record = apply_checkin(record, later, NOW + 1)
+    assert record is not None and record["token_hex"] == "bb" * 32

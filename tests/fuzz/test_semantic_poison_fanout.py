@@ -113,8 +113,6 @@ def test_poison_checkins_are_dead_lettered_and_the_registry_stays_sane(fanout: P
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(strict=True, reason="R-FUZZ-4 (requests.md, for coalesce): a TokenUpdate "
-                   "stamped in the year 3000 makes the registry ignore every later TokenUpdate")
 def test_a_far_future_checkin_does_not_block_later_token_updates(fanout: Pipeline) -> None:
     kafka, topics = fanout.kafka, fanout.topics
     produce(kafka, topics.checkins, "CheckinEvent",
