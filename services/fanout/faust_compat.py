@@ -2,7 +2,9 @@
 
 The fan-out is a `faust.App` with two fixes to how a starting worker hands fetched records to its
 streams; without them it could lose records it had fetched (test_fanout_restart lost its request
-or some of its slices about 1 run in 7). Both replace private methods, so they are written for
+or some of its slices about 1 run in 7). A third makes the creation of its internal topics and
+table changelogs retry (bounded, logged) where faust let one refusal or timeout of a loaded broker
+end the worker at start. Both replace private methods, so they are written for
 exactly `FAUST_VERSION` (pinned in pyproject.toml) and `check_overrides()` refuses to run on a
 faust whose overridden methods changed name or signature (tests/fanout/test_faust_compat.py runs
 it, and so does every `create_app`).
@@ -10,8 +12,10 @@ it, and so does every `create_app`).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import version
 from typing import Any
 
@@ -23,8 +27,16 @@ from faust.types.transports import TransportT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+log = logging.getLogger(__name__)
+
 #: The faust-streaming release these overrides were written and tested for.
 FAUST_VERSION = "0.15.3"
+
+#: Attempts at creating one internal topic, and the pauses between them (1 s doubling to 30 s:
+#: about five minutes in all, as long as the fan-out's producers retry a refused record).
+CREATE_TOPIC_ATTEMPTS = 12
+CREATE_TOPIC_BACKOFF_S = 1.0
+CREATE_TOPIC_MAX_BACKOFF_S = 30.0
 
 
 class FlowControl(FlowControlEvent):
@@ -80,14 +92,60 @@ class Consumer(faust_aiokafka.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+async def create_with_retries(
+    create: Callable[[], Awaitable[None]],
+    topic: str,
+    stopping: Callable[[], bool],
+    *,
+    attempts: int = CREATE_TOPIC_ATTEMPTS,
+    backoff_s: float = CREATE_TOPIC_BACKOFF_S,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """`create()`, again after each failure with a growing pause, `attempts` times at most.
+
+    A broker under load answers CreateTopics with REQUEST_TIMED_OUT (the controller did not
+    finish in time) or not at all; faust raised that out of the worker's start and the worker
+    exited, for a human to restart. The creation usually completes on the broker anyway, and
+    the next attempt then finds the topic. The last failure is raised (the worker exits, as
+    before, after about five minutes); a worker that is stopping stops trying."""
+    pause = backoff_s
+    for attempt in range(1, attempts + 1):
+        try:
+            await create()
+            return
+        except Exception as exc:
+            if attempt == attempts or stopping():
+                raise
+            log.warning("creating topic %r failed (attempt %d of %d): %r; trying again in "
+                        "%.0fs", topic, attempt, attempts, exc, pause)
+        await sleep(pause)
+        pause = min(pause * 2, CREATE_TOPIC_MAX_BACKOFF_S)
+
+
 class Transport(faust_aiokafka.Transport):
-    """faust's aiokafka transport, with `Consumer`."""
+    """faust's aiokafka transport, with `Consumer`, creating topics with retries."""
 
     Consumer = Consumer
 
+    async def _create_topic(
+        self,
+        owner: Any,
+        client: aiokafka.AIOKafkaClient,
+        topic: str,
+        partitions: int,
+        replication: int,
+        **kwargs: Any,
+    ) -> None:
+        async def create() -> None:
+            await super(Transport, self)._create_topic(
+                owner, client, topic, partitions, replication, **kwargs)
+
+        await create_with_retries(create, topic, lambda: bool(owner.should_stop),
+                                  backoff_s=CREATE_TOPIC_BACKOFF_S)
+
 
 class App(faust.App):
-    """faust.App with the two start-up fixes above (flow control, consumer thread)."""
+    """faust.App with the start-up fixes above (flow control, consumer thread, topic creation)."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -105,6 +163,8 @@ OVERRIDES: tuple[tuple[type, str, tuple[str, ...]], ...] = (
      ("self", "consumer", "active_partitions", "timeout", "max_records")),
     (faust_aiokafka.Consumer, "_new_consumer_thread", ("self",)),
     (faust.App, "_new_transport", ("self",)),
+    (faust_aiokafka.Transport, "_create_topic",
+     ("self", "owner", "client", "topic", "partitions", "replication", "kwargs")),
 )
 
 

@@ -8,6 +8,8 @@ the two ways a starting worker lost records it had fetched.
   "every partition"; faust then dropped the stream records it had not asked for.
 
 Either lost test_fanout_restart's request (or some of its slices) about 1 run in 7.
+- faust let one failed creation of an internal topic (a loaded broker's REQUEST_TIMED_OUT) end
+  the worker at start; the transport now tries again with a growing pause, bounded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from services.fanout.faust_compat import (
     FaustCompatError,
     FlowControl,
     check_overrides,
+    create_with_retries,
 )
 
 
@@ -103,3 +106,66 @@ def test_fetch_asks_aiokafka_for_a_fixed_non_empty_set(monkeypatch: pytest.Monke
         assert seen == [{TP("t", 0)}]
 
     asyncio.run(run())
+
+
+class _Broker:
+    """CreateTopics answered with a timeout `failures` times, then done (the seam of the test)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def create(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("Cannot create topic: x-changelog (7): request timed out")
+
+
+def test_a_topic_creation_that_times_out_is_tried_again_with_growing_pauses() -> None:
+    broker, pauses = _Broker(failures=3), []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    asyncio.run(create_with_retries(broker.create, "x-changelog", lambda: False, attempts=5,
+                                    backoff_s=1.0, sleep=sleep))
+    assert broker.calls == 4
+    assert pauses == [1.0, 2.0, 4.0]
+
+
+def test_topic_creation_gives_up_after_its_attempts_or_when_stopping() -> None:
+    async def sleep(seconds: float) -> None:
+        pass
+
+    broker = _Broker(failures=10)
+    with pytest.raises(RuntimeError, match="timed out"):
+        asyncio.run(create_with_retries(broker.create, "x", lambda: False, attempts=3,
+                                        sleep=sleep))
+    assert broker.calls == 3
+    stopping = _Broker(failures=10)
+    with pytest.raises(RuntimeError):
+        asyncio.run(create_with_retries(stopping.create, "x", lambda: True, sleep=sleep))
+    assert stopping.calls == 1
+
+
+def test_the_apps_transport_creates_topics_with_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The override is the one faust's consumer and producer call, and it wraps faust's own."""
+    calls: list[str] = []
+
+    async def flaky(self: object, owner: object, client: object, topic: str, *_: object,
+                    **__: object) -> None:
+        calls.append(topic)
+        if len(calls) == 1:
+            raise RuntimeError("Cannot create topic (7)")
+
+    monkeypatch.setattr(faust_aiokafka.Transport, "_create_topic", flaky)
+    monkeypatch.setattr(faust_compat, "CREATE_TOPIC_BACKOFF_S", 0.0)
+
+    async def run() -> None:
+        app = App("create-test", web_enabled=False, autodiscover=False)
+        owner = type("Owner", (), {"should_stop": False})()
+        transport = cast(faust_compat.Transport, app.transport)
+        await transport._create_topic(owner, cast(Any, None), "t-changelog", 1, 1)
+
+    asyncio.run(run())
+    assert calls == ["t-changelog", "t-changelog"]
