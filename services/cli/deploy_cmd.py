@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from services.common.catalogue import (
+    ACTIVITY,
     ALERTS,
     CHECKINS,
     CONFIG,
@@ -71,8 +72,9 @@ def internal_topics(prefix: str = "") -> list[TopicSpec]:
     creation at run time and every one is replicated like the catalogue's.
 
     The fan-out's come from faust (app id `<prefix><app_id>`): the leader-election topic, the two
-    internal streams and the changelogs of the two tables (services/fanout/app.py). The prefix is
-    part of faust's names already, so these specs are returned with it applied.
+    internal streams and the changelogs of its three tables (services/fanout/app.py: the
+    registry, the coalescing carriers of services/fanout/coalesce.py, the slices' progress). The
+    prefix is part of faust's names already, so these specs are returned with it applied.
     """
     fanout = FanoutSettings.model_fields
     app_id = f"{prefix}{fanout['app_id'].default}"
@@ -85,6 +87,8 @@ def internal_topics(prefix: str = "") -> list[TopicSpec]:
         TopicSpec(f"{app_id}-slices", "faust internal (JSON)", "request slice", parts,
                   retention_ms=week),
         TopicSpec(f"{app_id}-registry-changelog", "faust table changelog (JSON)",
+                  "enrollment id", parts, Cleanup.COMPACT),
+        TopicSpec(f"{app_id}-carriers-changelog", "faust table changelog (JSON)",
                   "enrollment id", parts, Cleanup.COMPACT),
         TopicSpec(f"{app_id}-slice-progress-changelog", "faust table changelog (JSON)",
                   "request slice", parts, Cleanup.COMPACT),
@@ -144,37 +148,44 @@ def _access(prefix: str) -> dict[str, Access]:
         # services/gateway/app.py: check-ins and push requests, nothing read.
         "gateway": Access(reads=(), writes=(CHECKINS, REQUESTS)),
         # services/fanout: faust group `<app id>` on requests and check-ins, the dead-token feed
-        # (group `<app id>-dead-tokens`) on outcomes, the policy reader (throw-away group id
-        # `mdmpush-fanout-config-<id>`, never committed) on config; writes jobs, SKIPPED
-        # outcomes, DeviceRecords, poison records; faust creates and uses its `<app id>-*` topics.
+        # (group `<app id>-dead-tokens`) on outcomes, the policy and activity readers (throw-away
+        # group ids `mdmpush-fanout-config-<id>`, `mdmpush-fanout-activity-<id>`, never
+        # committed) on config and activity (policies.py, activity.py); writes jobs, SKIPPED
+        # outcomes, DeviceRecords and their tombstones, poison records; faust creates and uses its
+        # `<app id>-*` topics (table changelogs, the carriers' of coalesce.py among them).
         "fanout": Access(
-            reads=(REQUESTS, CHECKINS, CONFIG, OUTCOMES),
+            reads=(REQUESTS, CHECKINS, CONFIG, OUTCOMES, ACTIVITY),
             writes=(JOBS_PRIORITY, JOBS_BULK, OUTCOMES, REGISTRY, DLQ),
             group_prefixes=(fanout_id, "mdmpush-fanout-config-"),
             owned_topic_prefixes=(f"{fanout_id}-",),
         ),
         # services/sender: group `group_id` on the job lanes and retry tiers (and describes it for
-        # the member count), the policy reader (`mdmpush-sender-policies-<id>`) on config.
+        # the member count), the policy reader (`mdmpush-sender-policies-<id>`) on config, the
+        # enrollment census (`mdmpush-sender-census-<id>`, enrollment_census.py) on the registry.
         "sender": Access(
-            reads=(JOBS_PRIORITY, JOBS_BULK, *retries, CONFIG),
+            reads=(JOBS_PRIORITY, JOBS_BULK, *retries, CONFIG, REGISTRY),
             writes=(*retries, DLQ, OUTCOMES),
             group_prefixes=(sender_group,),
         ),
-        # services/correlator: group `group_id` on outcomes, `<group_id>.contacts` on check-ins,
-        # readers `mdmpush-correlator.replay-<id>` and `.restore-<id>` (common/kafka/reader.py)
-        # for the replay and its state; writes verdicts, alerts, re-push jobs, poison records
-        # and its state, which it creates if missing (runner.py _ensure_state_topic).
+        # services/correlator: group `group_id` on outcomes, `<group_id>.contacts` on check-ins
+        # and activity, readers `mdmpush-correlator.replay-<id>`, `.activity-<id>` and
+        # `.restore-<id>` (common/kafka/reader.py) for the replays and its state; writes
+        # verdicts, alerts, re-push jobs (priority) and re-arm pushes (bulk lane), activity
+        # states, poison records and its state; creates its state and the activity topic if
+        # missing (runner.py _ensure_state_topic).
         "correlator": Access(
-            reads=(OUTCOMES, CHECKINS, STATE),
-            writes=(OUTCOMES, ALERTS, JOBS_PRIORITY, DLQ, STATE),
-            creates=(STATE,),
+            reads=(OUTCOMES, CHECKINS, ACTIVITY, STATE),
+            writes=(OUTCOMES, ALERTS, JOBS_PRIORITY, JOBS_BULK, ACTIVITY, DLQ, STATE),
+            creates=(STATE, ACTIVITY),
             group_prefixes=(correlator_group,),
         ),
     }
     # `mdmpush dlq replay` writes a dead letter back to the topic it came from: any topic a
-    # service consumes (not the correlator's private state, nor the config, whose bad records
-    # are skipped, not dead-lettered).
-    replayable = {spec for access in services.values() for spec in access.reads} - {STATE, CONFIG}
+    # service consumes, except the compacted ones read in full as views (the correlator's
+    # private state, config, registry, activity), whose bad records are skipped, not
+    # dead-lettered.
+    views = {STATE, CONFIG, REGISTRY, ACTIVITY}
+    replayable = {spec for access in services.values() for spec in access.reads} - views
     # The operator's CLI: `policy set|clear` (config), `publish` (requests), `dlq` (reads the
     # DLQ, replays, keeps its ledger), `doctor` and `follow` (read every topic); its readers'
     # groups are `mdmpush-<dlq|dlq-ledger|snapshot|track>-<id>`. No service's group.

@@ -104,9 +104,12 @@ def test_consumers_may_use_the_groups_their_code_uses() -> None:
     # Readers (common/kafka/reader.py) take the group `mdmpush-<name>-<random>`, never committed.
     for service, group in [("fanout", fanout), ("fanout", f"{fanout}-dead-tokens"),
                            ("fanout", "mdmpush-fanout-config-0f3a9c1d"), ("sender", sender),
+                           ("fanout", "mdmpush-fanout-activity-0f3a9c1d"),
                            ("sender", "mdmpush-sender-policies-0f3a9c1d"),
+                           ("sender", "mdmpush-sender-census-0f3a9c1d"),
                            ("correlator", correlator), ("correlator", f"{correlator}.contacts"),
                            ("correlator", "mdmpush-correlator.replay-0f3a9c1d"),
+                           ("correlator", "mdmpush-correlator.activity-0f3a9c1d"),
                            ("correlator", "mdmpush-correlator.restore-0f3a9c1d")]:
         assert _allowed(service, "group", group, "Read"), (service, group)
     assert not _allowed("sender", "group", correlator, "Read")
@@ -115,6 +118,8 @@ def test_consumers_may_use_the_groups_their_code_uses() -> None:
 
 def test_only_owned_state_may_be_created() -> None:
     assert _allowed("correlator", "topic", STATE.name, "Create")
+    assert _allowed("correlator", "topic", "mdm.enrollment.activity.v1", "Create")
+    assert _allowed("fanout", "topic", "mdmpush-fanout-carriers-changelog", "Create")
     assert _allowed("fanout", "topic", "mdmpush-fanout-registry-changelog", "Create")
     assert not _allowed("correlator", "topic", "mdm.push.outcomes.v1", "Create")
     assert not _allowed("sender", "topic", "mdm.push.dlq.v1", "Create")
@@ -127,10 +132,24 @@ def test_each_service_writes_only_where_its_code_produces() -> None:
               for s in SERVICES}
     assert writes["sender"] == {"mdm.push.dlq.v1", "mdm.push.outcomes.v1",
                                 *(Topics().retry(d) for d in SenderSettings().retry_delays_ms)}
+    # Re-push jobs go on the priority lane, re-arm pushes (silent-device care) on the bulk lane.
     assert writes["correlator"] == {"mdm.push.outcomes.v1", "mdm.push.alerts.v1",
-                                    "mdm.push.jobs.priority.v1", "mdm.push.dlq.v1",
+                                    "mdm.push.jobs.priority.v1", "mdm.push.jobs.bulk.v1",
+                                    "mdm.enrollment.activity.v1", "mdm.push.dlq.v1",
                                     STATE.name}
     assert "mdm.push.alerts.v1" not in writes["fanout"] | writes["sender"]
+    assert "mdm.enrollment.activity.v1" not in writes["fanout"] | writes["sender"]
+
+
+def test_each_service_reads_what_its_code_consumes() -> None:
+    """The compacted views too: the sender's enrollment census follows the registry, the fan-out
+    skips inactive targets from the activity topic the correlator writes (and replays)."""
+    reads = {s: {n for (k, n, _), ops in _grants(s).items() if k == "topic" and "Read" in ops}
+             for s in SERVICES}
+    assert "mdm.device.registry.v1" in reads["sender"]
+    assert "mdm.enrollment.activity.v1" in reads["fanout"] & reads["correlator"]
+    assert reads["gateway"] == set()
+    assert "mdm.enrollment.activity.v1" not in reads["sender"]
 
 
 def test_dashboards_are_the_rendered_definitions() -> None:
