@@ -18,7 +18,9 @@ from tests.deploy.rendering import ROOT
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 UNIT_TESTS = Path(__file__).resolve().parent / "alert_rule_tests.yaml"
 NEW_ALERTS = {"MdmpushServiceDown", "MdmpushServiceAbsent", "MdmpushConsumerLagGrowing",
-              "MdmpushGatewayErrors", "MdmpushDeadLetters"}
+              "MdmpushGatewayErrors", "MdmpushDeadLetters",
+              # The trusted edge: another tenant's check-ins refused, the correlator's cap reached.
+              "MdmpushForeignCheckins", "MdmpushCorrelatorEnrollmentsRefused"}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
