@@ -57,6 +57,7 @@ from services.correlator.effects import (
     Verdict,
 )
 from services.correlator.enrollments import EnrollmentBook
+from services.correlator.inputs import checkin_in_range, outcome_in_range
 from services.correlator.packed import Interner
 from services.correlator.pending import (
     NEW_TOKEN,
@@ -180,6 +181,7 @@ class CorrelatorCore:
         counted in `foreign_checkins`: it must not answer another tenant's push, nor give a
         re-push a token that tenant chose.
         """
+        event = checkin_in_range(event, now, self.s.future_tolerance_ms)
         if (self.book.ids.get(event["enrollment_id"]) is None
                 and len(self.book.ids) >= self.s.max_enrollments):
             self.refused_enrollments += 1
@@ -246,7 +248,9 @@ class CorrelatorCore:
     # -- outcomes ----------------------------------------------------------------------------
     def outcome(self, record: dict[str, Any], partition: int, offset: int, now: int
                 ) -> list[Effect]:
-        """One decoded PushOutcome read at (partition, offset)."""
+        """One decoded PushOutcome read at (partition, offset); a future time or negative count
+        is read in range first (inputs.py)."""
+        record = outcome_in_range(record, now, self.s.future_tolerance_ms)
         state = record["state"]
         if state == "SENT":
             self._on_sent(record, partition)

@@ -55,6 +55,7 @@ from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
 from services.common.kafka.logs import client_logger
 from services.common.kafka.producer import DeliveryError, ReliableProducer
 from services.common.kafka.reader import read_to_end
+from services.common.limits import InvalidInput, check_checkin_event
 from services.common.ops_server import Heartbeat
 from services.common.serde import AvroSerde
 from services.common.settings import KafkaSettings
@@ -72,6 +73,7 @@ from services.correlator.effects import (
     Verdict,
     is_prerequisite,
 )
+from services.correlator.inputs import check_outcome
 from services.correlator.metrics import CorrelatorMetrics
 from services.correlator.settings import CorrelatorSettings
 
@@ -239,13 +241,12 @@ class CorrelatorRunner:
                                       if tp.offset >= 0})
         log.info("replaying check-ins of %s", topic)
         resume: dict[int, int] = {}
-        now = self.clock.now_ms()
         replay = read_to_end(self.kafka, topic, timeout_s=self.s.replay_timeout_s,
                              name=f"{SERVICE}.replay")
         for msg in self._until_stopped(replay, "the check-ins' replay"):
             p, offset = where(msg)
             resume[p] = offset + 1
-            self._on_checkin(msg, now)
+            self._on_checkin(msg, self.clock.now_ms())  # a replay takes a while
         self._write_batch()
         # After the check-ins: a contact replayed must not count as an answer to a re-arm.
         activity = self.topics.activity
@@ -349,9 +350,11 @@ class CorrelatorRunner:
         self.dlq.consumed()
         try:
             event = self.serde.decode_as(msg.value(), "CheckinEvent")
-        except DecodeError as exc:
+            check_checkin_event(event)
+        except (DecodeError, InvalidInput) as exc:
             p, offset = where(msg)
-            self._apply(self.core.poison_checkin(p, offset, exc.reason), msg)
+            self._apply(self.core.poison_checkin(p, offset, poison_reason("CheckinEvent", exc)),
+                        msg)
             return
         refused = self.core.foreign_checkins
         self._apply(self.core.checkin(event, now))
@@ -380,8 +383,10 @@ class CorrelatorRunner:
         p, offset = where(msg)
         try:
             record = self.serde.decode_as(msg.value(), "PushOutcome")
-        except DecodeError as exc:
-            self._apply(self.core.poison_outcome(p, offset, exc.reason), msg)
+            check_outcome(record)
+        except (DecodeError, InvalidInput) as exc:
+            self._apply(self.core.poison_outcome(p, offset, poison_reason("PushOutcome", exc)),
+                        msg)
             return
         self._apply(self.core.outcome(record, p, offset, now))
 
@@ -485,6 +490,14 @@ class CorrelatorRunner:
                     m.rearms.inc()
             case DeadLetter(source=source):
                 m.dlq.labels(source.value).inc()
+
+
+def poison_reason(schema: str, exc: DecodeError | InvalidInput) -> str:
+    """Why a consumed record is set aside: it does not decode, or breaks the limits (the
+    fan-out's words for the same)."""
+    if isinstance(exc, DecodeError):
+        return exc.reason
+    return f"invalid {schema}: {exc}"
 
 
 def where(msg: Message) -> tuple[int, int]:

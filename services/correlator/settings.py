@@ -25,6 +25,9 @@ class CorrelatorSettings(BaseSettings):
     deadline_ms: int = 300_000
     #: Wrong-magic push this long after the first suspected one makes the device heal itself.
     self_heal_delay_ms: int = 25 * HOUR_MS
+    #: A push or check-in stamped later than now plus this is read as stamped now (clocks of
+    #: different hosts differ a little; a year-3000 stamp would otherwise never come due).
+    future_tolerance_ms: int = 300_000
     #: Timer resolution: deadlines are bucketed by this many ms (memory: 4 bytes per timer).
     timer_tick_ms: int = 100
     #: Consumer group of the outcomes (`<group_id>.contacts` remembers dead-lettered check-ins).

@@ -134,7 +134,9 @@ class Feed:
         return record
 
     def raw(self, topic: str, value: bytes, key: str = "poison") -> None:
-        self.producer.produce_sync(topic, value, key, timeout_s=10)
+        """A record as is (poison), marked so that readers know the test wrote it."""
+        self.producer.produce_sync(topic, value, key, headers=[(TEST_POISON, b"1")],
+                                   timeout_s=10)
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         self.producer.produce_sync(topic, value, key, timeout_s=10)
@@ -144,8 +146,14 @@ def token_of(enrollment: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_OID, enrollment).hex * 2
 
 
+#: Header of the poison records a test writes itself (`Feed.raw`): readers step over those only.
+TEST_POISON = "mdmpush.test.poison"
+
+
 class Reader:
-    """Everything written to a topic since the test began, decoded."""
+    """Everything written to a topic since the test began, decoded: a record that does not
+    decode fails the test, unless the test wrote it as poison itself (`Feed.raw`), because the
+    services must only ever write records their readers can decode."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, schema: str | None) -> None:
         self.topic = topic
@@ -162,11 +170,13 @@ class Reader:
             if msg.error():
                 continue
             self.messages.append(msg)
-            if self.schema:
-                try:
-                    self.records.append(self.serde.decode_as(msg.value(), self.schema))
-                except DecodeError:
-                    continue  # a poison record the test wrote itself
+            if not self.schema or TEST_POISON in dict(msg.headers() or []):
+                continue
+            try:
+                self.records.append(self.serde.decode_as(msg.value(), self.schema))
+            except DecodeError as exc:
+                raise AssertionError(f"{self.topic}[{msg.partition()}]@{msg.offset()}, "
+                                     f"written by a service, does not decode: {exc}") from exc
 
     def wait(self, pred: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 20,
              what: str = "") -> list[dict[str, Any]]:

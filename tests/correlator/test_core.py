@@ -75,12 +75,13 @@ def restore(entry: Entry | None, p: int = 0, job: str = "req-1/E1") -> Step:
     return step
 
 
-def checkin(e: str, at: int, kind: str = "COMMAND_REPORT", **fields: Any) -> Step:
+def checkin(e: str, at: int, kind: str = "COMMAND_REPORT", now: int | None = None,
+            **fields: Any) -> Step:
     event = {"event_id": uuid.uuid4().hex, "enrollment_id": e, "tenant": "acme",
              "message_type": kind, "udid": e, "topic": None, "token_hex": None,
              "push_magic": None, "occurred_at": at}
     event.update(fields)
-    return lambda r: r.core.checkin(event, now=at)
+    return lambda r: r.core.checkin(event, now=at if now is None else now)
 
 
 def token_update(e: str, at: int, token: str = TOKEN_A, magic: str | None = None,
@@ -90,13 +91,13 @@ def token_update(e: str, at: int, token: str = TOKEN_A, magic: str | None = None
 
 
 def outcome(e: str, at: int = T, state: str = "SENT", p: int = 0, request: str = "req-1",
-            **fields: Any) -> Step:
+            now: int | None = None, **fields: Any) -> Step:
     rec = {"job_id": f"{request}/{e}", "request_id": request, "tenant": "acme",
            "enrollment_id": e, "state": state, "lane": "PRIORITY", "repush": 0,
            "topic": TOPIC, "token_hex": TOKEN_A, "push_magic": f"m-{e}",
            "token_updated_at": T - HOUR, "apns_id": str(uuid.uuid4()), "reason": None, "at": at}
     rec.update(fields)
-    return lambda r: r.core.outcome(rec, p, r.offset(p), now=at)
+    return lambda r: r.core.outcome(rec, p, r.offset(p), now=at if now is None else now)
 
 
 def poison_outcome(p: int = 0) -> Step:
@@ -323,6 +324,30 @@ def test_self_heal(row: Row) -> None:
 )
 def test_poison_and_failed(row: Row) -> None:
     assert play(row.steps, **row.settings) == row.expected
+
+
+YEAR_3000 = 32_503_680_000_000
+
+
+@table(
+    Row("a push stamped in the far future is judged as sent now (R-FUZZ-5)",
+        [assign(), ENROLLED, outcome("E1", at=YEAR_3000, now=T), tick(T + 5_010)],
+        ["state req-1/E1", "alert req-1/E1 DEVICE_UNREACHABLE",
+         "verdict req-1/E1 UNANSWERED device_unreachable"]),
+    Row("a push stamped within the tolerance keeps its time",
+        [assign(), ENROLLED, outcome("E1", at=T + 1_000, now=T), tick(T + 5_010)],
+        ["state req-1/E1", "state req-1/E1"]),  # its race window passed, not its deadline
+    Row("a negative re-push count is a first push (R-FUZZ-5)",
+        [assign(), ENROLLED, outcome("E1", repush=-5, attempt=-5), checkin("E1", T + 100)],
+        ["state req-1/E1", "verdict req-1/E1 ANSWERED -"]),
+    Row("a check-in from the far future is read as now: it answers no later push",
+        [assign(), ENROLLED, checkin("E1", YEAR_3000, now=T), outcome("E1", at=T + 1_000),
+         tick(T + 6_010)],
+        ["state req-1/E1", "alert req-1/E1 DEVICE_UNREACHABLE",
+         "verdict req-1/E1 UNANSWERED device_unreachable"]),
+)
+def test_out_of_range(row: Row) -> None:
+    assert play(row.steps, future_tolerance_ms=2_000, **row.settings) == row.expected
 
 
 def test_the_second_stale_push_is_told_the_healing_push_is_already_scheduled() -> None:

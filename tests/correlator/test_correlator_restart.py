@@ -72,8 +72,10 @@ def test_a_refused_write_stops_the_correlator_before_its_offset_is_stored(
     feed = Feed(kafka_settings, topics, clock)
     outcomes = Reader(kafka_settings, topics.outcomes, "PushOutcome")
     now = clock.now_ms()
-    for e in ("E1", "E2"):
-        feed.token_update(e, now - 60_000)
+    # Every text at its limit (services/common/limits.py): a state entry over 1,000 bytes.
+    e2 = "E2-" + "x" * 250
+    feed.token_update("E1", now - 60_000)
+    feed.token_update(e2, now - 60_000, udid="E2")
     proc = Correlator(kafka_settings, clock)
     proc.env["MDMPUSH_KAFKA_PRODUCER_OVERRIDES"] = '{"message.max.bytes": 1000}'
     group = proc.env["MDMPUSH_CORRELATOR_GROUP_ID"]
@@ -84,25 +86,26 @@ def test_a_refused_write_stops_the_correlator_before_its_offset_is_stored(
         feed.checkin("E1")
         outcomes.wait(lambda rs: len(verdicts(rs)) == 1, what="the first verdict")
         # Its state entry is larger than the producer's limit: refused before queueing.
-        feed.outcome("E2", push_magic="M" * 1500)
+        feed.outcome(e2, request="r" * 120, push_magic="M" * 256, token_hex="ab" * 100,
+                     topic="com.apple.mgmt." + "t" * 240, apns_id="a" * 128)
         assert proc.proc is not None
         assert proc.proc.wait(20) == 1
-        outcomes.wait(lambda rs: any(r["enrollment_id"] == "E2" for r in rs), what="E2's SENT")
-        big = next(m for m in outcomes.messages if m.key() == b"E2")
+        outcomes.wait(lambda rs: any(r["enrollment_id"] == e2 for r in rs), what="E2's SENT")
+        big = next(m for m in outcomes.messages if m.key() == e2.encode())
         offset = big.offset()
         assert offset is not None
         assert committed_offset(kafka_settings, group, topics.outcomes, big.partition()) <= offset
         del proc.env["MDMPUSH_KAFKA_PRODUCER_OVERRIDES"]
         proc.start()
-        feed.checkin("E2")
-        outcomes.wait(lambda rs: any(r["enrollment_id"] == "E2" for r in verdicts(rs)),
+        feed.checkin(e2, udid="E2")
+        outcomes.wait(lambda rs: any(r["enrollment_id"] == e2 for r in verdicts(rs)),
                       what="the verdict of the push that stopped the first run")
     finally:
         proc.stop()
         outcomes.close()
     assert "correlator stopped: Kafka refused a record" in proc.log.read_text()
     assert Counter(r["job_id"] for r in verdicts(outcomes.records)) == {
-        "req-1/E1": 1, "req-1/E2": 1}
+        "req-1/E1": 1, f"{'r' * 120}/{e2}": 1}
 
 
 def committed_offset(kafka: KafkaSettings, group: str, topic: str, partition: int | None) -> int:

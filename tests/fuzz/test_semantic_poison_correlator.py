@@ -1,9 +1,10 @@
 """Semantic poison on the correlator's topics (outcomes, check-ins): schema-valid but wrong.
 
 The real correlator process on the real broker, with a 3 s answer deadline. Every poison SENT
-outcome that names a job ends in a verdict (ANSWERED or UNANSWERED) or a dead letter, never in a
-pending push that no deadline closes; the correlator stays up; and a valid push followed by its
-device's check-in, published after all the poison, is still answered.
+outcome that names a job ends in a verdict (ANSWERED or UNANSWERED) or, when it breaks the
+input limits (services/common/limits.py), a dead letter with the reason, never in a pending push
+that no deadline closes; the correlator stays up; and a valid push followed by its device's
+check-in, published after all the poison, is still answered.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import pytest
 from services.common.clock import Clock
 from services.common.settings import KafkaSettings
 from services.devstack.pipeline import Pipeline, PipelineSpec
-from tests.fuzz.poison import TOPIC, YEAR_3000_MS, checkin, now_ms, produce
+from tests.fuzz.poison import (
+    TOPIC,
+    YEAR_3000_MS,
+    checkin,
+    dead_letter_reasons,
+    now_ms,
+    produce,
+)
 from tests.support.sender_harness import Reader
 
 DEADLINE_MS = 3_000
@@ -63,12 +71,15 @@ def test_poison_outcomes_and_checkins_end_in_verdicts(correlator: Pipeline) -> N
     poison = {
         "negative at": sent("C-neg", at=-1),
         "empty job id": sent("C-emptyjob", job_id=""),
-        "empty enrollment id": sent(""),
         "far-future token_updated_at": sent("C-tok", token_updated_at=YEAR_3000_MS),
     }
+    refused = {"empty enrollment id": sent("")}
     produce(kafka, topics.outcomes, "PushOutcome", list(poison.values()), key="acme")
-    produce(kafka, topics.checkins, "CheckinEvent",
-            [checkin(""), checkin("C" * 100_000), checkin("C-negcheckin", at=-1)], key="acme")
+    refused_values = produce(kafka, topics.outcomes, "PushOutcome", list(refused.values()),
+                             key="acme")
+    refused_values += produce(kafka, topics.checkins, "CheckinEvent",
+                              [checkin(""), checkin("C" * 100_000)], key="acme")
+    produce(kafka, topics.checkins, "CheckinEvent", [checkin("C-negcheckin", at=-1)], key="acme")
     produce(kafka, topics.outcomes, "PushOutcome", [sent("C-valid")], key="C-valid")
     produce(kafka, topics.checkins, "CheckinEvent", [idle("C-valid")],
             key="C-valid")
@@ -77,6 +88,11 @@ def test_poison_outcomes_and_checkins_end_in_verdicts(correlator: Pipeline) -> N
         assert verdict_of(outcomes.records, "r/C-valid") == "ANSWERED"
         named = {n: r["job_id"] for n, r in poison.items() if r["job_id"]}
         outcomes.wait(lambda rs: all(verdict_of(rs, j) for j in named.values()), timeout_s=60)
+        assert verdict_of(outcomes.records, "r/") is None  # the refused one: dead letter only
+    with closing(Reader(kafka, topics.dlq, decode=False)) as dlq:
+        dlq.wait(lambda ms: set(refused_values) <= set(dead_letter_reasons(ms)), timeout_s=30)
+        reasons = dead_letter_reasons(dlq.records)
+    assert all("enrollment_id" in reasons[v] for v in refused_values), reasons
     assert correlator.correlator is not None and correlator.correlator.alive, correlator.logs()
 
 
@@ -87,8 +103,6 @@ OUT_OF_RANGE = {
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(strict=True, reason="R-FUZZ-5 (requests.md, for care): a SENT outcome stamped "
-                   "in the year 3000, or with a negative repush, never gets a verdict")
 @pytest.mark.parametrize("case", list(OUT_OF_RANGE))
 def test_a_push_out_of_range_gets_a_verdict(correlator: Pipeline, case: str) -> None:
     kafka, topics = correlator.kafka, correlator.topics
@@ -100,16 +114,19 @@ def test_a_push_out_of_range_gets_a_verdict(correlator: Pipeline, case: str) -> 
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(strict=True, reason="R-FUZZ-6 (requests.md, for care): a SENT outcome with a "
-                   "100 KB enrollment id crashes the correlator (struct.error in changelog.encode)")
 def test_a_huge_enrollment_id_is_set_aside_and_the_next_push_answered(
     correlator: Pipeline,
 ) -> None:
     kafka, topics = correlator.kafka, correlator.topics
-    produce(kafka, topics.outcomes, "PushOutcome", [sent("C" * 100_000)], key="acme")
+    [huge] = produce(kafka, topics.outcomes, "PushOutcome", [sent("C" * 100_000)], key="acme")
     produce(kafka, topics.outcomes, "PushOutcome", [sent("C-after")], key="acme")
     produce(kafka, topics.checkins, "CheckinEvent", [idle("C-after")],
             key="acme")
     with closing(Reader(kafka, topics.outcomes)) as outcomes:
         outcomes.wait(lambda rs: verdict_of(rs, "r/C-after") is not None, timeout_s=45)
+        assert verdict_of(outcomes.records, "r/C-after") == "ANSWERED"
+    with closing(Reader(kafka, topics.dlq, decode=False)) as dlq:
+        dlq.wait(lambda ms: huge in dead_letter_reasons(ms), timeout_s=30)
+        reason = dead_letter_reasons(dlq.records)[huge]
+    assert "enrollment_id: 100000 characters" in reason, reason
     assert correlator.correlator is not None and correlator.correlator.alive
