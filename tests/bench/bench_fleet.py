@@ -100,6 +100,10 @@ def drain(samples: list[Sample], since: float, name: str) -> tuple[int, float | 
     return peak.lag[name], None
 
 
+class Incomplete(Exception):
+    """A phase ran out of time: what it reached is the message."""
+
+
 @dataclass
 class Phases:
     """Epoch seconds of each phase's edges, and the samples taken at the quiet points."""
@@ -134,6 +138,13 @@ def run(n: int, answer_delay_s: float, limit_s: float, out: Path | None) -> int:
             try:
                 _phases(n, kafka, topics, pki.topics[0], {**procs, "devices": devices},
                         sampler, metrics_port, limit_s, phases)
+            except Incomplete as exc:
+                print(f"{exc}; load average {os.getloadavg()[0]:.1f} (2 cores)")
+                last = sampler.samples[-1].rss_kb if sampler.samples else {}
+                for name in sorted(sampler.peak_kb):
+                    print(f"RSS {name:>10}: now {last.get(name, 0) / 1024:.1f} MiB, "
+                          f"peak (VmHWM) {sampler.peak_kb[name] / 1024:.1f} MiB")
+                return 1
             finally:
                 sampler.stop()
                 devices.terminate()
@@ -174,7 +185,7 @@ def _phases(n: int, kafka: KafkaSettings, topics: Topics, topic: str,
     if not wait_registry_count(kafka, n + 1, services, limit_s):
         held = topic_records(kafka, topics.registry) - 1
         took = time.time() - phases.registry_start
-        raise SystemExit(f"registry: {held:,} of {n:,} enrollments after {took:.0f} s "
+        raise Incomplete(f"registry: {held:,} of {n:,} enrollments after {took:.0f} s "
                          f"({held / took:,.0f} check-ins/s; limit {limit_s:.0f} s): MISSED, "
                          f"no request published")
     phases.registry_built = time.time()
