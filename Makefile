@@ -37,8 +37,9 @@ bench: setup test-tools
 	bash scripts/bench-all.sh
 
 # Issue 11's proof: the full fault suite (broker, services and APNs faults, with their lost /
-# duplicate / recovery figures and plots), the fuzzers at their proof profile, every benchmark;
-# exits non-zero when a bar is missed. About an hour on 2 cores.
+# duplicate / recovery figures and plots), the fuzzers at their proof profile, every benchmark at
+# full size (the fleet at 1,000,000 devices, a 30-minute soak with faults, bounded memory);
+# exits non-zero when a bar is missed. Several hours on 2 cores.
 proof: setup test-tools
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	bash scripts/proof.sh
