@@ -34,6 +34,7 @@ test: setup test-tools lint
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 bench: setup test-tools
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	bash scripts/bench-all.sh
 
 # Issue 11's proof: the full fault suite (broker, services and APNs faults, with their lost /
