@@ -81,6 +81,10 @@ class CorrelatorMetrics:
         for cause in RepushCause:
             self.repushes.labels(cause.value)
 
+    def restart_totals(self) -> None:
+        """A new core counts from 0 again (a new session after a Kafka outage)."""
+        self._totals.clear()
+
     def catch_up(self, counter: Counter, total: int) -> None:
         """Raise `counter` to the core's running `total` (the core counts; it has no metrics)."""
         gap = total - self._totals.get(id(counter), 0)

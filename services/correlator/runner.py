@@ -20,11 +20,17 @@ crash lose and double no verdict:
   a batch's outcome offsets are stored after that flush. A crash can repeat an alert or a
   re-push job (same job id), never a verdict.
 
-Delivery errors stop the process with the error, never store past them: a refused prerequisite
-fails the flush before any offset of its batch is stored; a refused verdict or tombstone (whose
-outcome offset may be stored already) is raised at the next batch, and its push, still in the
-state topic, is judged again after the restart. The check-ins' replay and the state's restore
-stop at SIGTERM; `close()` is bounded by `close_timeout_s`.
+Delivery errors end the session, never store past them: a refused prerequisite fails the flush
+before any offset of its batch is stored; a refused verdict or tombstone (whose outcome offset
+may be stored already) is raised at the next batch, and its push, still in the state topic, is
+judged again by the next session. A broker outage (Kafka unreachable, records unacknowledged
+within `flush_timeout_s`, a topic not back yet) is ridden out in the process: the session's
+consumers are closed, the producer drained (every record it holds acknowledged or given up by
+librdkafka, so nothing of the old session lands after the new one has read its partitions),
+the core dropped, and the start is tried again after a back-off doubling from 1 s to
+`retry_backoff_max_s`; /readyz says why meanwhile. Only a record Kafka can never accept (or
+the DLQ's budget) stops the process. The check-ins' replay and the state's restore stop at
+SIGTERM; `close()` is bounded by `close_timeout_s`.
 
 Timers are checked in the loop (pending.py's wheel); nothing sleeps in the poll loop.
 """
@@ -53,7 +59,13 @@ from services.common.clock import Clock
 from services.common.errors import DecodeError, TopicReadError
 from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
 from services.common.kafka.logs import client_logger
-from services.common.kafka.producer import DeliveryError, ReliableProducer
+from services.common.kafka.producer import (
+    DeliveryError,
+    PermanentDeliveryError,
+    ReliableProducer,
+    delivery_error,
+    is_permanent,
+)
 from services.common.kafka.reader import read_to_end
 from services.common.limits import InvalidInput, check_checkin_event
 from services.common.ops_server import Heartbeat
@@ -80,6 +92,10 @@ from services.correlator.settings import CorrelatorSettings
 log = logging.getLogger(__name__)
 
 SERVICE = "correlator"
+#: First pause before starting again after a Kafka outage (doubling up to the setting's bound).
+RETRY_FIRST_S = 1.0
+#: Slices of the waits of an outage, so a stop is seen and /livez stays fresh.
+WAIT_SLICE_S = 1.0
 
 
 class Stopped(Exception):
@@ -122,15 +138,37 @@ class CorrelatorRunner:
         #: check-ins partition -> offset past the last dead-lettered one, to store after a flush.
         self._checkins_dead: dict[int, int] = {}
         #: Refusals of records produced after the prerequisites (checked every batch).
-        self._lost: list[str] = []
+        self._lost: list[tuple[KafkaError, str]] = []
+        #: Why Kafka is unusable while a new session is awaited (/readyz), else None.
+        self.outage: str | None = None
+        #: Set while a session is torn down: the revoke callback then only forgets.
+        self._ending = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> None:
-        """Start, loop until `stop()` (SIGTERM/SIGINT from __main__), close within the bound."""
+        """Start, loop until `stop()` (SIGTERM/SIGINT from __main__), close within the bound;
+        a Kafka outage ends the session and a new one starts after a back-off."""
+        backoff = RETRY_FIRST_S
         try:
-            self.start()
             while self.running:
-                self.step()
+                try:
+                    self.start()
+                    while self.running:
+                        self.step()
+                        if self.held and self.outage is not None:
+                            log.info("Kafka is back: outcomes partitions held again")
+                            self.outage, backoff = None, RETRY_FIRST_S
+                except Stopped:
+                    raise
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    self.outage = f"{type(exc).__name__}: {exc}"
+                    log.warning("Kafka unavailable (%s); this session ends and a new one starts "
+                                "in %.0f s (not ready meanwhile)", self.outage, backoff)
+                    self._end_session()
+                    self._wait(backoff)
+                    backoff = min(2 * backoff, max(RETRY_FIRST_S, self.s.retry_backoff_max_s))
         except Stopped as stopped:
             log.info("%s", stopped)
         finally:
@@ -150,6 +188,8 @@ class CorrelatorRunner:
         held, else why not (read from the ops server's thread: plain attribute reads)."""
         if not self.running:
             return "stopping"
+        if self.outage is not None:
+            return f"Kafka unavailable ({self.outage}): starting again"
         if self.outcomes is None:
             return "replaying check-ins"
         if not self.held:
@@ -188,7 +228,70 @@ class CorrelatorRunner:
         except DeliveryError as exc:
             log.error("records left unacknowledged at close: %s", exc)
         if self._lost:
-            log.error("records refused by Kafka at close: %s", "; ".join(self._lost[:5]))
+            log.error("records refused by Kafka at close: %s", "; ".join(
+                f"{where_to}: {err.str()}" for err, where_to in self._lost[:5]))
+
+    def _end_session(self) -> None:
+        """After an outage: close the consumers (bounded), drain the producer, forget the core's
+        state; the next `start()` rebuilds it all from Kafka, as a restarted process would."""
+        self._ending = True
+        try:
+            for consumer in (self.outcomes, self.contacts):
+                if consumer is not None:
+                    self._bounded(consumer.close, "closing a consumer")
+        finally:
+            self._ending = False
+        self.outcomes = self.contacts = None
+        self.held = frozenset()
+        self._drain()
+        self._after.clear()
+        self._lost.clear()
+        self._checkins_dead.clear()
+        self._flush_needed = False
+        self.core = CorrelatorCore(self.s)
+        self.metrics.restart_totals()
+
+    def _bounded(self, call: Any, what: str) -> None:
+        """`call()` in a thread, given up on after `close_timeout_s` (a consumer's close can
+        wait on a broker that does not answer); its errors are logged."""
+        def guarded() -> None:
+            try:
+                call()
+            except Exception:  # tearing down after an outage: log it, go on
+                log.exception("%s failed", what)
+        worker = threading.Thread(target=guarded, name="correlator-teardown", daemon=True)
+        worker.start()
+        worker.join(self.s.close_timeout_s)
+        if worker.is_alive():
+            log.warning("%s did not finish within %.1f s; left behind", what,
+                        self.s.close_timeout_s)
+
+    def _drain(self) -> None:
+        """Wait until the producer holds nothing: each record acknowledged, or given up by
+        librdkafka after its message timeout. A record Kafka can never accept stops the process;
+        the others are written again by the next session, which re-reads their inputs."""
+        while True:
+            self.heartbeat.beat()
+            if not self.running:
+                raise Stopped("stopped while Kafka was unavailable")
+            try:
+                self.producer.flush(WAIT_SLICE_S)
+                return
+            except PermanentDeliveryError:
+                raise
+            except DeliveryError as exc:
+                if len(self.producer.client) == 0:
+                    log.warning("records given up during the outage are written again by the "
+                                "next session: %s", exc)
+                    return
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.heartbeat.beat()
+            if not self.running:
+                raise Stopped("stopped while Kafka was unavailable")
+            time.sleep(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
 
     def _ensure_state_topic(self) -> None:
         """Wait for Kafka (in short calls, so a stop is seen), then create the state topic with
@@ -209,8 +312,8 @@ class CorrelatorRunner:
                         f"Kafka at {self.kafka.bootstrap_servers} did not answer within "
                         f"{self.s.kafka_wait_s:.0f}s: {exc.args[0]}") from exc
         parts = meta.topics[self.topics.outcomes].partitions
-        if not parts:
-            raise RuntimeError(f"topic {self.topics.outcomes} does not exist")
+        if not parts:  # not created yet, or a restarted broker still loading its logs
+            raise TopicReadError(f"topic {self.topics.outcomes} does not exist (yet)")
         self.core.partition_count = len(parts)
         create_topics(self.kafka, [changelog.STATE], partitions_override=len(parts))
         create_topics(self.kafka, [ACTIVITY])
@@ -280,8 +383,9 @@ class CorrelatorRunner:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.held -= {tp.partition for tp in partitions}
-        self.producer.flush(self.s.flush_timeout_s)
-        self._raise_lost()
+        if not self._ending:  # a session ending after an outage drains the producer itself
+            self.producer.flush(self.s.flush_timeout_s)
+            self._raise_lost()
         self.core.revoke(tp.partition for tp in partitions)
 
     def _restore(self, partitions: Iterable[int]) -> None:
@@ -463,14 +567,16 @@ class CorrelatorRunner:
 
     def _on_after_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            self._lost.append(f"{msg.topic()}[{msg.partition()}]: {err.str()} ({err.name()})")
+            self._lost.append((err, f"{msg.topic()}[{msg.partition()}]"))
 
     def _raise_lost(self) -> None:
         if self._lost:
-            raise DeliveryError(
-                f"Kafka refused {len(self._lost)} verdict/tombstone record(s), first: "
-                f"{self._lost[0]}; stopping: their pushes are still in {self.state_topic} and "
-                "are judged again after a restart")
+            err, where_to = next(((e, w) for e, w in self._lost if is_permanent(e)),
+                                 self._lost[0])
+            error = delivery_error(err, where_to)
+            raise type(error)(
+                f"{error}: {len(self._lost)} verdict/tombstone record(s) refused; their pushes "
+                f"are still in {self.state_topic} and are judged again by the next session")
 
     def _count(self, effect: Effect) -> None:
         m = self.metrics
@@ -490,6 +596,20 @@ class CorrelatorRunner:
                     m.rearms.inc()
             case DeadLetter(source=source):
                 m.dlq.labels(source.value).inc()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a new session can outlive `exc`: Kafka unreachable or slow, records it did not
+    acknowledge in time, a topic not (yet) there. Not: a record it can never accept, a fatal
+    client error, the DLQ's budget, or a bug."""
+    if isinstance(exc, PermanentDeliveryError):
+        return False
+    if isinstance(exc, (DeliveryError, TopicReadError)):
+        return True
+    if isinstance(exc, KafkaException):
+        err = exc.args[0] if exc.args else None
+        return not (isinstance(err, KafkaError) and err.fatal())
+    return False
 
 
 def poison_reason(schema: str, exc: DecodeError | InvalidInput) -> str:

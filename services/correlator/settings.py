@@ -54,11 +54,15 @@ class CorrelatorSettings(BaseSettings):
     max_enrollments: int = 2_000_000
     #: Prometheus port; 0 disables the endpoint.
     metrics_port: int = 9103
-    #: Longest start-up waits for Kafka to answer before giving up (exit 1).
+    #: Longest a start waits for Kafka to answer before it is tried again (with back-off).
     kafka_wait_s: float = 30.0
+    #: Longest pause between two starts while Kafka is unavailable (doubling from 1 s); the
+    #: process stays up and /readyz says why it is not ready.
+    retry_backoff_max_s: float = 30.0
     #: Longest the start-up replay of the check-ins (or a restore of the state) may take.
     replay_timeout_s: float = 600.0
-    #: Longest a batch's prerequisites may take to be acknowledged before the process stops.
+    #: Longest a batch's prerequisites may take to be acknowledged before the session ends
+    #: (Kafka unavailable: a new one starts once it answers).
     flush_timeout_s: float = 30.0
     #: Longest close() may take (group leave, flush): well under a pod's 30 s grace period.
     close_timeout_s: float = 15.0
