@@ -52,8 +52,8 @@ from services.sim.fleet.fleet import FleetParams
 DEADLINE_MS, REPUSH_MS, RACE_MS = 20_000, 10_000, 8_000
 #: Demo-sized fleet care (production: re-arm after 24 h spread over 6 h, inactive after 7 days).
 #: A re-arm comes 45 s after enrolling, a verdict 20 s after the push: as long as the first
-#: pushes leave within 25 s of enrolling (a few seconds, even on a loaded machine), every verdict
-#: of the accuracy run is given before any re-arm, so it is judged exactly as without care.
+#: pushes leave within 25 s of enrolling (17 s at worst seen on the loaded 2-core machine), every
+#: verdict of the accuracy run is given before any re-arm: it is judged as without care.
 REARM_AFTER_MS, REARM_SPREAD_MS, INACTIVE_AFTER_MS = 45_000, 2_000, 60_000
 #: How much older a stale-magic device's duplicate enrollment is (the fleet's default, an hour,
 #: would make it INACTIVE before the first request on these timings).
