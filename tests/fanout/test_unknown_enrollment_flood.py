@@ -9,7 +9,10 @@ Issue 8 item 5: whoever can write check-ins (a tenant's gateway credential, or a
   record at all, Authenticates never followed by a TokenUpdate make one that the sweep removes
   (a pending TTL of 1 ms, a sweep every 0.3 s);
 - the correlator's book holds exactly `max_enrollments` rows, the rest of the flood refused and
-  counted, and a push to a real enrollment is still answered by its check-in.
+  counted, and a push to a real enrollment is still answered by its check-in;
+- mixed in, another tenant's forged TokenUpdate and CheckOut for every real enrollment (what
+  that tenant's own gateway credential publishes, tests/gateway/test_attacks.py): refused and
+  counted by both services, every victim's registry record unchanged.
 Nothing waits on wall time except for the counters and records to arrive.
 """
 
@@ -122,6 +125,7 @@ def test_a_flood_of_unknown_enrollments_stays_within_the_registry_and_correlator
                  lambda: correlator_metric("mdmpush_correlator_enrollments") == len(REAL), died)
         wait_for("the real enrollments in the registry", lambda: {
             m.key().decode() for m in registry.settle(0.2)} >= set(REAL), died)
+        victims = {k: v for k, v in latest(registry.settle(), bytes.decode).items() if k in REAL}
         changelog = Reader(kafka_settings,
                            f"{kafka_settings.topic_prefix}mdmpush-fanout-registry-changelog", None)
 
@@ -136,7 +140,12 @@ def test_a_flood_of_unknown_enrollments_stays_within_the_registry_and_correlator
             "no_tenant": [checkin(f"N{i}", "AUTHENTICATE", now, tenant="", topic=T1)
                           for i in range(FLOOD)],
         }
-        for event in (e for events in flood.values() for e in events):
+        # Tenant globex's check-ins for acme's enrollments: a new token and PushMagic, a CheckOut.
+        foreign = [e for eid in REAL for e in (
+            checkin(eid, "TOKEN_UPDATE", now, tenant="globex", topic=T1,
+                    token_hex=token(f"evil-{eid}"), push_magic="magic-evil"),
+            checkin(eid, "CHECK_OUT", now + 1, tenant="globex"))]
+        for event in [*(e for events in flood.values() for e in events), *foreign]:
             producer.produce(topics.checkins,
                              SERDE.encode("CheckinEvent", event, topics.checkins),
                              event["enrollment_id"])
@@ -148,12 +157,17 @@ def test_a_flood_of_unknown_enrollments_stays_within_the_registry_and_correlator
         wait_for("the fan-out's refusals and expiries", lambda: (
             fanout(refused, reason="unknown_enrollment") == 2 * FLOOD
             and fanout(refused, reason="no_tenant") == FLOOD
-            and fanout("mdmpush_fanout_pending_enrollments_expired_total") == FLOOD), died)
-        # The correlator kept its cap and counted the rest.
+            and fanout("mdmpush_fanout_pending_enrollments_expired_total") == FLOOD
+            and fanout("mdmpush_fanout_foreign_checkins_total") == len(foreign)), died)
+        # The correlator kept its cap and counted the rest, and refused the foreign check-ins.
         wait_for("the correlator's refusals", lambda: correlator_metric(
             "mdmpush_correlator_refused_enrollments_total")
-            == len(flooded) - (MAX_ENROLLMENTS - len(REAL)), died)
+            == len(flooded) - (MAX_ENROLLMENTS - len(REAL))
+            and correlator_metric("mdmpush_correlator_foreign_checkins_total") == len(foreign),
+            died)
         assert correlator_metric("mdmpush_correlator_enrollments") == MAX_ENROLLMENTS
+        assert {k: v for k, v in latest(registry.settle(), bytes.decode).items()
+                if k in REAL} == victims, "a foreign check-in changed a victim's record"
 
         # Known enrollments still work: a push to R0 is answered by R0's check-in.
         feed.outcome("R0", request="after-flood", topic=T1, token_hex=token("R0"))
