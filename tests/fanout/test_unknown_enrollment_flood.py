@@ -65,17 +65,18 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.get((name, frozenset(labels.items())))
 
 
-def wait_for(what: str, until: Callable[[], bool], alive: Callable[[], str | None]) -> None:
-    """Until `until()`; fail at once when a process died (`alive` returns its log)."""
+def wait_for(what: str, until: Callable[[], bool], logs: Callable[[bool], str | None]) -> None:
+    """Until `until()`; fail at once when a process died. `logs(False)` is the log of a process
+    that died (None while both run), `logs(True)` both logs' tails."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         if until():
             return
-        died = alive()
+        died = logs(False)
         if died is not None:
             raise AssertionError(f"a service died while waiting for {what}:\n{died}")
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}:\n{logs(True)}")
 
 
 def latest(messages: list[Any], decode_key: Callable[[bytes], str]) -> dict[str, bytes | None]:
@@ -100,11 +101,15 @@ def test_a_flood_of_unknown_enrollments_stays_within_the_registry_and_correlator
     changelog: Reader | None = None  # faust creates its topic at start
     outcomes = CorrelatorReader(kafka_settings, topics.outcomes, "PushOutcome")
 
-    def died() -> str | None:
+    def died(always: bool) -> str | None:
+        fanout_log = f"fan-out:\n{worker.log_tail()}"
+        correlator_log = f"correlator:\n{correlator.log.read_text(errors='replace')[-4000:]}"
+        if always:
+            return f"{fanout_log}\n{correlator_log}"
         if not worker.alive():
-            return f"fan-out:\n{worker.log_tail()}"
+            return fanout_log
         if correlator.proc is None or correlator.proc.poll() is not None:
-            return f"correlator:\n{correlator.log.read_text(errors='replace')[-4000:]}"
+            return correlator_log
         return None
 
     def fanout(name: str, **labels: str) -> float | None:
