@@ -53,6 +53,16 @@ class LaneBuffers:
         self.size += 1
         return count >= self.cap
 
+    def restore(self, item: Pending) -> None:
+        """Put a job taken for sending back at the head of its queue (it was not sent)."""
+        queues = self._lanes[item.lane]
+        queue = queues.get(item.key)
+        if queue is None:
+            queue = queues[item.key] = deque()
+        queue.appendleft(item)
+        self._per_source[item.source] = self._per_source.get(item.source, 0) + 1
+        self.size += 1
+
     def queues(self, lane: Lane) -> Iterator[tuple[str, deque[Pending]]]:
         """(key, queue) of every non-empty queue of a lane, least recently served first."""
         lane_queues = self._lanes[lane]

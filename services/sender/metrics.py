@@ -59,6 +59,18 @@ class SenderMetrics:
             "Jobs a previous owner of the partition had finished past its commit: not re-sent",
             registry=r,
         )
+        self.skipped_already_sent = Counter(
+            "mdmpush_sender_skipped_already_sent",
+            "Jobs past a taken-over partition's commit whose outcome its previous owner had "
+            "written (read from the outcomes topic at assignment, already_sent.py): not re-sent",
+            registry=r,
+        )
+        self.fenced = Counter(
+            "mdmpush_sender_stall_fences",
+            "Times the loop stalled for longer than the group may keep its partitions and held "
+            "every push until the group confirmed it still owns them (or took them away)",
+            registry=r,
+        )
         # Exported at 0 from the start: a counter series born at 1 shows no increase(), and the
         # dead-letter alert (deploy/prometheus/alerts.yaml) would miss the first event.
         for cause in DLQ_CAUSES:

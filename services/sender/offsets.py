@@ -14,6 +14,13 @@ counts them (a job from its answer until a commit covering it is acknowledged, s
 :meth:`OffsetTracker.settle`); the loop adds it to its in-flight count against ``max_in_flight``,
 so that after a crash at most ``max_in_flight`` jobs (1,000 by default) are pushed twice, by
 construction, whatever the rate, the broker's latency or the moment of the kill.
+
+Most of those had their outcome written already: each commit also says from when the outcomes of
+the jobs it does not cover may date (``since_ms``: the oldest job whose records Kafka has not yet
+acknowledged, or the commit's own time), and the next owner reads the outcomes topic from there
+and skips the jobs that have one (already_sent.py). What a crash then repeats is the jobs whose
+push had gone out but whose outcome Kafka had not acknowledged: those on the wire and those
+answered within the last produce round trip.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections import deque
 from collections.abc import Collection
 
 from services.common.kafka.io import Position
+from services.sender.already_sent import source_prefix
 from services.sender.commit_marks import decode_marks, encode_marks_kept
 
 
@@ -42,7 +50,7 @@ class Entry:
         """Records produced for this job that Kafka has yet to acknowledge."""
         if not self.opened:
             self.opened = True
-            self.partition.opened()
+            self.partition.opened(self)
         self.pending += count
 
     def acked(self) -> None:
@@ -57,28 +65,38 @@ class Entry:
             self.done = True
             if not self.opened:
                 self.opened = True
-                self.partition.opened()
+                self.partition.opened(self)
             self.partition.finished(self.offset)
 
 
 class Unsettled:
-    """The running count of unsettled jobs over all partitions (read on every dispatch)."""
+    """The running count of unsettled jobs over all partitions (read on every dispatch), and
+    the opened entries in the order they were opened, with when (to find the oldest one Kafka
+    has not finished: see :meth:`OffsetTracker.since_ms`)."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "now_ms", "opened")
 
     def __init__(self) -> None:
         self.count = 0
+        #: Epoch ms of the loop's current turn (set by the loop; no clock call per job). The
+        #: turn starts before any record it produces, so it is never later than their
+        #: timestamps.
+        self.now_ms = 0
+        self.opened: deque[tuple[int, Entry]] = deque()
 
 
 class PartitionOffsets:
     """The consumed-but-unfinished records of one partition, in consumption order."""
 
     __slots__ = ("_covered", "_done_beyond", "_entries", "_next", "_opened", "_popped",
-                 "_settled", "_unsettled", "dirty", "partition", "revoked", "skip", "topic")
+                 "_settled", "_unsettled", "dirty", "partition", "revoked", "skip", "source",
+                 "topic")
 
     def __init__(self, topic: str, partition: int, unsettled: Unsettled | None = None) -> None:
         self.topic = topic
         self.partition = partition
+        #: The job-source header of its records' outcomes, less the offset (already_sent.py).
+        self.source = source_prefix(topic, partition)
         self._unsettled = unsettled or Unsettled()
         #: Entries opened (answered or finished), entries popped off the done prefix, and the
         #: number of opened entries an acknowledged commit covers: all only ever grow.
@@ -96,19 +114,22 @@ class PartitionOffsets:
         self.dirty = False
         #: Set when the partition is taken away: late completions no longer count.
         self.revoked = False
-        #: Offsets a previous owner finished past its commit: consumed again, not sent again.
-        self.skip: set[int] = set()
+        #: Offsets a previous owner finished past its commit: consumed again, not sent again
+        #: (True: known from its outcome on the outcomes topic, False: from the commit marks).
+        self.skip: dict[int, bool] = {}
 
     def track(self, offset: int) -> Entry:
         entry = Entry(self, offset)
         self._entries.append(entry)
         return entry
 
-    def opened(self) -> None:
+    def opened(self, entry: Entry) -> None:
         if self.revoked:  # a late answer for a partition given away: its owner's concern now
             return
         self._opened += 1
-        self._unsettled.count += 1
+        unsettled = self._unsettled
+        unsettled.count += 1
+        unsettled.opened.append((unsettled.now_ms, entry))
 
     @property
     def unsettled(self) -> int:
@@ -138,11 +159,20 @@ class PartitionOffsets:
     def recover(self, committed: int, metadata: str | None) -> int:
         """Take over from a commit: remember the finished offsets its metadata lists past
         ``committed``; returns how many."""
-        self.skip = decode_marks(committed, metadata)
+        self.skip = dict.fromkeys(decode_marks(committed, metadata), False)
         return len(self.skip)
 
-    def commit(self) -> Position | None:
-        """The position to commit now (None if nothing changed or nothing is done yet)."""
+    def already_sent(self, offsets: Collection[int]) -> int:
+        """Offsets whose outcome a previous owner wrote (already_sent.py): skipped too; returns
+        how many were not known from the commit marks already."""
+        skip = self.skip
+        new = [o for o in offsets if o not in skip]
+        skip.update(dict.fromkeys(new, True))
+        return len(new)
+
+    def commit(self, since_ms: int | None = None) -> Position | None:
+        """The position to commit now (None if nothing changed or nothing is done yet), saying
+        that the outcomes of the jobs it does not cover date from ``since_ms`` or later."""
         self.dirty = False
         entries, done = self._entries, self._done_beyond
         while entries and entries[0].done:
@@ -155,7 +185,7 @@ class PartitionOffsets:
         base = entries[0].offset if entries else self._next
         if base is None:
             return None
-        marks, kept = encode_marks_kept(base, done)
+        marks, kept = encode_marks_kept(base, done, since_ms=since_ms)
         self._covered = self._popped + kept
         return Position(self.topic, self.partition, base, marks)
 
@@ -175,6 +205,24 @@ class OffsetTracker:
         """Jobs answered (or finished) and not yet covered by an acknowledged commit, over all
         partitions: at most this many are repeated if the process dies now."""
         return self._unsettled.count
+
+    def turn(self, now_ms: int) -> None:
+        """The loop's turn starts at ``now_ms`` (epoch ms): the time of the jobs opened in it."""
+        self._unsettled.now_ms = now_ms
+
+    def since_ms(self) -> int:
+        """No later than the Kafka timestamp of any outcome produced, or still to be produced,
+        for a job that is not finished now: the opening time of the oldest opened job still
+        waiting for Kafka's acknowledgement, or the current turn's time if none is. Jobs not
+        yet opened produce their records from now on."""
+        unsettled = self._unsettled
+        opened = unsettled.opened
+        while opened:
+            entry = opened[0][1]
+            if not (entry.done or entry.partition.revoked):
+                return min(opened[0][0], unsettled.now_ms)
+            opened.popleft()
+        return unsettled.now_ms
 
     def partition(self, topic: str, partition: int) -> PartitionOffsets:
         key = (topic, partition)
@@ -206,14 +254,18 @@ class OffsetTracker:
         if offsets is not None:
             offsets.dirty = True
 
-    def commits(self) -> list[Position]:
-        """The position of every partition where a job finished since the last call; the
-        caller commits them at once and calls :meth:`settle` with the answer."""
+    def commits(self, *, force: bool = False) -> list[Position]:
+        """The position of every partition where a job finished since the last call (of every
+        partition with one, when `force`d); the caller commits them at once and calls
+        :meth:`settle` with the answer."""
         out = []
         covers = {}
+        since_ms: int | None = None
         for key, offsets in self._partitions.items():
-            if offsets.dirty:
-                commit = offsets.commit()
+            if offsets.dirty or force:
+                if since_ms is None:
+                    since_ms = self.since_ms()
+                commit = offsets.commit(since_ms)
                 if commit is not None:
                     out.append(commit)
                     covers[key] = offsets.covered()

@@ -16,7 +16,8 @@ from services.common.kafka.io import ConfluentKafkaIO
 from services.common.ops_server import Heartbeat
 from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde, serde_for
-from services.common.settings import KafkaSettings
+from services.common.settings import MIN_SESSION_TIMEOUT_MS, KafkaSettings
+from services.sender.already_sent import OutcomeSources
 from services.sender.apns.pool import CertificateStore, ClientPool
 from services.sender.enrollment_census import EnrollmentCensus, registry_view
 from services.sender.metrics import CertificateCollector
@@ -92,6 +93,16 @@ def build_sender(
         live=LiveSenders(kafka, settings.group_id, settings.members_refresh_s),
         clock=clock,
         heartbeat=heartbeat,
+        already_sent=(OutcomeSources(kafka, topics.outcomes)
+                      if settings.skip_already_sent else None),
+        stall_fence_s=stall_fence_s(kafka),
     )
     sender.metrics.registry.register(CertificateCollector(store))
     return sender
+
+
+def stall_fence_s(kafka: KafkaSettings) -> float:
+    """A stall of the loop longer than this may have cost the group membership: half the
+    session timeout, since the last heartbeat may have gone out up to a heartbeat interval
+    (a third of it by default) before the stall began."""
+    return max(kafka.session_timeout_ms, MIN_SESSION_TIMEOUT_MS) / 2000

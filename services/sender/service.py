@@ -6,7 +6,11 @@ key's whole traffic, which makes its local buckets the farm-wide throttle), queu
 lane and key, send what the buckets and the in-flight bounds allow (priority first), collect APNs
 answers, produce outcomes / retries / DLQ copies without flushing, and commit each partition's
 offset once every record produced for its done prefix is acknowledged (with the jobs finished
-past it, so that a crash repeats only what was in flight: commit_marks.py).
+past it, so that a crash repeats only what was in flight: commit_marks.py). A partition taken
+over also skips the jobs whose outcome its previous owner wrote after its last commit
+(already_sent.py), and a loop that stalled for longer than the group keeps a silent member's
+partitions (SIGSTOP, a frozen VM) sends nothing until the group confirms they are still its own
+(see `_stalled`).
 
 The loop talks to Kafka through `KafkaIO` and to APNs through `ApnsPool` only, so its rules run
 in unit tests on `MemoryKafkaIO` and a fake pool; `runner.build_sender` wires the real ones.
@@ -48,10 +52,12 @@ from services.common.limits import InvalidInput, check_push_job
 from services.common.ops_server import Heartbeat
 from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde
+from services.sender.already_sent import SOURCE_HEADER, AlreadySent
 from services.sender.apns.breaker import BreakerRegistry
 from services.sender.apns.classify import Classification, Verdict, classify
 from services.sender.apns.pool import ApnsPool, UnknownCertificateError
 from services.sender.apns.types import ApnsRequest, ApnsResponse
+from services.sender.commit_marks import decode_since
 from services.sender.job import LANES, Lane, PushJob, PushOutcome
 from services.sender.lanes import LaneBuffers, Pending
 from services.sender.metrics import SenderMetrics
@@ -85,8 +91,14 @@ COMMIT_ANSWER_S = 1.0
 HOUSEKEEPING_S = 0.1
 #: Idle throttle buckets and closed breakers are dropped this often (see Throttle.evict_idle).
 EVICT_S = 60.0
+#: While the loop holds its pushes after a stall, it asks the group whether its partitions are
+#: still its own at most this often.
+PROBE_S = 0.5
 #: The job's lane as the Avro record names it (a dict lookup: no enum call per record).
 _JOB_LANES = {"PRIORITY": Lane.PRIORITY, "BULK": Lane.BULK}
+#: Outcome states that finish a job on their own (no retry or DLQ copy goes with them): the
+#: only ones a partition's next owner may take as "already sent" (already_sent.py).
+_FINISHING = frozenset({"SENT", "FAILED"})
 
 
 class SenderStopped(RuntimeError):
@@ -122,6 +134,8 @@ class Sender:
         monotonic: Callable[[], float] = time.monotonic,
         epoch_ms: Callable[[], int] | None = None,
         heartbeat: Heartbeat | None = None,
+        already_sent: AlreadySent | None = None,
+        stall_fence_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.io = io
@@ -162,6 +176,17 @@ class Sender:
         self.assigned = threading.Event()
         #: Stamped by every turn of the loop (/livez).
         self.heartbeat = heartbeat or Heartbeat(30.0)
+        #: Reads the outcomes a partition's previous owner wrote past its commit (None: off).
+        self._already_sent = already_sent
+        #: A gap longer than this between turns of the loop (or within one, before a send) may
+        #: have cost the group membership: nothing is sent until the group answers (None: off).
+        self._stall_fence_s = stall_fence_s
+        #: Monotonic time the current turn started (or a rebalance was served).
+        self._turn_at = 0.0
+        self._fenced = False
+        self._next_probe = 0.0
+        #: Why the group refused the last commit (read by `_probe`).
+        self._probe_refused: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -191,6 +216,7 @@ class Sender:
     def start(self) -> None:
         """Read the policies, join the group."""
         self.book.load()
+        self._turn_at = self._monotonic()
         subscribed = [self.topics.jobs_priority, self.topics.jobs_bulk, *self.scheduler.topics]
         self.io.subscribe(subscribed, on_assign=self._on_assign, on_revoke=self._on_revoke,
                           on_committed=self._committed)
@@ -199,16 +225,28 @@ class Sender:
     def step(self) -> None:
         """One turn of the loop: due retries, consume, send, answers, acknowledgements, commit."""
         self.heartbeat.beat()
+        turn_at = self._monotonic()
+        fence = self._stall_fence_s
+        if fence is not None and turn_at - self._turn_at > fence:
+            self._stalled(turn_at - self._turn_at)
+        self._turn_at = turn_at
         now_ms = self._epoch_ms()
+        self.offsets.turn(now_ms)
         for source in self.scheduler.due(now_ms):
             self.pauses.release(source, PauseReason.RETRY_NOT_DUE)
         timer = self._wait_bound(now_ms)
-        consume_wait = 0.0 if self._in_flight else min(IDLE_WAIT_S, timer)
+        busy = self._in_flight and not self._fenced
+        consume_wait = 0.0 if busy else min(IDLE_WAIT_S, timer)
         self._route(self.io.consume(self.settings.consume_batch, consume_wait))
+        if self._fenced:
+            self._probe()
         self._dispatch()
-        answers = self.pool.poll(min(BUSY_WAIT_S, timer) if self._in_flight else 0.0)
-        if answers:
-            self._complete(answers)
+        if fence is not None and self._monotonic() - self._turn_at > fence:
+            self._stalled(self._monotonic() - self._turn_at)  # before libcurl writes them
+        if not self._fenced:  # answers wait: after a stall, timed out requests would be retried
+            answers = self.pool.poll(min(BUSY_WAIT_S, timer) if self._in_flight else 0.0)
+            if answers:
+                self._complete(answers)
         self.io.poll(0)
         now = self._monotonic()
         answered = self._commit_sent is None or now - self._commit_sent > COMMIT_ANSWER_S
@@ -277,24 +315,110 @@ class Sender:
             log.warning("could not read the committed positions: %s", exc)
             committed = []
         recovered = 0
+        taken: dict[Partition, tuple[int, int]] = {}
         for position in committed:
             if position.metadata and position.offset >= 0:
                 part = self.offsets.partition(position.topic, position.partition)
                 recovered += part.recover(position.offset, position.metadata)
+                since_ms = decode_since(position.metadata)
+                if since_ms is not None:
+                    taken[(position.topic, position.partition)] = (position.offset, since_ms)
         if recovered:
             log.info("%d jobs past the committed offsets were finished before: not re-sent",
                      recovered)
+        if taken and self._already_sent is not None:
+            self._read_already_sent(taken)
+        self._rebalanced()
         self.assigned.set()
 
+    def _read_already_sent(self, taken: dict[Partition, tuple[int, int]]) -> None:
+        """Skip the jobs past the commits whose outcome the previous owner wrote (only here, at
+        assignment: the hot path pays one dict lookup per record, as for the commit marks)."""
+        assert self._already_sent is not None
+        started = time.monotonic()
+        found = self._already_sent.read(taken)
+        count = sum(self.offsets.partition(*source).already_sent(offsets)
+                    for source, offsets in found.items())
+        log.info("%d jobs past the committed offsets have an outcome from their previous "
+                 "owner: not re-sent (outcomes read in %.2f s)", count,
+                 time.monotonic() - started)
+
+    def _rebalanced(self) -> None:
+        """The group has just assigned or taken partitions: the loop's view of what it owns is
+        current, whatever stall came before."""
+        if self._fenced:
+            log.info("pushes resume: the group rebalanced after the stall")
+        self._fenced = False
+        self._turn_at = self._monotonic()
+
+    def _stalled(self, gap_s: float) -> None:
+        """The loop did not run for `gap_s`, long enough for the group to have declared this
+        member dead and handed its partitions to another sender (a SIGSTOP, a frozen VM, a
+        starved host: librdkafka's heartbeats stopped too). Sending what is buffered now would
+        push jobs another sender owns and sends as well (a zombie). So nothing is sent until the
+        group answers: a commit under this member's generation accepted (the partitions are
+        still its own) or a rebalance served (those taken away are dropped by `_on_revoke`)."""
+        if not self._fenced:
+            log.warning("the loop stalled for %.1f s: holding every push until the group "
+                        "confirms this sender still owns its partitions", gap_s)
+            self.metrics.fenced.inc()
+        self._fenced = True
+        self._next_probe = 0.0
+        # Submitted before the stall but not yet written to a connection: not sent yet, so
+        # back to their queues, sent only if the partition is still this sender's.
+        taken = self.pool.unsend()
+        for request in reversed(taken):
+            flight = self._in_flight.pop(request.correlation_id, None)
+            if flight is not None:
+                self.buffers.restore(flight.item)
+        if taken:
+            log.info("%d requests not yet written to APNs taken back", len(taken))
+
+    def _probe(self) -> None:
+        """While fenced: commit every partition's position synchronously; Kafka accepts it only
+        from a member of the current generation (otherwise librdkafka rejoins, and the revoke
+        callback drops the partitions)."""
+        now = self._monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + PROBE_S
+        self._probe_refused = None
+        positions = self.offsets.commits(force=True)
+        if positions:
+            self.io.commit(positions, asynchronous=False)  # answered in _committed, at once
+        if self._probe_refused is None:
+            log.info("pushes resume: the group confirmed this sender's partitions after the "
+                     "stall")
+            self._fenced = False
+            self._turn_at = self._monotonic()
+        else:
+            log.warning("still holding pushes: the group refused a commit (%s); waiting for "
+                        "the rebalance", self._probe_refused)
+
     def _on_revoke(self, partitions: list[Partition]) -> None:
-        """Finish in-flight work so its offsets are committed, then forget the partitions."""
-        self._drain(5.0)
-        self._commit(asynchronous=False)
+        """Finish in-flight work so its offsets are committed, then forget the partitions.
+
+        After a stall, the partitions were taken while the loop was not running: another
+        sender owns them and has pushed (or pushes) their uncommitted jobs again. Their requests
+        in flight are then forgotten, answers unread: the timeouts a long stall leaves would
+        be retried, pushing the jobs once more, and their outcomes are the new owner's."""
+        fence = self._stall_fence_s
+        if fence is not None and self._monotonic() - self._turn_at > fence:
+            self._stalled(self._monotonic() - self._turn_at)
+        if self._fenced:
+            revoked = set(partitions)
+            for cid in [cid for cid, flight in self._in_flight.items()
+                        if flight.item.source in revoked]:
+                del self._in_flight[cid]
+        else:
+            self._drain(5.0)
+            self._commit(asynchronous=False)
         for source in partitions:
             self.offsets.revoke(*source)
             self.buffers.drop_source(source)
             self.scheduler.drop(source)
             self.pauses.forget(source)
+        self._rebalanced()
         self.assigned.clear()
 
     # -- Kafka in ---------------------------------------------------------------------------------
@@ -326,9 +450,11 @@ class Sender:
                     continue
             offsets = self.offsets.partition(topic, partition)
             if offset in offsets.skip:  # a previous owner finished it: its outcome is written
-                offsets.skip.discard(offset)
+                if offsets.skip.pop(offset):
+                    self.metrics.skipped_already_sent.inc()
+                else:
+                    self.metrics.recovered.inc()
                 offsets.track(offset).finish()
-                self.metrics.recovered.inc()
                 continue
             entry = offsets.track(offset)
             try:
@@ -373,6 +499,8 @@ class Sender:
         committable offset back behind the other key's waiting jobs.
         """
         self._timer_s = None
+        if self._fenced:
+            return
         settings = self.settings
         live = self._live.count if self._live is not None else 1
         for lane in LANES:
@@ -396,6 +524,8 @@ class Sender:
             rotate = len(turns) > 1
             cap = settings.bulk_in_flight_per_certificate
             pool = self.pool
+            fence = self._stall_fence_s
+            monotonic = self._monotonic
             while turns:
                 still = []
                 for turn in turns:
@@ -407,6 +537,9 @@ class Sender:
                         self._timer_s = wait if self._timer_s is None else min(self._timer_s, wait)
                         self._throttle_waits[lane].inc()
                         continue
+                    if fence is not None and monotonic() - self._turn_at > fence:
+                        self._stalled(monotonic() - self._turn_at)  # within this turn
+                        return
                     item = queue.popleft()
                     if self.buffers.taken(item):
                         self.pauses.release(item.source, PauseReason.BUFFER_FULL)
@@ -571,7 +704,12 @@ class Sender:
         encode = self.serde.encode
         for outcome in outcomes:
             value = encode("PushOutcome", outcome, outcomes_topic)  # type: ignore[arg-type]
-            marks = TOKEN_DEAD if outcome["status"] == 410 else None  # for the fan-out
+            marks: Headers | None = None
+            if outcome["state"] in _FINISHING:  # for a next owner of the job's partition
+                entry = item.entry
+                marks = [(SOURCE_HEADER, entry.partition.source + b"%d" % entry.offset)]
+            if outcome["status"] == 410:  # for the fan-out
+                marks = [*(marks or ()), *TOKEN_DEAD]
             self._produce(item, outcomes_topic, value, outcome["enrollment_id"], marks,
                           on_delivery)
             self.metrics.push(outcome["state"], outcome["reason"])
@@ -639,6 +777,8 @@ class Sender:
         """A failed commit is made again at the next interval (unless the partition is gone)."""
         self._commit_sent = None
         self.offsets.settle(failed)
+        if failed or error is not None:
+            self._probe_refused = error or f"{len(failed)} partition(s) refused"
         if failed:
             log.warning("offset commit failed (%s): %s", error, failed)
             for topic, partition in failed:

@@ -82,6 +82,9 @@ class SenderSettings(BaseSettings):
     shutdown_timeout_s: float = 20.0
     #: How often the member count of the group is refreshed (PER_INSTANCE scope).
     members_refresh_s: float = 15.0
+    #: At assignment, read the outcomes the partitions' previous owner wrote after its last
+    #: commit and skip those jobs instead of pushing them again (see already_sent.py).
+    skip_already_sent: bool = True
 
     def endpoint(self) -> str:
         """The APNs base URL this sender pushes to."""

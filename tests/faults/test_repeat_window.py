@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from services.sender.commit_marks import decode_marks
+from services.sender.commit_marks import decode_marks, decode_since
 from services.sender.offsets import OffsetTracker
 
 
@@ -93,3 +93,26 @@ def test_marks_that_do_not_fit_leave_their_jobs_unsettled() -> None:
     kept = len(decode_marks(commit.offset, commit.metadata))
     assert 0 < kept < done
     assert tracker.unsettled == done - kept  # exactly the ones a takeover would send again
+
+
+def test_a_commit_dates_the_outcomes_it_does_not_cover_from_the_oldest_unacknowledged_job(
+) -> None:
+    """A successor reads the outcomes topic from the commit's `since_ms` (already_sent.py): it
+    must be no later than any outcome produced for a job the commit does not cover."""
+    tracker = OffsetTracker()
+    part = tracker.partition("t", 0)
+    entries = [part.track(o) for o in range(4)]
+    tracker.turn(1_000)
+    entries[0].add_pending()
+    entries[0].acked()
+    tracker.turn(2_000)
+    entries[1].add_pending()  # produced at 2,000, not acknowledged yet
+    tracker.turn(3_000)
+    entries[2].add_pending()
+    entries[2].acked()
+    [commit] = tracker.commits()
+    assert commit.offset == 1 and decode_since(commit.metadata) == 2_000
+    entries[1].acked()
+    tracker.turn(4_000)  # everything produced is acknowledged: 3 produces from now on
+    [commit] = tracker.commits()
+    assert commit.offset == 3 and decode_since(commit.metadata) == 4_000

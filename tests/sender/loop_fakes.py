@@ -10,9 +10,11 @@ from typing import Any
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.kafka.dead_letter import DeadLetterWriter, DlqLimit
+from services.common.kafka.io import Partition
 from services.common.kafka.memory import MemoryBroker, MemoryKafkaIO, MemoryRecord
 from services.common.policy import PushPolicy
 from services.common.serde import AvroSerde
+from services.sender.already_sent import SOURCE_HEADER, Taken, parse_source
 from services.sender.apns.pool import UnknownCertificateError
 from services.sender.apns.types import ApnsRequest, ApnsResponse, TransportError
 from services.sender.job import Lane
@@ -53,6 +55,8 @@ class FakePool:
         self.requests: list[tuple[ApnsRequest, Lane]] = []
         self._waiting: dict[str, tuple[ApnsRequest, Lane]] = {}
         self._answers: list[ApnsResponse] = []
+        #: Submitted since the last poll: not written yet (as libcurl's fresh handles).
+        self._fresh: list[str] = []
 
     def submit(self, request: ApnsRequest, base_url: str | None = None, *,
                lane: Lane = Lane.BULK) -> None:
@@ -60,10 +64,19 @@ class FakePool:
             raise UnknownCertificateError(request.topic)
         self.requests.append((request, lane))
         self._waiting[request.correlation_id] = (request, lane)
+        self._fresh.append(request.correlation_id)
 
     def poll(self, timeout_s: float) -> list[ApnsResponse]:
+        self._fresh.clear()
         answers, self._answers = self._answers, []
         return answers
+
+    def unsend(self) -> list[ApnsRequest]:
+        taken = [self._waiting.pop(cid)[0] for cid in self._fresh if cid in self._waiting]
+        self._fresh.clear()
+        taken_ids = {r.correlation_id for r in taken}
+        self.requests = [(r, ln) for r, ln in self.requests if r.correlation_id not in taken_ids]
+        return taken
 
     def in_flight_for(self, topic: str, lane: Lane = Lane.BULK, base_url: str | None = None) -> int:
         return sum(1 for r, ln in self._waiting.values() if r.topic == topic and ln == lane)
@@ -112,6 +125,27 @@ class StaticPolicies:
 
     def close(self) -> None:
         pass
+
+
+class MemoryAlreadySent:
+    """`AlreadySent` on the in-memory outcomes topic (every record: memory records carry no
+    timestamp, so `since_ms` is not applied; the real reader's time bound is tested on Kafka)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.reads: list[Taken] = []
+
+    def read(self, taken: Taken) -> dict[Partition, set[int]]:
+        self.reads.append(dict(taken))
+        found: dict[Partition, set[int]] = {}
+        for record in self.broker.records(TOPICS.outcomes):
+            for key, value in record.headers() or ():
+                parsed = parse_source(value) if key == SOURCE_HEADER and isinstance(
+                    value, bytes) else None
+                if parsed is not None and parsed[0] in taken and parsed[1] >= taken[
+                        parsed[0]][0]:
+                    found.setdefault(parsed[0], set()).add(parsed[1])
+        return found
 
 
 @dataclass
@@ -166,9 +200,11 @@ def not_before(epoch_ms: int) -> list[tuple[str, str | bytes | None]]:
 
 def make_loop(*, policies: dict[str, PushPolicy] | None = None, partitions: int = 1,
               start: bool = True, dlq_limit: DlqLimit | None = None,
-              **settings: Any) -> Loop:
-    """A sender subscribed to the jobs and retry topics (`partitions` each) of an empty broker."""
-    broker = MemoryBroker()
+              broker: MemoryBroker | None = None, already_sent: bool = False,
+              stall_fence_s: float | None = None, **settings: Any) -> Loop:
+    """A sender subscribed to the jobs and retry topics (`partitions` each) of an empty broker
+    (or of `broker`, shared with an earlier loop: a successor in the same group)."""
+    broker = broker or MemoryBroker()
     for topic in (TOPICS.jobs_priority, TOPICS.jobs_bulk, RETRY_200, RETRY_500):
         broker.create_topic(topic, partitions)
     for topic in (TOPICS.outcomes, TOPICS.dlq):
@@ -187,6 +223,8 @@ def make_loop(*, policies: dict[str, PushPolicy] | None = None, partitions: int 
         dead_letters=DeadLetterWriter(io, TOPICS.dlq, service="sender",
                                       limit=dlq_limit or DlqLimit(0.5, 100)),
         clock=Clock(), monotonic=clock.monotonic, epoch_ms=clock.epoch_ms,
+        already_sent=MemoryAlreadySent(broker) if already_sent else None,
+        stall_fence_s=stall_fence_s,
     )
     loop = Loop(sender, io, broker, pool, clock, view)
     if start:

@@ -314,3 +314,21 @@ def test_close_answers_in_flight_requests_as_closed(
     assert transport.in_flight == 0
     with pytest.raises(RuntimeError):
         transport.submit(push(pki.push.topic))
+
+
+def test_pycurl_takes_back_the_requests_it_has_not_written_yet(pki: Pki, sim: SimulatorThread
+                                                              ) -> None:
+    """A sender that finds it stalled (sender service.py `_stalled`) takes back what it had
+    submitted and libcurl had not yet run: those pushes must never reach APNs."""
+    transport = PycurlTransport(config_for(sim.url, pki))
+    try:
+        send_many(transport, pki.push.topic, 1)  # connected, the stream window open
+        submitted = submit_many(transport, pki.push.topic, 20)
+        taken = transport.unsend()
+        assert [r.correlation_id for r in taken] == [r.correlation_id for r in submitted]
+        assert transport.in_flight == 0
+        send_many(transport, pki.push.topic, 5)  # the connection still works
+        assert transport.unsend() == []  # written and answered: nothing to take back
+        assert sim.snapshot().accepted == 6  # the 20 never reached the simulator
+    finally:
+        transport.close()

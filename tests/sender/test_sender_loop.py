@@ -19,8 +19,9 @@ from services.common.kafka.dead_letter import (
 from services.common.kafka.io import Position
 from services.common.kafka.producer import PermanentDeliveryError
 from services.common.policy import PushPolicy
+from services.sender.already_sent import SOURCE_HEADER
 from services.sender.apns.types import TransportError
-from services.sender.commit_marks import encode_marks
+from services.sender.commit_marks import decode_marks, decode_since, encode_marks
 from services.sender.job import Lane
 from services.sender.pauses import PauseReason
 from services.sender.scheduler import ATTEMPT_HEADER, NOT_BEFORE_HEADER
@@ -76,11 +77,47 @@ def test_the_offset_stops_at_the_oldest_unfinished_job_and_marks_the_rest_done()
     loop.produce(BULK_TOPIC, job(0, topic=OTHER), *(job(n) for n in range(1, 4)))
     loop.step()
     loop.pool.answer(200, topic=CERT)  # offsets 1-3 finish, 0 stays in flight
+    answered_ms = loop.clock.epoch_ms()
     loop.step(2, advance_s=0.01)
     last = loop.io.commits[-1]
-    assert last.offset == 0 and last.metadata == encode_marks(0, {1, 2, 3})
+    assert last.offset == 0 and decode_marks(0, last.metadata) == {1, 2, 3}
+    # Offset 0 has produced nothing yet: its outcome will date from the commit or later.
+    assert answered_ms < (decode_since(last.metadata) or 0) <= loop.clock.epoch_ms()
     finish(loop)
     assert loop.committed(BULK_TOPIC) == 4
+
+
+def test_a_partition_taken_over_skips_the_jobs_its_previous_owner_wrote_an_outcome_for() -> None:
+    first = make_loop(max_in_flight=10, priority_reserve=0)
+    first.produce(BULK_TOPIC, *(job(n) for n in range(6)))
+    first.step()
+    first.pool.answer(200, count=1)
+    first.step(2, advance_s=0.01)
+    assert first.committed(BULK_TOPIC) == 1
+    first.io.fail_commits = "the broker is slow"  # answered, written, not yet committed...
+    first.pool.answer(200, count=3)
+    first.pool.answer(503, count=1)  # a retry: its copy may not be written, never skipped
+    first.step(2, advance_s=0.01)
+    assert first.committed(BULK_TOPIC) == 1  # ...when the process dies (5 still on the wire)
+    second = make_loop(broker=first.broker, already_sent=True, max_in_flight=10,
+                       priority_reserve=0)
+    second.step()
+    assert sorted(r.token_hex for r in second.pool.waiting) == [f"{n:064x}" for n in (4, 5)]
+    assert second.sender.metrics.skipped_already_sent._value.get() == 3
+    finish(second)
+    assert second.committed(BULK_TOPIC) == 6
+
+
+def test_a_retry_copy_or_a_dead_letter_is_not_taken_as_already_sent() -> None:
+    loop = make_loop(default_max_attempts=1)
+    loop.produce(BULK_TOPIC, job(0), job(1))
+    loop.step()
+    loop.pool.answer(503, count=1)  # attempts exhausted: DEAD_LETTERED + DLQ copy
+    loop.pool.answer(200, count=1)
+    loop.step(2, advance_s=0.01)
+    marked = {o["state"]: headers_of(r).get(SOURCE_HEADER) for r, o in zip(
+        loop.broker.records(TOPICS.outcomes), loop.outcomes(), strict=True)}
+    assert marked == {"DEAD_LETTERED": None, "SENT": f"{BULK_TOPIC}:0:1".encode()}
 
 
 def test_a_partition_taken_over_skips_the_jobs_its_commit_marks_as_done() -> None:
@@ -299,7 +336,8 @@ def test_a_410_outcome_carries_the_token_dead_mark() -> None:
     loop.step()
     finish(loop, 410)
     [record] = loop.broker.records(TOPICS.outcomes)
-    assert headers_of(record) == {"mdmpush.token_dead": b"410"}
+    assert headers_of(record) == {"mdmpush.token_dead": b"410",
+                                  SOURCE_HEADER: f"{BULK_TOPIC}:0:0".encode()}
 
 
 # -- poison and refused records ---------------------------------------------------------------
@@ -406,6 +444,80 @@ def test_a_revoked_partition_forgets_its_jobs_and_pauses_and_the_next_owner_star
     loop.step()  # the same partition, from its commit: 2 and 3 again
     tokens = [r.token_hex for r, _ in loop.pool.requests]
     assert tokens[-1] == f"{2:064x}" and tokens.count(f"{2:064x}") == 1
+
+
+def test_after_a_stall_past_the_fence_nothing_is_sent_until_the_group_answers() -> None:
+    """R-FAULTS-2: a sender frozen longer than the group keeps a silent member's partitions
+    must not push its buffered jobs on waking: another sender may own and push them now."""
+    loop = make_loop(stall_fence_s=5.0, max_in_flight=2, priority_reserve=0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(6)))
+    loop.step()
+    assert len(loop.pool.requests) == 2
+    loop.pool.answer(200)
+    loop.io.fail_commits = "UNKNOWN_MEMBER_ID"  # the group dropped this member meanwhile
+    loop.step(advance_s=6.0)  # SIGSTOP for 6 s, then SIGCONT
+    loop.step(3, advance_s=1.0)
+    assert len(loop.pool.requests) == 2  # fenced: the buffered jobs stay where they are
+    assert loop.sender.metrics.fenced._value.get() == 1
+    loop.io.fail_commits = None
+    loop.io.rebalance(assign=[])  # librdkafka rejoins: the partitions were handed over
+    loop.step(3, advance_s=1.0)
+    assert len(loop.pool.requests) == 2  # dropped with the partition, never pushed here
+
+
+def test_after_a_stall_the_group_confirming_the_partitions_lets_the_pushes_resume() -> None:
+    loop = make_loop(stall_fence_s=5.0, max_in_flight=2, priority_reserve=0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(6)))
+    loop.step()
+    loop.pool.answer(200)
+    loop.step(advance_s=6.0)  # a stall past the fence, but the commit is accepted
+    loop.step(2, advance_s=0.01)
+    assert len(loop.pool.requests) == 4
+    assert loop.sender.metrics.fenced._value.get() == 1
+    finish(loop)
+    finish(loop)
+    assert loop.committed(BULK_TOPIC) == 6
+
+
+def test_a_stall_within_a_turn_stops_the_sends_of_that_turn() -> None:
+    loop = make_loop(stall_fence_s=5.0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(4)))
+    loop.sender._route(loop.io.consume(100, 0.0))  # a turn consumed the jobs...
+    loop.clock.advance(6.0)  # ...and froze before its sends
+    loop.sender._dispatch()
+    assert loop.pool.requests == []
+    assert loop.sender.metrics.fenced._value.get() == 1
+
+
+def test_requests_on_the_wire_at_a_stall_that_cost_the_partition_are_not_retried() -> None:
+    """A long stall times out the requests that were in flight (their answers come too late
+    for libcurl); retrying them would push jobs the new owner has pushed already."""
+    loop = make_loop(stall_fence_s=5.0, max_in_flight=2, priority_reserve=0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(4)))
+    loop.step()
+    assert len(loop.pool.requests) == 2
+    loop.pool.answer(None, error_kind=TransportError.TIMEOUT)
+    loop.io.fail_commits = "UNKNOWN_MEMBER_ID"
+    loop.io.rebalance(assign=[])  # librdkafka noticed first: the revoke comes at once
+    loop.step(advance_s=20.0)
+    assert loop.sender.in_flight == 0 and loop.outcomes() == []
+    assert loop.broker.records(RETRY_200) == []
+    loop.step(3, advance_s=1.0)
+    assert len(loop.pool.requests) == 2 and loop.outcomes() == []
+
+
+def test_requests_not_yet_written_when_the_stall_is_found_are_taken_back() -> None:
+    loop = make_loop(stall_fence_s=5.0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(4)))
+    loop.sender._route(loop.io.consume(100, 0.0))
+    loop.sender._dispatch()  # submitted; libcurl writes them at the next poll...
+    assert len(loop.pool.requests) == 4
+    loop.io.fail_commits = "UNKNOWN_MEMBER_ID"
+    loop.step(advance_s=6.0)  # ...but the process froze first
+    assert loop.pool.requests == [] and loop.sender.in_flight == 0
+    loop.io.fail_commits = None
+    loop.step(advance_s=1.0)  # the group accepts the commit: still its partition
+    assert sorted(r.token_hex for r in loop.pool.waiting) == [f"{n:064x}" for n in range(4)]
 
 
 def test_lane_of_a_retry_read_back_is_retry_but_its_outcome_says_bulk() -> None:

@@ -121,14 +121,14 @@ def test_offsets_advance_only_over_a_done_prefix_and_carry_what_is_done_past_it(
     assert tracker.commits() == []  # 10 waits for its second record
     entries[0].acked()
     [commit] = tracker.commits()
-    assert (commit.offset, commit.metadata) == (12, "")
+    assert (commit.offset, decode_marks(12, commit.metadata)) == (12, set())
     entries[3].finish()
     [commit] = tracker.commits()
     assert (commit.offset, decode_marks(12, commit.metadata)) == (12, {13})
     entries[2].acked()
     entries[2].acked()
     [commit] = tracker.commits()
-    assert (commit.offset, commit.metadata) == (14, "")
+    assert (commit.offset, decode_marks(14, commit.metadata)) == (14, set())
     tracker.recommit("t", 0)  # the last commit failed: the same position again
     assert [c.offset for c in tracker.commits()] == [14]
     tracker.revoke("t", 0)
@@ -145,7 +145,7 @@ def test_a_partition_taken_over_skips_what_the_commit_says_is_done() -> None:
     assert commit is not None and commit.offset == 100
     after = OffsetTracker().partition("t", 0)
     assert after.recover(commit.offset, commit.metadata) == 3
-    assert after.skip == {102, 103, 107}
+    assert set(after.skip) == {102, 103, 107}
 
 
 def test_commit_marks_round_trip_within_kafkas_metadata_limit() -> None:

@@ -97,6 +97,7 @@ def settings_env(settings: SenderSettings, kafka: KafkaSettings) -> dict[str, st
     env["MDMPUSH_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
     env["MDMPUSH_KAFKA_TOPIC_PREFIX"] = kafka.topic_prefix
     env["MDMPUSH_KAFKA_LINGER_MS"] = str(kafka.linger_ms)
+    env["MDMPUSH_KAFKA_SESSION_TIMEOUT_MS"] = str(kafka.session_timeout_ms)
     return env
 
 

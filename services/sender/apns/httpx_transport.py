@@ -158,6 +158,18 @@ class HttpxTransport:
         finally:
             self._loop.close()
 
+    def unsend(self) -> list[ApnsRequest]:
+        """The requests the loop thread has not picked up yet (each is taken by one side: a
+        deque's popleft is atomic); those it has may already be on the wire."""
+        taken = []
+        while True:
+            try:
+                taken.append(self._incoming.popleft()[0])
+            except IndexError:
+                break
+        self._in_flight -= len(taken)
+        return taken
+
     def _start_incoming(self) -> None:
         with self._lock:
             self._wakeup_pending = False

@@ -67,6 +67,11 @@ class ApnsPool(Protocol):
         """Close every client; requests still in flight come back as CLOSED errors."""
         ...
 
+    def unsend(self) -> list[ApnsRequest]:
+        """Take back every request not yet written to its connection (never sent, never
+        answered)."""
+        ...
+
 
 class ClientPool:
     """Transports keyed by (endpoint base URL, certificate topic, lane), with idle closing.
@@ -185,6 +190,12 @@ class ClientPool:
                 and any(a.status is not None for a in answers)):
             self._warm.add(key)
         done.extend(answers)
+
+    def unsend(self) -> list[ApnsRequest]:
+        taken: list[ApnsRequest] = []
+        for client in [*self._clients.values(), *(c for _, c in self._retiring)]:
+            taken.extend(client.unsend())
+        return taken
 
     def close(self) -> list[ApnsResponse]:
         """Close every client and the store; requests in flight come back as CLOSED errors."""

@@ -141,6 +141,8 @@ class PycurlTransport:
         self._free: list[_Slot] = []
         self._active: dict[pycurl.Curl, _Slot] = {}
         self._waiting: deque[tuple[ApnsRequest, float]] = deque()
+        #: Handles added since libcurl last ran: nothing of theirs is written yet.
+        self._fresh: list[pycurl.Curl] = []
         self._last_activity = time.monotonic()
         self._closed = False
         #: The header lines but apns-id, per (push type, topic, priority, expiration): a handful
@@ -169,17 +171,22 @@ class PycurlTransport:
     def poll(self, timeout_s: float) -> list[ApnsResponse]:
         """Run libcurl, wait up to ``timeout_s`` if nothing completed; returns at once if idle."""
         multi = self._multi
-        while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
-            pass
+        self._perform()
         done = self._collect()
         if not done and timeout_s > 0 and self._active:
             curl_wait_ms = multi.timeout()
             wait_s = timeout_s if curl_wait_ms < 0 else min(timeout_s, curl_wait_ms / 1000)
             multi.select(wait_s)
-            while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
-                pass
+            self._perform()
             done = self._collect()
         return done
+
+    def _perform(self) -> None:
+        """Let libcurl write and read: the fresh handles are on their way from here."""
+        self._fresh.clear()
+        multi = self._multi
+        while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
 
     def close(self) -> list[ApnsResponse]:
         """Abort everything in flight (answered as CLOSED errors) and release libcurl."""
@@ -196,11 +203,28 @@ class PycurlTransport:
         aborted.extend(_closed_error(request, started, now) for request, started in self._waiting)
         self._active.clear()
         self._waiting.clear()
+        self._fresh.clear()
         for slot in self._free:
             slot.curl.close()
         self._free.clear()
         self._multi.close()
         return aborted
+
+    def unsend(self) -> list[ApnsRequest]:
+        """The requests libcurl has not run since they were added, and those queued behind the
+        stream window: removed before a byte of theirs is written."""
+        taken = []
+        for curl in self._fresh:
+            slot = self._active.pop(curl)
+            self._multi.remove_handle(curl)
+            if slot.request is not None:
+                taken.append(slot.request)
+            slot.request = None
+            self._free.append(slot)
+        self._fresh.clear()
+        taken.extend(request for request, _ in self._waiting)
+        self._waiting.clear()
+        return taken
 
     def _start(self, request: ApnsRequest, started: float) -> None:
         slot = self._free.pop() if self._free else _Slot(self._config, self._ca_path)
@@ -221,6 +245,7 @@ class PycurlTransport:
                          [*common, "apns-id: " + request.apns_id], started)
         self._active[curl] = slot
         self._multi.add_handle(curl)
+        self._fresh.append(curl)
 
     def _collect(self) -> list[ApnsResponse]:
         done: list[ApnsResponse] = []

@@ -82,6 +82,11 @@ class ApnsTransport(Protocol):
         """Close the connection; every request still in flight is returned as a CLOSED error."""
         ...
 
+    def unsend(self) -> list[ApnsRequest]:
+        """Take back the requests submitted but not yet written to the connection (they will
+        never be sent, nor answered); requests already on their way stay in flight."""
+        ...
+
 
 def request_headers(request: ApnsRequest) -> list[tuple[str, str]]:
     """The APNs headers every push carries: push type, topic, explicit expiration and apns-id."""
