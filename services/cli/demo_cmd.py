@@ -147,6 +147,8 @@ def _certificates(cert_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class Burst:
+    """The burst's requests, their common targets, and where to look for them."""
+
     request_ids: list[str]
     targets: list[str]
     #: Wall-clock ms just before the first request was published (where `follow` looks).
@@ -220,7 +222,7 @@ class CareCounts:
     silent: set[str]
 
 
-def care_counts(settings: KafkaSettings, outcomes: list[dict[str, Any]]) -> CareCounts:
+def _care_counts(settings: KafkaSettings, outcomes: list[dict[str, Any]]) -> CareCounts:
     """Read the activity and check-ins topics; `outcomes` holds the re-arm pushes' outcomes."""
     serde = AvroSerde()
     topics = Topics(settings.topic_prefix)
@@ -260,11 +262,11 @@ def _care(settings: KafkaSettings, scenario: Scenario, tracker: OutcomeTracker,
              if t.cause is Cause.HEALTHY} - set(burst.targets)
 
     def due() -> bool:
-        counts = care_counts(settings, tracker.snapshot()[0])
+        counts = _care_counts(settings, tracker.snapshot()[0])
         return offline <= counts.inactive and quiet <= counts.answered
 
     wait_for(due, (INACTIVE_AFTER_MS + REARM_SPREAD_MS) / 1000 + 60, interval_s=1.0)
-    counts = care_counts(settings, tracker.snapshot()[0])
+    counts = _care_counts(settings, tracker.snapshot()[0])
     cause = {e: t.cause.value for t in scenario.truth
              for e in (t.enrollment_id, t.current_enrollment_id)}
     print(f"[demo] silent-device care: silent past rearm_after {len(counts.silent)}, re-armed "
