@@ -130,7 +130,7 @@ def test_a_flood_of_unknown_enrollments_stays_within_the_registry_and_correlator
                  lambda: correlator_metric("mdmpush_correlator_enrollments") == len(REAL), died)
         wait_for("the real enrollments in the registry", lambda: {
             m.key().decode() for m in registry.settle(0.2)} >= set(REAL), died)
-        victims = {k: v for k, v in latest(registry.settle(), bytes.decode).items() if k in REAL}
+        victims = {k: v for k, v in latest(registry.settle(0.2), bytes.decode).items() if k in REAL}
         changelog = Reader(kafka_settings,
                            f"{kafka_settings.topic_prefix}mdmpush-fanout-registry-changelog", None)
 
@@ -171,7 +171,7 @@ def test_a_flood_of_unknown_enrollments_stays_within_the_registry_and_correlator
             and correlator_metric("mdmpush_correlator_foreign_checkins_total") == len(foreign),
             died)
         assert correlator_metric("mdmpush_correlator_enrollments") == MAX_ENROLLMENTS
-        assert {k: v for k, v in latest(registry.settle(), bytes.decode).items()
+        assert {k: v for k, v in latest(registry.settle(0.5), bytes.decode).items()
                 if k in REAL} == victims, "a foreign check-in changed a victim's record"
 
         # Known enrollments still work: a push to R0 is answered by R0's check-in.
@@ -183,9 +183,9 @@ def test_a_flood_of_unknown_enrollments_stays_within_the_registry_and_correlator
         assert [r["state"] for r in verdicts(answered)] == ["ANSWERED"]
 
         # What the registry holds now: the real enrollments, nothing of the flood.
-        live = {k for k, v in latest(registry.settle(), bytes.decode).items() if v is not None}
+        live = {k for k, v in latest(registry.settle(0.5), bytes.decode).items() if v is not None}
         assert live == set(REAL)
-        table = latest(changelog.settle(), lambda key: str(json.loads(key)))
+        table = latest(changelog.settle(0.5), lambda key: str(json.loads(key)))
         assert {k for k, v in table.items() if v is not None} == set(REAL)
         # Only Authenticates with a tenant ever made a record, and each was swept since.
         assert set(table) - set(REAL) == {e["enrollment_id"] for e in flood["authenticate"]}
