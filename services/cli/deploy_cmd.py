@@ -161,9 +161,11 @@ def _access(prefix: str) -> dict[str, Access]:
         ),
         # services/sender: group `group_id` on the job lanes and retry tiers (and describes it for
         # the member count), the policy reader (`mdmpush-sender-policies-<id>`) on config, the
-        # enrollment census (`mdmpush-sender-census-<id>`, enrollment_census.py) on the registry.
+        # enrollment census (`mdmpush-sender-census-<id>`, enrollment_census.py) on the registry,
+        # and at each assignment the outcomes its partitions' previous owner wrote after its last
+        # commit (`mdmpush-sender-already-sent-<id>`, already_sent.py).
         "sender": Access(
-            reads=(JOBS_PRIORITY, JOBS_BULK, *retries, CONFIG, REGISTRY),
+            reads=(JOBS_PRIORITY, JOBS_BULK, *retries, CONFIG, REGISTRY, OUTCOMES),
             writes=(*retries, DLQ, OUTCOMES),
             group_prefixes=(sender_group,),
         ),

@@ -107,6 +107,7 @@ def test_consumers_may_use_the_groups_their_code_uses() -> None:
                            ("fanout", "mdmpush-fanout-activity-0f3a9c1d"),
                            ("sender", "mdmpush-sender-policies-0f3a9c1d"),
                            ("sender", "mdmpush-sender-census-0f3a9c1d"),
+                           ("sender", "mdmpush-sender-already-sent-0f3a9c1d"),
                            ("correlator", correlator), ("correlator", f"{correlator}.contacts"),
                            ("correlator", "mdmpush-correlator.replay-0f3a9c1d"),
                            ("correlator", "mdmpush-correlator.activity-0f3a9c1d"),
@@ -142,11 +143,12 @@ def test_each_service_writes_only_where_its_code_produces() -> None:
 
 
 def test_each_service_reads_what_its_code_consumes() -> None:
-    """The compacted views too: the sender's enrollment census follows the registry, the fan-out
-    skips inactive targets from the activity topic the correlator writes (and replays)."""
+    """The compacted views too: the sender's enrollment census follows the registry (and a sender
+    reads the outcomes a partition's previous owner wrote), the fan-out skips inactive targets
+    from the activity topic the correlator writes (and replays)."""
     reads = {s: {n for (k, n, _), ops in _grants(s).items() if k == "topic" and "Read" in ops}
              for s in SERVICES}
-    assert "mdm.device.registry.v1" in reads["sender"]
+    assert {"mdm.device.registry.v1", "mdm.push.outcomes.v1"} <= reads["sender"]
     assert "mdm.enrollment.activity.v1" in reads["fanout"] & reads["correlator"]
     assert reads["gateway"] == set()
     assert "mdm.enrollment.activity.v1" not in reads["sender"]
