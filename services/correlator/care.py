@@ -14,7 +14,7 @@ contact of any kind):
 
 Pure like the core: the rows are the enrollment book's, scanned `care_scan_rows` per turn by a
 cursor (bounded work per loop turn, no heap entry per enrollment). Only the instance owning an
-enrollment's outcomes partition acts on it (every instance knows every enrollment). What was
+enrollment's outcomes partition acts on it (it is the only one holding it: runner.py). What was
 written survives a restart in the activity topic itself: `restore` reads it back, including
 `rearmed_at`, so a re-arm is sent once per silence even across restarts.
 """
@@ -55,7 +55,7 @@ class Care:
         self.cursor = 0
         self._budget = 0.0
         self._budget_at = 0
-        #: Rows whose written state is INACTIVE (every instance: the whole fleet's count).
+        #: Rows whose written state is INACTIVE (this instance's enrollments).
         self.inactive = 0
         #: Re-arm pushes sent, and enrollments that contacted after theirs (this instance's).
         self.rearms = 0

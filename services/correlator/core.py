@@ -26,10 +26,15 @@ The rules the restart guarantees rest on (runner.py says how the runner keeps it
   them ACTIVE again.
 - Bound: at most `max_enrollments` rows; past it, check-ins of enrollments never seen before are
   refused and counted (`refused_enrollments`), so made-up ids cannot grow the state forever.
+- Partitions: an instance holds only the enrollments of the outcomes partitions it owns (the
+  partition `crc32(enrollment id)` maps to, where the enrollment's outcomes and check-ins are
+  keyed); check-ins and activity records of other enrollments are ignored, and once every
+  partition is revoked the book is dropped with the pushes (the next assignment rebuilds both).
 """
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -81,6 +86,8 @@ VERDICT_STATES = frozenset({"ANSWERED", "UNANSWERED"})
 CARRIER_FAILURES = frozenset({"FAILED", "DEAD_LETTERED"})
 #: The reason of a rider closed by its carrier's failure starts with this (so its echo is known).
 CARRIER_FAILED_PREFIX = "carrier "
+#: The gate of a partition taken but not yet restored: no offset opens it, only `assign`.
+RESTORING = sys.maxsize
 
 
 class CorrelatorCore:
@@ -88,9 +95,7 @@ class CorrelatorCore:
 
     def __init__(self, settings: CorrelatorSettings) -> None:
         self.s = settings
-        enrollments, push_topics = Interner(), Interner()
-        self.book = EnrollmentBook(enrollments, push_topics)
-        self.store = PendingStore(enrollments, push_topics, settings.timer_tick_ms)
+        self._new_book()
         #: outcomes partition -> offset it must be read up to before it may give verdicts.
         self.gates: dict[int, int] = {}
         self.owned: set[int] = set()
@@ -103,17 +108,28 @@ class CorrelatorCore:
         #: check-ins partition -> first offset not yet dead-lettered (the check-ins group's
         #: committed offsets: the replay re-reads every poison record and must not repeat it).
         self.checkins_dead_lettered: dict[int, int] = {}
-        #: Enrollment row -> its owning tenant (interned), -1 until a check-in names one.
-        self._tenants = Interner()
-        self._owner = array("i")
         #: Check-ins refused because they name another tenant than the enrollment's owner.
         self.foreign_checkins = 0
         #: Check-ins refused because the book was full and their enrollment new.
         self.refused_enrollments = 0
         #: Outcomes partitions in all (care acts on the enrollments of the partitions it owns).
         self.partition_count = 1
-        self.care = Care(settings, self.book, self._owns_row, self._tenant_of)
         self._out: list[Effect] = []
+
+    def _new_book(self) -> None:
+        """Empty enrollment book, pending store and care (at start, and once every partition
+        is revoked: the next owner of a partition rebuilds its part from Kafka). The care
+        counters are running totals and carry over."""
+        old = getattr(self, "care", None)
+        enrollments, push_topics = Interner(), Interner()
+        self.book = EnrollmentBook(enrollments, push_topics)
+        self.store = PendingStore(enrollments, push_topics, self.s.timer_tick_ms)
+        #: Enrollment row -> its owning tenant (interned), -1 until a check-in names one.
+        self._tenants = Interner()
+        self._owner = array("i")
+        self.care = Care(self.s, self.book, self._owns_row, self._tenant_of)
+        if old is not None:
+            self.care.rearms, self.care.answered_after_rearm = old.rearms, old.answered_after_rearm
 
     def _effects(self) -> list[Effect]:
         out, self._out = self._out, []
@@ -134,6 +150,19 @@ class CorrelatorCore:
             if slot is not None:
                 self.store.free(slot)
 
+    def take(self, partitions: Iterable[int]) -> None:
+        """Outcomes partitions assigned, before their state and check-ins are read: their
+        enrollments' records are kept from now on, and nothing of theirs is judged until
+        `assign`."""
+        for p in partitions:
+            self.owned.add(p)
+            self.gates[p] = RESTORING
+
+    def owns(self, enrollment_id: str) -> bool:
+        """Whether the enrollment's records belong to an outcomes partition this instance owns
+        (crc32 of the id, like librdkafka's partitioner for keyed records)."""
+        return stable_hash(enrollment_id) % self.partition_count in self.owned
+
     def assign(self, partition: int, gate_offset: int | None) -> list[Effect]:
         """Outcomes partition assigned (its state already restored). `gate_offset`: the end
         offset it had at assignment when records up to it remain to be read, else None."""
@@ -145,13 +174,17 @@ class CorrelatorCore:
         return self._effects()
 
     def revoke(self, partitions: Iterable[int]) -> int:
-        """Partitions taken away: forget their pushes (the new owner restores them); returns
-        how many were dropped."""
+        """Partitions taken away: forget their pushes (the new owner restores them), and the
+        whole book once none is left (an eager rebalance revokes all); returns how many
+        pushes were dropped."""
         lost = set(partitions)
         self.owned -= lost
         for p in lost:
             self.gates.pop(p, None)
-        return self.store.free_partitions(lost)
+        dropped = self.store.free_partitions(lost)
+        if not self.owned:
+            self._new_book()
+        return dropped
 
     def _open_gate(self, p: int) -> None:
         """Partition p has caught up: its pushes may now be judged (contacts seen meanwhile)."""
@@ -181,6 +214,8 @@ class CorrelatorCore:
         counted in `foreign_checkins`: it must not answer another tenant's push, nor give a
         re-push a token that tenant chose.
         """
+        if not self.owns(event["enrollment_id"]):
+            return self._effects()  # another instance's enrollment
         event = checkin_in_range(event, now, self.s.future_tolerance_ms)
         if (self.book.ids.get(event["enrollment_id"]) is None
                 and len(self.book.ids) >= self.s.max_enrollments):
@@ -508,8 +543,8 @@ class CorrelatorCore:
 
     # -- care --------------------------------------------------------------------------------
     def _owns_row(self, enr: int) -> bool:
-        """Whether this instance cares for the enrollment: it judges the outcomes partition
-        the enrollment's records are keyed to (crc32 of the id, like librdkafka's)."""
+        """Whether this instance cares for the enrollment now: it judges the outcomes
+        partition the enrollment's records are keyed to."""
         p = stable_hash(self.book.ids.string(enr)) % self.partition_count
         return self._judging(p)
 
@@ -518,8 +553,10 @@ class CorrelatorCore:
         return self._tenants.string(owner) if owner >= 0 else ""
 
     def activity(self, record: dict[str, Any]) -> None:
-        """An EnrollmentActivity record read back from its topic."""
-        self.care.restore(record)
+        """An EnrollmentActivity record read back from its topic (another instance's
+        enrollment: ignored)."""
+        if self.owns(record["enrollment_id"]):
+            self.care.restore(record)
 
     def _remember(self, jobs: OrderedDict[str, Any], job: str, value: Any) -> None:
         jobs[job] = value

@@ -57,7 +57,7 @@ class CorrelatorMetrics:
         )
         self.inactive = Gauge(
             "mdmpush_correlator_inactive_enrollments", "Enrollments marked INACTIVE (silent "
-            "longer than inactive_after); every instance reports the whole fleet's count",
+            "longer than inactive_after) among this instance's own (sum across instances)",
             registry=r,
         )
         self.foreign_checkins = Counter(

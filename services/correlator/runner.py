@@ -2,11 +2,23 @@
 
 The rules live in core.py; this module owns the clients and the order of writes that makes a
 crash lose and double no verdict:
-- Enrollment state is rebuilt at start by replaying `mdm.checkin.events.v1` from the beginning
-  (every instance reads every partition: the stale-magic check looks across enrollments of one
-  UDID, which live on any partition). Its merge is order-independent (enrollments.py). Then the
-  compacted `mdm.enrollment.activity.v1` is read (what care wrote: INACTIVE marks, re-arm times),
-  and both are followed live by the same consumer.
+- Scale-out by enrollment: outcomes, check-ins and the activity topic are all keyed by
+  enrollment id with the crc32 partitioner, so with equal partition counts an enrollment's
+  records share one partition number p. The outcomes consumer group assigns partitions; the
+  owner of outcomes partition p owns state partition p, check-ins partition p and activity
+  partition p, and holds only those enrollments and pushes (each replica about 1/N of them).
+- Assigning p (`_on_assign`): the core takes p (gated: nothing of p judged yet), state partition
+  p is restored, check-ins partition p is replayed from the beginning (the book's merge is
+  order-independent, enrollments.py), then activity partition p (care's INACTIVE marks and
+  re-arm times), and both are followed live by the contacts consumer from where the replay
+  ended. Revoking (`_on_revoke`) stops following them and drops the pushes, and the whole book
+  once nothing is owned (an eager rebalance revokes everything before assigning anew). A topic
+  whose partition count differs from the outcomes topic's is read whole by every instance,
+  filtered to the owned enrollments (correct, not scaled; a warning says so).
+- What one instance cannot see: the stale-PushMagic diagnosis looks for another enrollment of the
+  same UDID, which may live on a partition another instance owns; such a push is diagnosed
+  DEVICE_UNREACHABLE (the verdict, UNANSWERED, is the same) and no self-healing push is
+  scheduled. With one instance nothing changes (docs/fleet-care.md, "Scaling out").
 - Pending pushes are consumed from `mdm.push.outcomes.v1` in a consumer group and mirrored in the
   compacted state topic (changelog.py), partition for partition; assigning outcomes partition p
   restores state partition p before anything of p is judged.
@@ -143,6 +155,10 @@ class CorrelatorRunner:
         self.outage: str | None = None
         #: Set while a session is torn down: the revoke callback then only forgets.
         self._ending = False
+        #: (topic, partition) of the check-ins and activity the contacts consumer follows.
+        self._following: set[tuple[str, int]] = set()
+        #: Partition counts of the check-ins and activity topics (read at start).
+        self._counts: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -175,9 +191,11 @@ class CorrelatorRunner:
             self.close()
 
     def start(self) -> None:
-        """Create the state topic, replay the check-ins, join the outcomes group."""
+        """Create the state topic, join the outcomes group; each assignment reads the rest."""
         self._ensure_state_topic()
-        self._replay_checkins()
+        self.contacts = Consumer(self.kafka.consumer_config(f"{self.s.group_id}.contacts"),
+                                 logger=client_logger(f"{SERVICE}.checkins"))
+        self._following = set()
         self.outcomes = Consumer(self.kafka.consumer_config(self.s.group_id),
                                  logger=client_logger(f"{SERVICE}.outcomes"))
         self.outcomes.subscribe([self.topics.outcomes], on_assign=self._on_assign,
@@ -191,7 +209,7 @@ class CorrelatorRunner:
         if self.outage is not None:
             return f"Kafka unavailable ({self.outage}): starting again"
         if self.outcomes is None:
-            return "replaying check-ins"
+            return "starting"
         if not self.held:
             return "no outcomes partitions assigned yet"
         return None
@@ -316,7 +334,17 @@ class CorrelatorRunner:
             raise TopicReadError(f"topic {self.topics.outcomes} does not exist (yet)")
         self.core.partition_count = len(parts)
         create_topics(self.kafka, [changelog.STATE], partitions_override=len(parts))
-        create_topics(self.kafka, [ACTIVITY])
+        create_topics(self.kafka, [ACTIVITY], partitions_override=len(parts))
+        self._counts = {}
+        for topic in (self.topics.checkins, self.topics.activity):
+            count = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+            if not count:
+                raise TopicReadError(f"topic {topic} does not exist (yet)")
+            self._counts[topic] = count
+            if count != len(parts):
+                log.warning("%s has %d partitions, %s %d: every instance reads all of it (give "
+                            "them equal counts to scale out by enrollment)", topic, count,
+                            self.topics.outcomes, len(parts))
 
     def _until_stopped(self, messages: Iterator[Message], what: str) -> Iterator[Message]:
         """`messages`, until a stop is asked for (then the read is closed and Stopped raised)."""
@@ -330,50 +358,78 @@ class CorrelatorRunner:
             if isinstance(messages, Generator):
                 messages.close()  # the reader's consumer, at once
 
-    def _replay_checkins(self) -> None:
-        """Read every check-in up to the current end before judging any push, then follow the
-        topic live from where the replay ended."""
-        topic = self.topics.checkins
-        self.contacts = Consumer(self.kafka.consumer_config(f"{self.s.group_id}.contacts"),
-                                 logger=client_logger(f"{SERVICE}.checkins"))
-        parts = self.contacts.list_topics(topic, timeout=30).topics[topic].partitions
-        committed = self.contacts.committed([TopicPartition(topic, p) for p in parts],
-                                            timeout=30)
-        # This group's offsets only remember which poison check-ins were dead-lettered.
-        self.core.mark_dead_lettered({tp.partition: tp.offset for tp in committed
-                                      if tp.offset >= 0})
-        log.info("replaying check-ins of %s", topic)
-        resume: dict[int, int] = {}
-        replay = read_to_end(self.kafka, topic, timeout_s=self.s.replay_timeout_s,
-                             name=f"{SERVICE}.replay")
-        for msg in self._until_stopped(replay, "the check-ins' replay"):
-            p, offset = where(msg)
-            resume[p] = offset + 1
-            self._on_checkin(msg, self.clock.now_ms())  # a replay takes a while
-        self._write_batch()
+    def _contact_partitions(self, topic: str, owned: list[int]) -> list[int]:
+        """The partitions of `topic` holding the records of the owned outcomes partitions:
+        the same numbers when co-partitioned, else all of them."""
+        count = self._counts[topic]
+        return owned if count == self.core.partition_count else list(range(count))
+
+    def _replay_contacts(self, owned: list[int]) -> None:
+        """Read the check-ins, then the activity records, of the newly owned partitions up to
+        their current end before judging any of their pushes; the contacts consumer reads them
+        and then goes on following them live."""
+        checkins = self.topics.checkins
+        parts = [p for p in self._contact_partitions(checkins, owned)
+                 if (checkins, p) not in self._following]
+        if parts:
+            committed = self._contacts().committed([TopicPartition(checkins, p) for p in parts],
+                                                   timeout=30)
+            # This group's offsets only remember which poison check-ins were dead-lettered.
+            self.core.mark_dead_lettered({tp.partition: tp.offset for tp in committed
+                                          if tp.offset >= 0})
+            log.info("replaying check-ins of %s partitions %s", checkins, parts)
+            self._replay(checkins, parts, "the check-ins' replay")
+            self._write_batch()
         # After the check-ins: a contact replayed must not count as an answer to a re-arm.
         activity = self.topics.activity
-        activity_parts = self.contacts.list_topics(activity, timeout=30).topics[
-            activity].partitions
-        activity_resume: dict[int, int] = {}
-        replay = read_to_end(self.kafka, activity, timeout_s=self.s.replay_timeout_s,
-                             name=f"{SERVICE}.activity")
-        for msg in self._until_stopped(replay, "the activity's replay"):
-            p, offset = where(msg)
-            activity_resume[p] = offset + 1
-            self._on_activity(msg)
-        self.contacts.assign(
-            [TopicPartition(topic, p, resume.get(p, OFFSET_BEGINNING)) for p in parts]
-            + [TopicPartition(activity, p, activity_resume.get(p, OFFSET_BEGINNING))
-               for p in activity_parts])
+        parts = [p for p in self._contact_partitions(activity, owned)
+                 if (activity, p) not in self._following]
+        if parts:
+            self._replay(activity, parts, "the activity's replay")
+            self._write_batch()
         self._store_checkin_offsets()
-        log.info("replayed check-ins of %d enrollments, %d of them inactive",
-                 len(self.core.book.ids), self.core.care.inactive)
+        log.info("replayed check-ins and activity of partitions %s: %d enrollments held, %d of "
+                 "them inactive", owned, len(self.core.book.ids), self.core.care.inactive)
+
+    def _replay(self, topic: str, parts: list[int], what: str) -> None:
+        """Follow `parts` of `topic` from the beginning with the contacts consumer and read up
+        to the end they had when called. The consumer that will follow them live reads them,
+        so it is fetching already when their pushes may be judged (a consumer first assigned
+        then would lag its first fetch behind the race window)."""
+        consumer = self._contacts()
+        ends: dict[int, int] = {}
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self._following |= {(topic, p) for p in parts}
+        deadline = time.monotonic() + self.s.replay_timeout_s
+        while ends:
+            self.heartbeat.beat()
+            if not self.running:
+                raise Stopped(f"stopped during {what}")
+            if time.monotonic() > deadline:
+                raise TopicReadError(f"{what} did not finish within {self.s.replay_timeout_s:.0f}s")
+            for msg in consumer.consume(self.s.consume_batch, timeout=0.2):
+                if msg.error():
+                    continue
+                self._on_contact(msg, self.clock.now_ms())  # a replay takes a while
+                p, offset = where(msg)
+                if msg.topic() == topic and offset + 1 >= ends.get(p, offset + 2):
+                    del ends[p]
+
+    def _contacts(self) -> Consumer:
+        assert self.contacts is not None, "the contacts consumer exists from start()"
+        return self.contacts
 
     # -- rebalance ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        owned = [tp.partition for tp in partitions]
+        self.core.take(owned)
         committed = consumer.committed(partitions, timeout=30)
-        self._restore([tp.partition for tp in committed])
+        self._restore(owned)
+        self._replay_contacts(owned)
         for tp in committed:
             low, high = consumer.get_watermark_offsets(tp, timeout=30)
             start = tp.offset if tp.offset >= 0 else low
@@ -387,6 +443,19 @@ class CorrelatorRunner:
             self.producer.flush(self.s.flush_timeout_s)
             self._raise_lost()
         self.core.revoke(tp.partition for tp in partitions)
+        self._unfollow()
+
+    def _unfollow(self) -> None:
+        """Stop following the check-in and activity partitions of enrollments no longer owned
+        (all of them when nothing is owned)."""
+        if self.contacts is None or self._ending:
+            return
+        revoked = [(topic, p) for topic, p in self._following
+                   if not self.core.owned or (self._counts[topic] == self.core.partition_count
+                                              and p not in self.core.owned)]
+        if revoked:
+            self.contacts.incremental_unassign([TopicPartition(t, p) for t, p in revoked])
+            self._following -= set(revoked)
 
     def _restore(self, partitions: Iterable[int]) -> None:
         """Replay the state partitions in log order: later entries replace, tombstones delete.
@@ -417,12 +486,8 @@ class CorrelatorRunner:
         in_msgs = self.contacts.consume(self.s.consume_batch, timeout=0)
         now = self.clock.now_ms()
         for msg in in_msgs:
-            if msg.error():
-                continue
-            if msg.topic() == self.topics.activity:
-                self._on_activity(msg)
-            else:
-                self._on_checkin(msg, now)
+            if not msg.error():
+                self._on_contact(msg, now)
         for msg in out_msgs:
             if not msg.error():
                 self._on_outcome(msg, now)
@@ -449,6 +514,13 @@ class CorrelatorRunner:
         m.catch_up(m.foreign_checkins, core.foreign_checkins)
         m.catch_up(m.refused_enrollments, core.refused_enrollments)
         m.catch_up(m.rearm_answered, core.care.answered_after_rearm)
+
+    def _on_contact(self, msg: Message, now: int) -> None:
+        """A record of the contacts consumer: a check-in or an activity record."""
+        if msg.topic() == self.topics.activity:
+            self._on_activity(msg)
+        else:
+            self._on_checkin(msg, now)
 
     def _on_checkin(self, msg: Message, now: int) -> None:
         self.dlq.consumed()

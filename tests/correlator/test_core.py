@@ -11,6 +11,7 @@ after the re-push job), `job <job> <cause> <token prefix>`, `alert <job> <DIAGNO
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Run:
 
     def __init__(self, **settings: Any) -> None:
         self.core = CorrelatorCore(CorrelatorSettings(**{**RULES, **settings}))
+        self.core.take([0])  # as the runner does first when it is assigned a partition
         self.next_offset: dict[int, int] = defaultdict(int)
         self.effects: list[Effect] = []
 
@@ -401,3 +403,21 @@ def test_only_foreign_checkins_are_counted() -> None:
                  checkin("E1", T), checkin("E2", T, tenant="")):  # E2 has no owner yet
         step(run)
     assert run.core.foreign_checkins == 2
+
+
+def test_an_instance_holds_only_the_enrollments_of_its_partitions() -> None:
+    core = Run().core  # owns partition 0 of 1; two partitions below
+    core.partition_count = 2
+    mine, theirs = (next(e for e in (f"E{i}" for i in range(100))
+                         if zlib.crc32(e.encode()) % 2 == p) for p in (0, 1))
+    core.take([0])
+    for e in (mine, theirs):
+        core.checkin({"event_id": e, "enrollment_id": e, "tenant": "acme",
+                      "message_type": "TOKEN_UPDATE", "udid": e, "topic": TOPIC,
+                      "token_hex": TOKEN_A, "push_magic": "m", "occurred_at": T - HOUR}, T)
+        core.activity({"tenant": "acme", "enrollment_id": e, "state": "INACTIVE",
+                       "last_contact_at": T - HOUR, "at": T, "rearmed_at": None})
+    assert core.book.ids.get(mine) is not None and core.book.ids.get(theirs) is None
+    assert core.care.inactive == 1
+    core.revoke([0])  # nothing owned any more: the book goes with the pushes
+    assert len(core.book.ids) == 0 and core.care.inactive == 0
