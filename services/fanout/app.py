@@ -1,13 +1,14 @@
-"""The faust app: four agents, two tables, and the internal topics between them.
+"""The faust app: three agents, a check-in reader, three tables and the topics between them.
 
 See the package docstring for why the data flows this way. Every agent runs with concurrency 1:
 faust-streaming commits past in-flight records when an agent runs several actors.
-Registry inputs are taken in batches (`take_events`): a batch's changelog records and
-DeviceRecords go through a `BatchProducer` and its forwarded updates through faust's producer,
-and all of them are awaited before the batch's events are acked (so before their offsets can be
-committed). Slices go through faust's producer, which faust flushes before it commits; jobs and
-SKIPPED outcomes go through `BatchProducer`, awaited per chunk; dead letters go through
-`DeadLetters`, awaited per record.
+Check-ins are read in batches by librdkafka beside faust (checkin_reader.py: faust's per-event
+streams cost ~250 µs a record); forwarded registry updates in batches (`take_events`). A batch's
+changelog records and DeviceRecords (one per enrollment changed, however many of its records the
+batch held) and its forwarded updates go through a `BatchProducer`, awaited before the batch's
+offsets can be stored or its events acked. Slices go through faust's producer, which faust
+flushes before it commits; jobs and SKIPPED outcomes go through `BatchProducer`, awaited per
+chunk; dead letters go through `DeadLetters`, awaited per record.
 The app is `faust_compat.App`: faust with two fixes to how a starting worker hands fetched
 records to its streams (every override of faust internals lives in faust_compat.py). Internal
 topics and table changelogs get MDMPUSH_KAFKA_REPLICATION_FACTOR / _MIN_INSYNC_REPLICAS, clamped
@@ -22,9 +23,10 @@ import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, ParamSpec, cast
 
 import faust
+from confluent_kafka import Message
 from mode import Service
 
 from services.common.admin import Replication
@@ -39,7 +41,8 @@ from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics
 from services.fanout.activity import ActivityBook
-from services.fanout.changelog import TableWriter
+from services.fanout.changelog import TableWriter, to_json
+from services.fanout.checkin_reader import CheckinReader
 from services.fanout.dead_letters import DeadLetters
 from services.fanout.dead_tokens import DeadTokenFeed
 from services.fanout.expand import Expander
@@ -59,6 +62,7 @@ from services.fanout.settings import FanoutSettings
 from services.fanout.slices import plan
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 #: Input records handled per batch, and the longest a partial batch waits for more (a lone
 #: check-in or 410 is applied within this time).
@@ -162,7 +166,6 @@ class Fanout:
         #: DeviceRecords go through librdkafka: queued in C per record, awaited per batch.
         self.registry_out = BatchProducer(kafka, name="fanout-registry")
         self._flush_lock = asyncio.Lock()
-        self._partitions_of: dict[str, int] = {}
         self.updates = internal("registry-updates")
         app.add_dependency(_ThreadService(DeadTokenFeed(
             kafka, self.topics.outcomes, self.updates.get_topic_name(), self.partitions,
@@ -195,38 +198,56 @@ class Fanout:
         )
         app.timer(interval=settings.registry_sweep_interval_s, name="fanout.sweep")(
             self.sweep_pending)
-        app.agent(external(self.topics.checkins), name="checkins", concurrency=1)(
-            _stops_without_commit(self.ingest_checkins)
-        )
+        app.add_dependency(CheckinReader(
+            app, kafka, self.topics.checkins, self.partitions, self.updates.get_topic_name(),
+            _exits_without_commit(self.ingest_checkins)))
         app.agent(external(self.topics.requests), name="requests", concurrency=1)(
-            _stops_without_commit(self.route_requests)
+            _exits_without_commit(self.route_requests)
         )
         app.agent(self.updates, name="registry", concurrency=1)(
-            _stops_without_commit(self.apply_updates))
+            _exits_without_commit(self.apply_updates))
         app.agent(self.slices, name="expand", concurrency=1)(
-            _stops_without_commit(self.expand_slices))
+            _exits_without_commit(self.expand_slices))
 
     # -- inputs: decode, dead-letter what cannot be read, bring changes to the registry ------
-    async def ingest_checkins(self, stream: faust.StreamT) -> None:
-        async for events in _batches(stream):
-            pending: list[Awaitable[Any]] = []
-            self.dead_letters.consumed(len(events))
-            for event in events:
-                record = await self._decode(event, "CheckinEvent", "checkins",
-                                            check_checkin_event)
-                if record is not None:
-                    self._change(
-                        pending, event.message, record["enrollment_id"], {"checkin": record}
-                    )
-            await self._settle(pending)
+    async def ingest_checkins(self, messages: list[Message], copartitioned: bool) -> None:
+        """One batch of check-ins: decoded (poison to the DLQ), then applied where their
+        registry partition is the partition they were read from (see `CheckinReader`) or
+        forwarded to it, all acknowledged before the reader stores the offsets."""
+        self.dead_letters.consumed(len(messages))
+        decoded: list[tuple[dict[str, Any], int]] = []
+        for msg in messages:
+            record = await self._decode(
+                msg.value(), (msg.topic() or "", msg.partition() or 0, msg.offset() or 0),
+                msg.key(), "CheckinEvent", "checkins", check_checkin_event)
+            if record is not None:
+                decoded.append((record, msg.partition() or 0))
+        # No await from here to the flush: the sweep and the registry agent cannot interleave.
+        staged: dict[str, tuple[dict[str, Any], int, str]] = {}
+        updates = self.updates.get_topic_name()
+        forwarded = 0
+        for record, source_partition in decoded:
+            eid = record["enrollment_id"]
+            partition = registry_partition(eid, self.partitions)
+            if copartitioned and partition == source_partition:
+                self._apply(eid, {"checkin": record}, partition, staged)
+            else:
+                self.registry_out.produce(updates, to_json({"checkin": record}), to_json(eid),
+                                          partition)
+                forwarded += 1
+        self._publish(staged)
+        metrics.REGISTRY_INPUTS.labels("local").inc(len(decoded) - forwarded)
+        metrics.REGISTRY_INPUTS.labels("forwarded").inc(forwarded)
+        await self._settle([])
 
     async def route_requests(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             self.dead_letters.consumed()
-            request = await self._decode(event, "NotificationRequest", "requests",
-                                         check_notification_request)
+            msg = event.message
+            request = await self._decode(
+                event.value, (msg.topic, msg.partition, msg.offset), msg.key,
+                "NotificationRequest", "requests", check_notification_request)
             if request is not None:
-                msg = event.message
                 source = (msg.topic, msg.partition, msg.offset)
                 sent = [
                     self.slices.send_soon(
@@ -240,9 +261,11 @@ class Fanout:
     # -- the registry's partitions: apply changes; expand slices ------------------------------
     async def apply_updates(self, stream: faust.StreamT) -> None:
         async for events in _batches(stream):
+            staged: dict[str, tuple[dict[str, Any], int, str]] = {}
             for event in events:
                 eid, change = cast(str, event.key), cast(dict[str, Any], event.value)
-                self._apply(eid, change, event.message.partition)
+                self._apply(eid, change, event.message.partition, staged)
+            self._publish(staged)
             await self._settle([])
 
     async def expand_slices(self, stream: faust.StreamT) -> None:
@@ -286,47 +309,16 @@ class Fanout:
                 log.warning("%s not read in %.0fs; expanding with what is known", what,
                             self.policy_wait_s)
 
-    def _change(
-        self,
-        pending: list[Awaitable[Any]],
-        source: faust.types.tuples.Message,
-        eid: str,
-        change: dict[str, Any],
-    ) -> None:
-        """Apply `change` here when its input is co-partitioned with the registry, else forward.
+    def _apply(self, eid: str, change: dict[str, Any], partition: int,
+               staged: dict[str, tuple[dict[str, Any], int, str]]) -> None:
+        """One change to the registry partition `partition`: the table at once, its changelog
+        record and DeviceRecord staged in `staged` for `_publish`.
 
-        An input record on partition p of a topic with `partitions` partitions, whose key's
-        registry partition is p, is in the registry's partition p: faust assigns partition p of
-        every topic of one partition count to the same worker, so the table partition is local.
-        Whether a key takes this path depends only on the producer's partitioner and the
-        partition counts, not on the assignment, so all of one key's records take the same path
-        and stay in order. (librdkafka's default partitioner, crc32 of the key, agrees with
-        `registry_partition` whenever the counts match: then nothing is forwarded.)
-        """
-        partition = registry_partition(eid, self.partitions)
-        if source.partition == partition and self._copartitioned(source.topic):
-            self._apply(eid, change, partition)
-            metrics.REGISTRY_INPUTS.labels("local").inc()
-        else:
-            pending.append(self.updates.send_soon(key=eid, value=change, partition=partition))
-            metrics.REGISTRY_INPUTS.labels("forwarded").inc()
-
-    def _copartitioned(self, topic: str) -> bool:
-        known = self._partitions_of.get(topic)
-        if known is None:
-            known = self.app.consumer.topic_partitions(topic)
-            if known is None:  # no metadata yet: forwarding is always correct
-                return False
-            self._partitions_of[topic] = known
-        return known == self.partitions
-
-    def _apply(self, eid: str, change: dict[str, Any], partition: int) -> None:
-        """One change to the registry partition `partition`: table, changelog, DeviceRecord.
-
-        Synchronous: nothing else runs between reading and writing the record, so the agents
-        sharing the table (local inputs, forwarded updates) cannot interleave on a key. The
-        changelog record and the DeviceRecord are queued; `_settle` awaits their acknowledgement
-        before the batch's events are acked, so no offset is committed past an unsaved change.
+        Synchronous, like the batch around it up to `_publish`: nothing else runs between
+        reading and writing the record, so the agents sharing the table (check-ins, forwarded
+        updates, the sweep) cannot interleave on a key. A record changed several times in one
+        batch (a TokenUpdate then command reports) is published once, as it ends; `_settle`
+        awaits the produces before the batch's offsets can be committed.
         """
         current = self.registry.get(eid)
         now = self.clock.now_ms()
@@ -351,11 +343,18 @@ class Fanout:
             new = mark_token_dead(current, dead["token_hex"], since, now)
         if new is None:
             return
-        out = self.registry_out
-        self.registry.put(out, eid, new, partition)
-        out.produce(self.topics.registry,
-                    self.serde.encode("DeviceRecord", new, self.topics.registry), eid)
-        metrics.REGISTRY_UPDATES.labels(cause).inc()
+        self.registry.data[eid] = new
+        staged[eid] = (new, partition, cause)
+
+    def _publish(self, staged: dict[str, tuple[dict[str, Any], int, str]]) -> None:
+        """Queue the changelog record and DeviceRecord of each record `_apply` changed."""
+        out, topic, causes = self.registry_out, self.topics.registry, dict[str, int]()
+        for eid, (record, partition, cause) in staged.items():
+            self.registry.put(out, eid, record, partition)
+            out.produce(topic, self.serde.encode("DeviceRecord", record, topic), eid)
+            causes[cause] = causes.get(cause, 0) + 1
+        for cause, count in causes.items():
+            metrics.REGISTRY_UPDATES.labels(cause).inc(count)
 
     def _not_ahead(self, eid: str, at: int, now: int, source: str) -> int:
         """`at`, or the fan-out's now when `at` lies beyond the tolerance ahead of it
@@ -383,8 +382,8 @@ class Fanout:
             _log_refused(refused)
 
     async def _decode(
-        self, event: faust.EventT, schema: str, source: str,
-        check: Callable[[Mapping[str, Any]], None],
+        self, value: bytes | None, where: tuple[str, int, int], key: bytes | None, schema: str,
+        source: str, check: Callable[[Mapping[str, Any]], None],
     ) -> dict[str, Any] | None:
         """The record, or None after setting the original bytes aside on the DLQ.
 
@@ -393,7 +392,7 @@ class Fanout:
         token would otherwise reach the registry, a job and the APNs URL.
         """
         try:
-            record = self.serde.decode_as(event.value, schema)
+            record = self.serde.decode_as(value, schema)
             check(record)
             return record
         except DecodeError as exc:
@@ -401,11 +400,11 @@ class Fanout:
         except InvalidInput as exc:
             reason = f"invalid {schema}: {exc}"
         metrics.POISON.labels(source).inc()
-        msg = event.message
-        log.warning("poison record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+        topic, partition, offset = where
+        log.warning("poison record %s[%d]@%d: %s", topic, partition, offset, reason)
         self.dead_letters.write(
-            source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            key=msg.key, value=msg.value, reason=reason)
+            source_topic=topic, partition=partition, offset=offset,
+            key=key, value=value, reason=reason)
         await self.dead_letters.acknowledged()
         return None
 
@@ -433,21 +432,21 @@ def _log_refused(refused: list[Refusal]) -> None:
                   refusal.key, refusal.reason)
 
 
-def _stops_without_commit(
-    agent: Callable[[faust.StreamT], Awaitable[None]],
-) -> Callable[[faust.StreamT], Awaitable[None]]:
-    """The agent, but Kafka refusing for good (DeliveryError after the bounded retries) or the
-    DLQ limit (DlqLimitExceeded) end the process at once, with EXIT_UNSAFE_TO_COMMIT.
+def _exits_without_commit(work: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+    """The agent (or batch handler), but Kafka refusing for good (DeliveryError after the
+    bounded retries) or the DLQ limit (DlqLimitExceeded) end the process at once, with
+    EXIT_UNSAFE_TO_COMMIT.
 
     faust acks the event an agent was handling when it raises (the stream generator's `finally`)
-    and restarts the agent: its offset would be committed with its work undone. Exiting before
-    the event loop runs again leaves the offset uncommitted; the restarted worker reads the event
-    again (its finished chunks are recognised by the progress table)."""
+    and restarts the agent: its offset would be committed with its work undone (the check-in
+    reader would go on to its next batch). Exiting before the event loop runs again leaves the
+    offset uncommitted; the restarted worker reads the input again (its finished chunks are
+    recognised by the progress table)."""
 
-    @functools.wraps(agent)
-    async def guarded(stream: faust.StreamT) -> None:
+    @functools.wraps(work)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
-            await agent(stream)
+            await work(*args, **kwargs)
         except (DeliveryError, DlqLimitExceeded) as exc:
             log.critical("fan-out stops without committing its current input: %s", exc)
             os._exit(EXIT_UNSAFE_TO_COMMIT)
