@@ -169,12 +169,12 @@ def _access(prefix: str) -> dict[str, Access]:
             writes=(*retries, DLQ, OUTCOMES),
             group_prefixes=(sender_group,),
         ),
-        # services/correlator: group `group_id` on outcomes, `<group_id>.contacts` on check-ins
-        # and activity, readers `mdmpush-correlator.replay-<id>`, `.activity-<id>` and
-        # `.restore-<id>` (common/kafka/reader.py) for the replays and its state; writes
-        # verdicts, alerts, re-push jobs (priority) and re-arm pushes (bulk lane), activity
-        # states, poison records and its state; creates its state and the activity topic if
-        # missing (runner.py _ensure_state_topic).
+        # services/correlator: group `group_id` on outcomes; its contacts consumer (group
+        # `<group_id>.contacts`, assigned by hand) replays and follows the check-ins and activity
+        # partitions of the outcomes partitions it owns; the reader `mdmpush-correlator.restore-
+        # <id>` (common/kafka/reader.py) restores its state. Writes verdicts, alerts, re-push jobs
+        # (priority) and re-arm pushes (bulk lane), activity states, poison records and its
+        # state; creates its state and the activity topic if missing (_ensure_state_topic).
         "correlator": Access(
             reads=(OUTCOMES, CHECKINS, ACTIVITY, STATE),
             writes=(OUTCOMES, ALERTS, JOBS_PRIORITY, JOBS_BULK, ACTIVITY, DLQ, STATE),

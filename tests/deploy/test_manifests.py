@@ -109,8 +109,6 @@ def test_consumers_may_use_the_groups_their_code_uses() -> None:
                            ("sender", "mdmpush-sender-census-0f3a9c1d"),
                            ("sender", "mdmpush-sender-already-sent-0f3a9c1d"),
                            ("correlator", correlator), ("correlator", f"{correlator}.contacts"),
-                           ("correlator", "mdmpush-correlator.replay-0f3a9c1d"),
-                           ("correlator", "mdmpush-correlator.activity-0f3a9c1d"),
                            ("correlator", "mdmpush-correlator.restore-0f3a9c1d")]:
         assert _allowed(service, "group", group, "Read"), (service, group)
     assert not _allowed("sender", "group", correlator, "Read")
