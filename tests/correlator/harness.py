@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Message, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
@@ -76,6 +81,44 @@ class Correlator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+ASSIGNED = re.compile(r"assigned outcomes partitions \[([0-9, ]*)\]")
+
+
+class Replica:
+    """One correlator process of several in one group: its own log and metrics port."""
+
+    def __init__(self, kafka: KafkaSettings, clock: Clock, name: str, **settings: Any) -> None:
+        self.port = free_port()
+        self.proc = Correlator(kafka, clock, metrics_port=self.port, **settings)
+        self.proc.log = Path(f"/tmp/correlator-{kafka.topic_prefix}{name}.log")
+
+    def gauges(self) -> dict[str, float]:
+        """The unlabelled samples of its /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        return {s.name: s.value for family in text_string_to_metric_families(text)
+                for s in family.samples if not s.labels}
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
+                return bool(r.status == 200)
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    def partitions(self) -> set[int]:
+        """The outcomes partitions of its latest assignment (from its log)."""
+        found = ASSIGNED.findall(self.proc.log.read_text(errors="replace"))
+        assert found, "no assignment logged"
+        return {int(p) for p in found[-1].split(",") if p.strip()}
 
 
 @contextmanager

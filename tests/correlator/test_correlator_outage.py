@@ -23,15 +23,9 @@ import pytest
 from services.common.catalogue import Topics
 from services.common.clock import Clock
 from services.common.settings import KafkaSettings
-from tests.correlator.harness import Correlator, Feed, Reader, verdicts
+from tests.correlator.harness import Correlator, Feed, Reader, free_port, verdicts
 
 pytestmark = pytest.mark.kafka
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -10,67 +10,23 @@ the one the device's behaviour calls for. Real processes, real broker.
 
 from __future__ import annotations
 
-import re
-import socket
 import time
-import urllib.error
-import urllib.request
 import zlib
 from collections import Counter
-from contextlib import closing
-from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.admin import create_topics
 from services.common.catalogue import Topics, all_topics
 from services.common.clock import Clock
 from services.common.settings import KafkaSettings
-from tests.correlator.harness import Correlator, Feed, Reader, verdicts
+from tests.correlator.harness import Feed, Reader, Replica, verdicts
 
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 4
 N = 120
 DEADLINE_MS = 5_000
-ASSIGNED = re.compile(r"assigned outcomes partitions \[([0-9, ]*)\]")
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Replica:
-    """One correlator process with its own log and metrics port."""
-
-    def __init__(self, kafka: KafkaSettings, clock: Clock, name: str) -> None:
-        self.port = free_port()
-        self.proc = Correlator(kafka, clock, metrics_port=self.port, deadline_ms=DEADLINE_MS,
-                               race_window_ms=DEADLINE_MS, repush_silent=False)
-        self.proc.env["MDMPUSH_KAFKA_SESSION_TIMEOUT_MS"] = "6000"
-        self.proc.log = Path(f"/tmp/correlator-{kafka.topic_prefix}{name}.log")
-
-    def gauges(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        return {s.name: s.value for family in text_string_to_metric_families(text)
-                for s in family.samples if not s.labels}
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
-                return bool(r.status == 200)
-        except (OSError, urllib.error.HTTPError):
-            return False
-
-    def partitions(self) -> set[int]:
-        """The outcomes partitions of its latest assignment (from its log)."""
-        found = ASSIGNED.findall(self.proc.log.read_text(errors="replace"))
-        assert found, "no assignment logged"
-        return {int(p) for p in found[-1].split(",") if p.strip()}
 
 
 def partition_of(enrollment: str) -> int:
@@ -98,7 +54,10 @@ def test_two_replicas_each_hold_half_and_a_kill_changes_no_verdict(
     for e in devices:
         feed.token_update(e, clock.now_ms() - 60_000)
     before, during, silent = devices[:N // 3], devices[N // 3:2 * N // 3], devices[2 * N // 3:]
-    a, b = Replica(kafka_settings, clock, "a"), Replica(kafka_settings, clock, "b")
+    a, b = (Replica(kafka_settings, clock, name, deadline_ms=DEADLINE_MS,
+                    race_window_ms=DEADLINE_MS, repush_silent=False) for name in "ab")
+    for replica in (a, b):
+        replica.proc.env["MDMPUSH_KAFKA_SESSION_TIMEOUT_MS"] = "6000"
     outcomes = Reader(kafka_settings, topics.outcomes, "PushOutcome")
     try:
         a.proc.start()
