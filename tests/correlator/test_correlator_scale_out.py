@@ -61,11 +61,12 @@ def test_two_replicas_each_hold_half_and_a_kill_changes_no_verdict(
     outcomes = Reader(kafka_settings, topics.outcomes, "PushOutcome")
     try:
         a.proc.start()
-        a.proc.wait_for_log("assigned outcomes partitions")
         b.proc.start()
-        b.proc.wait_for_log("assigned outcomes partitions")
-        a.proc.wait_for_log("assigned outcomes partitions", times=2)  # the rebalance
-        wait(lambda: a.ready() and b.ready(), 30, "both replicas ready")
+        b.proc.wait_for_log("assigned outcomes partitions", timeout_s=60)
+        a.proc.wait_for_log("assigned outcomes partitions", timeout_s=60)
+        # Settled: both hold partitions, none twice (a may have held all before b joined).
+        wait(lambda: a.ready() and b.ready() and not a.partitions() & b.partitions(), 30,
+             "the two replicas to share the partitions")
         mine = {"a": a.partitions(), "b": b.partitions()}
         assert mine["a"] and mine["b"] and not mine["a"] & mine["b"]
         assert mine["a"] | mine["b"] == set(range(PARTITIONS))
