@@ -51,6 +51,7 @@ from tests.support.bench_stack import (
     Sampler,
     Verdicts,
     check_alive,
+    exit_on_sigterm,
     metric_sum,
     produce,
     read_verdicts,
@@ -277,6 +278,7 @@ def main() -> None:
                         help="longest wait for the registry, and for the verdicts")
     parser.add_argument("--json", type=Path, help="write the figures and samples here")
     args = parser.parse_args()
+    exit_on_sigterm()
     sys.exit(run(args.devices, args.answer_delay_s, args.limit_s, args.json))
 
 

@@ -49,6 +49,7 @@ from tests.support.bench_env import fresh_kafka
 from tests.support.bench_stack import (
     check_alive,
     checkin,
+    exit_on_sigterm,
     group_lag,
     groups,
     metric_sum,
@@ -218,6 +219,7 @@ def main() -> None:
     parser.add_argument("--limit-s", type=float, default=600.0,
                         help="longest wait for one step of a round")
     args = parser.parse_args()
+    exit_on_sigterm()
     sys.exit(run(args.count, args.rounds, args.limit_s))
 
 

@@ -51,6 +51,7 @@ from tests.support.bench_stack import (
     Sampler,
     Verdicts,
     check_alive,
+    exit_on_sigterm,
     metric_sum,
     produce,
     read_verdicts,
@@ -262,6 +263,7 @@ def main() -> None:
                         help="longest wait for every verdict after the last request")
     parser.add_argument("--png", type=Path, help="default docs/img/soak/soak-<minutes>min.png")
     args = parser.parse_args()
+    exit_on_sigterm()
     png = args.png or Path(f"docs/img/soak/soak-{args.minutes:g}min.png")
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:

@@ -9,6 +9,8 @@ records per topic, a consumer group's lag, each process's resident memory (``Sam
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 import urllib.request
@@ -33,6 +35,13 @@ from services.devstack.service_process import ServiceProcess
 from tests.support.sender_harness import Pki, sender_settings, settings_env
 
 SERDE = AvroSerde()
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (e.g. `timeout` in scripts/bench-all.sh) exits through the benchmark's `finally`
+    blocks and context managers, so the services and the simulator it started are stopped too
+    (Python's default for SIGTERM is to die on the spot and leave them running)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def service_env(kafka: KafkaSettings, directory: Path) -> dict[str, str]:
