@@ -8,10 +8,10 @@ crash lose and double no verdict:
   owner of outcomes partition p owns state partition p, check-ins partition p and activity
   partition p, and holds only those enrollments and pushes (each replica about 1/N of them).
 - Assigning p (`_on_assign`): the core takes p (gated: nothing of p judged yet), state partition
-  p is restored, check-ins partition p is replayed from the beginning (the book's merge is
-  order-independent, enrollments.py), then activity partition p (care's INACTIVE marks and
-  re-arm times), and both are followed live by the contacts consumer from where the replay
-  ended. Revoking (`_on_revoke`) stops following them and drops the pushes, and the whole book
+  p is restored, then the contacts consumer is given check-ins partition p from the beginning
+  and reads it to the end it had (the book's merge is order-independent, enrollments.py), then
+  activity partition p (care's INACTIVE marks and re-arm times), and goes on following both
+  live. Revoking (`_on_revoke`) stops following them and drops the pushes, and the whole book
   once nothing is owned (an eager rebalance revokes everything before assigning anew). A topic
   whose partition count differs from the outcomes topic's is read whole by every instance,
   filtered to the owned enrollments (correct, not scaled; a warning says so).
