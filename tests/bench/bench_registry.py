@@ -3,7 +3,7 @@ commit in the same run; then the registry of 1,000,000 enrollments: RSS and rest
 
 Run: MDMPUSH_TEST_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python tests/bench/bench_registry.py \
          [--n 200000] [--baseline-n 50000] [--baseline REV] [--million 1000000] [--store memory]
-         [--profile DIR] [--only-new] [--keep DIR]
+         [--profile DIR] [--only-new] [--keep DIR] [--new REV]
 
 Rate (issue 12 item 3, bar >= 50,000 check-ins/s): N TokenUpdates of N new enrollments (the
 registry build the 5,000/s figure timed) are produced to the check-ins topic before the worker
@@ -182,8 +182,9 @@ def ingest_rate(label: str, code: Path, n: int, directory: Path,
     kafka, topics = kafka_for(label)
     at = int(time.time() * 1000) - 3_600_000
     produce(kafka, topics.checkins, "CheckinEvent", token_updates(range(n), at))
-    worker = Worker(kafka, directory, cwd=code, MDMPUSH_FANOUT_PARTITIONS=str(PARTITIONS),
+    worker = Worker(kafka, directory, MDMPUSH_FANOUT_PARTITIONS=str(PARTITIONS),
                     MDMPUSH_FANOUT_COMMIT_INTERVAL_S="0.2", MDMPUSH_FANOUT_COALESCE="false")
+    worker.cwd = code
     watch = Watch(kafka, topics)
     worker.start()
     assert worker.proc is not None
@@ -284,6 +285,8 @@ def main() -> int:
     parser.add_argument("--million", type=int, default=0)
     parser.add_argument("--store", default="memory", choices=["memory", "rocksdb"])
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--new", default=None,
+                        help="run this commit as the new path (default: the working tree)")
     parser.add_argument("--only-new", action="store_true")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the workers' logs here (kept) instead of a scratch dir")
@@ -297,7 +300,8 @@ def main() -> int:
                 tree = baseline_tree(args.baseline, scratch)
                 old = ingest_rate("old", tree, args.baseline_n, scratch / "old-run",
                                   args.profile)
-            new = ingest_rate("new", REPO, args.n, scratch / "new-run", args.profile)
+            code = baseline_tree(args.new, scratch) if args.new else REPO
+            new = ingest_rate("new", code, args.n, scratch / "new-run", args.profile)
             for what, i in (("TokenUpdates (registry build)", 0),
                             ("contacts (command reports)", 1)):
                 now = new[i]

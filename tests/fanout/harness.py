@@ -29,12 +29,11 @@ SERDE = AvroSerde()
 class Worker:
     """`python -m services.fanout` with this test's prefix; logs kept for failure messages."""
 
-    def __init__(self, kafka: KafkaSettings, data_dir: Path, cwd: Path = REPO,
-                 **env: str) -> None:
-        """`cwd`: the tree whose `services` runs (a benchmark's baseline commit, extracted)."""
+    def __init__(self, kafka: KafkaSettings, data_dir: Path, **env: str) -> None:
         self.kafka = kafka
         self.data_dir = data_dir
-        self.cwd = cwd
+        #: The tree whose `services` runs (a benchmark sets an extracted commit).
+        self.cwd = REPO
         self.env = {
             **os.environ,
             "MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
