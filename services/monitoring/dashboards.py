@@ -162,10 +162,10 @@ ARRIVAL = Dashboard(
                ("answered after re-arm",
                 "sum(increase(mdmpush_correlator_rearm_answered_total[1h]))")),
               "short"),
-        Panel("Inactive devices", "Enrollments silent longer than inactive_after (every "
-              "correlator reports the fleet's count), and bulk targets skipped because of it "
+        Panel("Inactive devices", "Enrollments silent longer than inactive_after (each "
+              "correlator replica counts the enrollments of its partitions: summed), and bulk targets skipped because of it "
               "in the last hour (priority pushes still go out).",
-              (("inactive", "max(mdmpush_correlator_inactive_enrollments)"),
+              (("inactive", "sum(mdmpush_correlator_inactive_enrollments)"),
                ("skipped (last hour)",
                 'sum(increase(mdmpush_fanout_skipped_total{reason="inactive"}[1h]))')),
               "short"),
@@ -175,9 +175,11 @@ ARRIVAL = Dashboard(
               (("correlator", "sum(increase(mdmpush_correlator_foreign_checkins_total[1h]))"),
                ("fan-out", "sum(increase(mdmpush_fanout_foreign_checkins_total[1h]))")),
               "short"),
-        Panel("Enrollment book", "Enrollment rows the correlator holds (bounded by "
-              "max_enrollments) and check-ins of new enrollments refused past the bound.",
-              (("rows", "max(mdmpush_correlator_enrollments)"),
+        Panel("Enrollment book", "Enrollment rows the correlator replicas hold (the fleet, "
+              "summed), the fullest replica beside its own max_enrollments bound, and check-ins "
+              "of new enrollments refused past it.",
+              (("rows", "sum(mdmpush_correlator_enrollments)"),
+               ("fullest replica", "max(mdmpush_correlator_enrollments)"),
                ("refused (last hour)",
                 "sum(increase(mdmpush_correlator_refused_enrollments_total[1h]))")),
               "short"),
