@@ -74,13 +74,6 @@ def _token(i: int) -> str:
     return f"{i:064x}"
 
 
-def lag_topics(topics: Topics) -> dict[str, list[str]]:
-    """What each service's consumer group reads (the lag the sampler follows)."""
-    return {"fan-out": [topics.requests, topics.checkins],
-            "sender": [topics.jobs_bulk, topics.jobs_priority],
-            "correlator": [topics.outcomes]}
-
-
 def devices_process(kafka: KafkaSettings, directory: Path, delay_s: float) -> ServiceProcess:
     """The devices (tests/support/device_answers.py) as a process of their own."""
     env = {"MDMPUSH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -133,7 +126,7 @@ def run(n: int, answer_delay_s: float, limit_s: float, out: Path | None) -> int:
                 partitions=PARTITIONS,
                 correlator_env={"MDMPUSH_CORRELATOR_METRICS_PORT": str(metrics_port)}) as procs:
             devices.start()
-            sampler = Sampler(kafka, procs, lag_topics(topics), interval_s=2.0,
+            sampler = Sampler(kafka, procs, interval_s=2.0,
                               probe=lambda: {"pending": metric_sum(metrics_port, PENDING),
                                              "verdicts": metric_sum(metrics_port, VERDICTS)})
             try:

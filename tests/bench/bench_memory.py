@@ -50,11 +50,10 @@ from tests.support.bench_stack import (
     check_alive,
     checkin,
     exit_on_sigterm,
-    group_lag,
-    groups,
     metric_sum,
     produce,
     rss_kb,
+    service_lag,
     stack,
 )
 from tests.support.sender_harness import make_certs
@@ -124,7 +123,6 @@ def feed_round(kafka: KafkaSettings, topics: Topics, procs: dict[str, ServicePro
     produce(kafka, topics.checkins, "CheckinEvent", authenticates(count))
     produce(kafka, topics.jobs_bulk, "PushJob", stray_jobs(count))
     fed = time.monotonic()
-    names = groups(kafka, procs)
 
     def wait(what: str, done: Callable[[], bool]) -> None:
         def check() -> bool:
@@ -135,12 +133,12 @@ def feed_round(kafka: KafkaSettings, topics: Topics, procs: dict[str, ServicePro
             raise SystemExit(f"{what}: not within {limit_s:.0f} s")
 
     wait("the fan-out consumed the check-ins",
-         lambda: group_lag(kafka, names["fan-out"], [topics.checkins]) == 0)
+         lambda: service_lag(kafka, procs, "fan-out", topics.checkins) == 0)
     wait("the sender consumed the jobs",
-         lambda: group_lag(kafka, names["sender"], [topics.jobs_bulk]) == 0)
+         lambda: service_lag(kafka, procs, "sender", topics.jobs_bulk) == 0)
     sender_done = time.monotonic()
     wait("the correlator read the outcomes",
-         lambda: group_lag(kafka, names["correlator"], [topics.outcomes]) == 0)
+         lambda: service_lag(kafka, procs, "correlator") == 0)
     wait("the correlator read the check-ins", lambda: (
         metric_sum(ports["correlator"], "mdmpush_correlator_enrollments")
         + metric_sum(ports["correlator"], "mdmpush_correlator_refused_enrollments_total")

@@ -43,7 +43,7 @@ from services.common.settings import KafkaSettings
 from services.devstack.procs import free_port, wait_for
 from services.devstack.service_process import ServiceProcess
 from services.sdk.publisher import PushPublisher, PushRequest
-from tests.bench.bench_fleet import PENDING, devices_process, lag_topics
+from tests.bench.bench_fleet import PENDING, devices_process
 from tests.bench.sim_arrivals import arrivals_sim
 from tests.support.bench_env import fresh_kafka
 from tests.support.bench_stack import (
@@ -284,7 +284,7 @@ def main() -> None:
                 if not wait_registry_count(kafka, args.devices, procs, 900):
                     raise SystemExit("the registry was not built in 900 s")
                 print(f"registry of {args.devices:,} built; soak starts", flush=True)
-                sampler = Sampler(kafka, procs, lag_topics(topics), interval_s=5.0,
+                sampler = Sampler(kafka, procs, interval_s=5.0,
                                   probe=lambda: {"pending": metric_sum(metrics_port, PENDING)})
                 since_ms = int(time.time() * 1000)
                 sampler.start()

@@ -61,15 +61,28 @@ def service_env(kafka: KafkaSettings, directory: Path) -> dict[str, str]:
 SENDER_GROUP_ENV = "MDMPUSH_SENDER_GROUP_ID"
 
 
-def groups(kafka: KafkaSettings, procs: dict[str, ServiceProcess]) -> dict[str, str]:
-    """Process name -> the consumer group whose lag says how far behind it is: the fan-out's
-    faust app (requests and check-ins), the sender's jobs group, the correlator's outcomes group
-    (its check-ins are replayed by assignment: no group offsets to compare with)."""
-    prefix = kafka.topic_prefix
-    found = {"fan-out": f"{prefix}mdmpush-fanout", "correlator": f"{prefix}correlator"}
+def lag_groups(kafka: KafkaSettings, procs: dict[str, ServiceProcess]
+               ) -> dict[str, list[tuple[str, list[str]]]]:
+    """Process name -> the (consumer group, topics) whose lag says how far behind it is: the
+    fan-out's faust app (requests) and its check-in reader (`<app>-checkins`), the sender's jobs
+    group, the correlator's outcomes group (its check-ins are replayed by assignment: no group
+    offsets to compare with)."""
+    topics = Topics(kafka.topic_prefix)
+    app = f"{kafka.topic_prefix}mdmpush-fanout"
+    found = {"fan-out": [(app, [topics.requests]), (f"{app}-checkins", [topics.checkins])],
+             "correlator": [(f"{kafka.topic_prefix}correlator", [topics.outcomes])]}
     if "sender" in procs:
-        found["sender"] = procs["sender"].env[SENDER_GROUP_ENV]
-    return {name: group for name, group in found.items() if name in procs}
+        found["sender"] = [(procs["sender"].env[SENDER_GROUP_ENV],
+                            [topics.jobs_bulk, topics.jobs_priority])]
+    return {name: found[name] for name in found if name in procs}
+
+
+def service_lag(kafka: KafkaSettings, procs: dict[str, ServiceProcess], name: str,
+                topic: str | None = None) -> int:
+    """Records the service `name` has not committed yet (of `topic` only, if given)."""
+    return sum(group_lag(kafka, group, [t for t in topics if topic in (None, t)])
+               for group, topics in lag_groups(kafka, procs)[name]
+               if topic is None or topic in topics)
 
 
 @contextmanager
@@ -220,7 +233,7 @@ class Sample:
 
 @dataclass
 class Sampler:
-    """Every `interval_s` on a thread: each process's RSS and each group's lag over `topics`.
+    """Every `interval_s` on a thread: each process's RSS and each service's consumer lag.
 
     The processes are looked up at each sample, so a restarted service (new pid) is followed;
     the peak per name is the largest VmHWM seen (the kernel's own high-water mark between
@@ -228,7 +241,6 @@ class Sampler:
 
     kafka: KafkaSettings
     procs: dict[str, ServiceProcess]
-    lag_topics: dict[str, list[str]]
     interval_s: float = 5.0
     probe: Callable[[], dict[str, float]] | None = None
     samples: list[Sample] = field(default_factory=list)
@@ -246,9 +258,9 @@ class Sampler:
             rss[name] = now
             self.peak_kb[name] = max(self.peak_kb.get(name, 0), peak)
         lag = {}
-        for name, group in groups(self.kafka, self.procs).items():
+        for name in lag_groups(self.kafka, self.procs):
             try:
-                lag[name] = group_lag(self.kafka, group, self.lag_topics[name])
+                lag[name] = service_lag(self.kafka, self.procs, name)
             except KafkaException:  # a broker hiccup loses one sample, not the run
                 lag[name] = -1
         probed = self.probe() if self.probe is not None else {}
@@ -294,12 +306,11 @@ def wait_registry_count(kafka: KafkaSettings, n: int, procs: dict[str, ServicePr
     counted from offsets, not read (reading a million-record registry every half second would
     be the benchmark's own load). True if it got there within `timeout_s`."""
     topics = Topics(kafka.topic_prefix)
-    group = groups(kafka, procs)["fan-out"]
 
     def done() -> bool:
         check_alive(procs)
         return (topic_records(kafka, topics.registry) >= n
-                and group_lag(kafka, group, [topics.checkins]) == 0)
+                and service_lag(kafka, procs, "fan-out", topics.checkins) == 0)
 
     return wait_for(done, timeout_s, interval_s=1.0)
 
