@@ -39,7 +39,7 @@ from services.common.kafka.producer import DeliveryError
 from services.common.limits import InvalidInput, check_checkin_event, check_notification_request
 from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
-from services.fanout import metrics
+from services.fanout import metrics, store
 from services.fanout.activity import ActivityBook
 from services.fanout.changelog import TableWriter, to_json
 from services.fanout.checkin_reader import CheckinReader
@@ -110,7 +110,7 @@ def create_app(
         broker_client_id=kafka.client_id,
         broker_session_timeout=max(kafka.session_timeout_ms, 6000) / 1000,
         broker_commit_interval=settings.commit_interval_s,
-        store="memory://",
+        store=f"{store.SCHEME}://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=rep.factor,
@@ -122,6 +122,7 @@ def create_app(
         key_serializer="json",
         value_serializer="json",
     )
+    store.load_with(app_id, kafka)
     Fanout(app, settings, kafka, rep.config())
     return app
 
@@ -177,6 +178,7 @@ class Fanout:
         #: Outstanding push per enrollment (coalesce.py), partitioned like the registry.
         self.carriers = TableWriter(app.Table("carriers", partitions=self.partitions,
                                               extra_topic_configs=internal_config))
+        self._changelogs = {t.changelog: t for t in (self.registry, self.carriers)}
         window = settings.effective_coalesce_window_ms() if settings.coalesce else None
         self.progress = app.Table("slice-progress", partitions=self.partitions,
                                   extra_topic_configs=internal_config)
@@ -378,6 +380,10 @@ class Fanout:
             await asyncio.gather(*pending)
         async with self._flush_lock:
             refused = await self.registry_out.flush()
+            for (topic, partition), offset in self.registry_out.take_acked().items():
+                table = self._changelogs.get(topic)
+                if table is not None:
+                    table.acknowledged(partition, offset)
         if refused:
             _log_refused(refused)
 

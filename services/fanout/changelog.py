@@ -15,7 +15,7 @@ import json
 from collections.abc import MutableMapping
 from typing import Any
 
-from faust.types import TableT
+from faust.types import TP, StoreT, TableT
 
 from services.fanout.output import BatchProducer
 
@@ -46,6 +46,12 @@ class TableWriter:
         """Set `key` in memory and queue its changelog record on `out`."""
         self.data[key] = value
         out.produce(self.changelog, to_json(value), to_json(key), partition)
+
+    def acknowledged(self, partition: int, offset: int) -> None:
+        """Kafka holds this table's changelog up to `offset` of `partition`: the store may start
+        its next recovery of that partition there (services/fanout/store.py)."""
+        store: StoreT[Any, Any] = self._table.data  # type: ignore[assignment]
+        store.set_persisted_offset(TP(self.changelog, partition), offset)
 
     def delete(self, out: BatchProducer, key: str, partition: int) -> None:
         """Remove `key` and queue its tombstone on `out` (nothing if it is absent)."""

@@ -68,6 +68,8 @@ class BatchProducer:
         self._lock = threading.Lock()  # callbacks run in the flush thread
         self._transient: list[Message] = []
         self._refused: list[Refusal] = []
+        #: Offset of the last acknowledged record per (topic, partition), until `take_acked`.
+        self._acked: dict[tuple[str, int], int] = {}
         self._retry_backoff_s = retry_backoff_s
         self._max_attempts = max_attempts
 
@@ -86,6 +88,8 @@ class BatchProducer:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
+            # In order per partition: the last report is the highest offset.
+            self._acked[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
             return
         with self._lock:
             if is_permanent(err):
@@ -93,6 +97,13 @@ class BatchProducer:
                 self._refused.append(Refusal(msg.topic() or "", msg.key(), reason))
             else:
                 self._transient.append(msg)
+
+    def take_acked(self) -> dict[tuple[str, int], int]:
+        """The last acknowledged offset per (topic, partition) since the previous call (call it
+        after `flush()`: the reports come in the flush thread)."""
+        with self._lock:
+            acked, self._acked = self._acked, {}
+        return acked
 
     async def flush(self) -> list[Refusal]:
         """Return once every queued record is acknowledged or permanently refused; returns the
