@@ -2,7 +2,7 @@
 commit in the same run; then the registry of 1,000,000 enrollments: RSS and restart-to-ready.
 
 Run: MDMPUSH_TEST_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python tests/bench/bench_registry.py \
-         [--n 200000] [--baseline-n 50000] [--baseline REV] [--million 1000000] [--store memory]
+         [--n 200000] [--baseline-n 40000] [--baseline REV] [--million 1000000]
          [--profile DIR] [--only-new] [--keep DIR] [--new REV]
 
 Rate (issue 12 item 3, bar >= 50,000 check-ins/s): N TokenUpdates of N new enrollments (the
@@ -21,8 +21,7 @@ into a scratch directory and run the same way in the same invocation, on fewer r
 (time and rate), its RSS once built (VmRSS and peak VmHWM from /proc); it is stopped and
 started again, and restart-to-ready is from the process start to the first job of a priority
 request (for an enrollment of the registry) published at the same moment: the worker turns it
-into a job only once its registry partitions are recovered. `--store rocksdb` runs the worker
-with MDMPUSH_FANOUT_STORE=rocksdb (faust's RocksDB store, the `rocksdb` extra).
+into a job only once its registry partitions are recovered (services/fanout/store.py).
 """
 
 from __future__ import annotations
@@ -231,15 +230,15 @@ def rss_kb(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def million(n: int, directory: Path, store: str) -> list[str]:
+def million(n: int, directory: Path) -> list[str]:
     """Build a registry of n enrollments, measure RSS, restart, measure restart-to-ready."""
-    kafka, topics = kafka_for(f"m{store}")
+    kafka, topics = kafka_for("million")
     at = int(time.time() * 1000) - 3_600_000
     t0 = time.monotonic()
     produce(kafka, topics.checkins, "CheckinEvent", token_updates(range(n), at))
     produced_s = time.monotonic() - t0
     worker = Worker(kafka, directory, MDMPUSH_FANOUT_PARTITIONS=str(PARTITIONS),
-                    MDMPUSH_FANOUT_COMMIT_INTERVAL_S="1.0", MDMPUSH_FANOUT_STORE=store)
+                    MDMPUSH_FANOUT_COMMIT_INTERVAL_S="1.0")
     watch = Watch(kafka, topics)
     lines = []
     worker.start()
@@ -253,9 +252,10 @@ def million(n: int, directory: Path, store: str) -> list[str]:
         assert worker.proc is not None
         rss, hwm = rss_kb(worker.proc.pid)
         rate = n / max((last - first) / 1000, 1e-3)
-        lines.append(f"1M [{store}]: {n:,} TokenUpdates produced in {produced_s:.1f}s; registry "
-                     f"built {built_s:.1f}s after the worker started ({rate:,.0f}/s first to "
-                     f"last DeviceRecord); RSS {rss / 1024:,.0f} MiB (peak {hwm / 1024:,.0f} MiB)")
+        lines.append(f"{n:,} enrollments (in-memory table): TokenUpdates produced in "
+                     f"{produced_s:.1f}s; registry built {built_s:.1f}s after the worker "
+                     f"started ({rate:,.0f}/s first to last DeviceRecord); RSS "
+                     f"{rss / 1024:,.0f} MiB (peak {hwm / 1024:,.0f} MiB)")
         worker.stop()
         jobs_before = sum(watch.ends(topics.jobs_priority).values())
         publisher = Publisher(kafka)
@@ -268,9 +268,9 @@ def million(n: int, directory: Path, store: str) -> list[str]:
         ready_s = time.monotonic() - start
         time.sleep(1)
         rss, hwm = rss_kb(worker.proc.pid)
-        lines.append(f"1M [{store}]: restart-to-ready {ready_s:.1f}s (process start to the first "
-                     f"job of a request published at start); RSS after recovery "
-                     f"{rss / 1024:,.0f} MiB (peak {hwm / 1024:,.0f} MiB)")
+        lines.append(f"{n:,} enrollments (in-memory table): restart-to-ready {ready_s:.1f}s "
+                     f"(process start to the first job of a request published at start); RSS "
+                     f"after recovery {rss / 1024:,.0f} MiB (peak {hwm / 1024:,.0f} MiB)")
     finally:
         worker.stop()
         watch.close()
@@ -283,7 +283,6 @@ def main() -> int:
     parser.add_argument("--baseline-n", type=int, default=40_000)
     parser.add_argument("--baseline", default=DEFAULT_BASELINE)
     parser.add_argument("--million", type=int, default=0)
-    parser.add_argument("--store", default="memory", choices=["memory", "rocksdb"])
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--new", default=None,
                         help="run this commit as the new path (default: the working tree)")
@@ -318,7 +317,7 @@ def main() -> int:
                   f"{'MET' if met else 'MISSED'} (load average {os.getloadavg()[0]:.1f} on "
                   f"{os.cpu_count()} cores)")
         if args.million:
-            for line in million(args.million, scratch / "million", args.store):
+            for line in million(args.million, scratch / "million"):
                 print(line)
     return 0 if met else 1
 
