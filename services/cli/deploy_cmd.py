@@ -139,6 +139,10 @@ class Access:
     owned_topic_prefixes: tuple[str, ...] = ()
 
 
+#: Group-id prefixes of the fan-out's readers (`mdmpush-<name>-<random>`, no topic prefix).
+FANOUT_READERS = ("mdmpush-fanout-config-", "mdmpush-fanout-activity-",
+                  "mdmpush-fanout-table-load-")
+
 def _access(prefix: str) -> dict[str, Access]:
     retries = tuple(retry_topic(d) for d in SenderSettings.model_fields["retry_delays_ms"].default)
     fanout_id = f"{prefix}{FanoutSettings.model_fields['app_id'].default}"
@@ -147,16 +151,19 @@ def _access(prefix: str) -> dict[str, Access]:
     services = {
         # services/gateway/app.py: check-ins and push requests, nothing read.
         "gateway": Access(reads=(), writes=(CHECKINS, REQUESTS)),
-        # services/fanout: faust group `<app id>` on requests and check-ins, the dead-token feed
-        # (group `<app id>-dead-tokens`) on outcomes, the policy and activity readers (throw-away
-        # group ids `mdmpush-fanout-config-<id>`, `mdmpush-fanout-activity-<id>`, never
-        # committed) on config and activity (policies.py, activity.py); writes jobs, SKIPPED
-        # outcomes, DeviceRecords and their tombstones, poison records; faust creates and uses its
-        # `<app id>-*` topics (table changelogs, the carriers' of coalesce.py among them).
+        # services/fanout: faust group `<app id>` on requests, its check-in reader (group
+        # `<app id>-checkins`, checkin_reader.py) on check-ins, the dead-token feed (group
+        # `<app id>-dead-tokens`) on outcomes; readers with throw-away group ids, never
+        # committed: `mdmpush-fanout-config-<id>` and `-activity-<id>` (policies.py, activity.py)
+        # on config and activity, `-table-load-<id>` (store.py) on its table changelogs. The app
+        # id carries the topic prefix, the readers' group ids do not (common/kafka/reader.py).
+        # Writes jobs, SKIPPED outcomes, DeviceRecords and their tombstones, poison records;
+        # faust creates and uses its `<app id>-*` topics (table changelogs, the carriers' of
+        # coalesce.py among them).
         "fanout": Access(
             reads=(REQUESTS, CHECKINS, CONFIG, OUTCOMES, ACTIVITY),
             writes=(JOBS_PRIORITY, JOBS_BULK, OUTCOMES, REGISTRY, DLQ),
-            group_prefixes=(fanout_id, "mdmpush-fanout-config-"),
+            group_prefixes=(fanout_id, *FANOUT_READERS),
             owned_topic_prefixes=(f"{fanout_id}-",),
         ),
         # services/sender: group `group_id` on the job lanes and retry tiers (and describes it for

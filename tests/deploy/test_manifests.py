@@ -77,17 +77,18 @@ def test_changelogs_and_state_are_compacted() -> None:
     assert policy["mdm.push.jobs.bulk.v1"] == "delete"
 
 
-def _grants(service: str) -> dict[tuple[str, str, str], set[str]]:
-    user = {u["metadata"]["name"]: u for u in kafka_users("mdm-kafka")}[user_name(service)]
+def _grants(service: str, prefix: str = "") -> dict[tuple[str, str, str], set[str]]:
+    user = {u["metadata"]["name"]: u
+            for u in kafka_users("mdm-kafka", prefix)}[user_name(service)]
     return {(a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"]):
             set(a["operations"]) for a in user["spec"]["authorization"]["acls"]}
 
 
-def _allowed(service: str, kind: str, name: str, operation: str) -> bool:
+def _allowed(service: str, kind: str, name: str, operation: str, prefix: str = "") -> bool:
     """What Kafka's simple authorizer decides for one request, from the user's ACLs."""
     return any(operation in ops and kind == k
                and (name == n if pattern == "literal" else name.startswith(n))
-               for (k, n, pattern), ops in _grants(service).items())
+               for (k, n, pattern), ops in _grants(service, prefix).items())
 
 
 def test_gateway_only_writes_its_two_topics() -> None:
@@ -105,6 +106,8 @@ def test_consumers_may_use_the_groups_their_code_uses() -> None:
     for service, group in [("fanout", fanout), ("fanout", f"{fanout}-dead-tokens"),
                            ("fanout", "mdmpush-fanout-config-0f3a9c1d"), ("sender", sender),
                            ("fanout", "mdmpush-fanout-activity-0f3a9c1d"),
+                           ("fanout", "mdmpush-fanout-table-load-0f3a9c1d"),
+                           ("fanout", f"{fanout}-checkins"),
                            ("sender", "mdmpush-sender-policies-0f3a9c1d"),
                            ("sender", "mdmpush-sender-census-0f3a9c1d"),
                            ("sender", "mdmpush-sender-already-sent-0f3a9c1d"),
@@ -113,6 +116,21 @@ def test_consumers_may_use_the_groups_their_code_uses() -> None:
         assert _allowed(service, "group", group, "Read"), (service, group)
     assert not _allowed("sender", "group", correlator, "Read")
     assert not _allowed("correlator", "group", sender, "Read")
+
+
+def test_a_topic_prefix_keeps_every_group_the_code_uses() -> None:
+    """With MDMPUSH_KAFKA_TOPIC_PREFIX the fan-out's app id (so its faust groups and topics)
+    carries the prefix, its readers' throw-away group ids do not: both must stay allowed."""
+    prefix = "prod."
+    fanout = f"{prefix}{FanoutSettings().app_id}"
+    for group in (fanout, f"{fanout}-checkins", f"{fanout}-dead-tokens",
+                  "mdmpush-fanout-config-0f3a9c1d", "mdmpush-fanout-activity-0f3a9c1d",
+                  "mdmpush-fanout-table-load-0f3a9c1d"):
+        assert _allowed("fanout", "group", group, "Read", prefix), group
+    assert _allowed("fanout", "topic", f"{fanout}-registry-changelog", "Create", prefix)
+    assert _allowed("fanout", "topic", "prod.mdm.enrollment.activity.v1", "Read", prefix)
+    assert not _allowed("fanout", "topic", "mdm.enrollment.activity.v1", "Read", prefix)
+    assert not _allowed("fanout", "group", "mdmpush-sender", "Read", prefix)
 
 
 def test_only_owned_state_may_be_created() -> None:
