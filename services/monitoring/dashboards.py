@@ -163,8 +163,8 @@ ARRIVAL = Dashboard(
                 "sum(increase(mdmpush_correlator_rearm_answered_total[1h]))")),
               "short"),
         Panel("Inactive devices", "Enrollments silent longer than inactive_after (each "
-              "correlator replica counts the enrollments of its partitions: summed), and bulk targets skipped because of it "
-              "in the last hour (priority pushes still go out).",
+              "correlator replica counts the enrollments of its partitions: summed), and "
+              "bulk targets skipped because of it in the last hour (priority pushes still go out).",
               (("inactive", "sum(mdmpush_correlator_inactive_enrollments)"),
                ("skipped (last hour)",
                 'sum(increase(mdmpush_fanout_skipped_total{reason="inactive"}[1h]))')),
