@@ -235,7 +235,7 @@ def report(soak: Soak, verdicts: Verdicts, sampler: Sampler, rate: float,
         print(f"RSS {name:>10}: peak {sampler.peak_kb[name] / 1024:.1f} MiB; slope per life "
               f"{shown} MiB/min (bar <= {SLOPE_BAR_MIB_PER_MIN:g} on lives >= "
               f"{MIN_LIFE_S / 60:.0f} min): "
-              f"{'MET' if ok and judged else 'MET (no life long enough)' if ok else 'MISSED'}")
+              f"{'MISSED' if not ok else 'MET' if judged else 'not judged (no life long enough)'}")
     bound = int(rate * LAG_BAR_S)
     bounded = True
     for group in sorted({k for s in samples for k in s.lag}):
