@@ -31,7 +31,8 @@ SHARES = {Cause.HEALTHY: 0.50, Cause.OFFLINE: 0.06, Cause.UNENROLLED_SILENT: 0.0
           Cause.RESTORED_TOKEN: 0.06, Cause.STALE_MAGIC: 0.06, Cause.ENROLLMENT_RACE: 0.10}
 
 
-def main(devices: int) -> None:
+def main(devices: int) -> int:
+    """Run the fleet through the pipeline; 1 when a bar is missed (bench-all and proof exit 1)."""
     kafka = bench_kafka("accuracy")
     clock = Clock()
     spec = ScenarioSpec(devices=devices, tenants={"acme": mdm_topic(), "globex": mdm_topic()},
@@ -56,16 +57,20 @@ def main(devices: int) -> None:
     print(f"accuracy run: {devices} devices, {len(scenario.expected_by_enrollment())} "
           f"enrollments, {result.seconds:.1f} s; causes: {by_cause}")
     print(result.confusion.render())
-    print(f"correct on observable causes {OBSERVABLE}: "
-          f"{100 * result.confusion.accuracy(OBSERVABLE):.2f} % (bar >= 99 %)")
+    observable = result.confusion.accuracy(OBSERVABLE)
+    print(f"correct on observable causes {OBSERVABLE}: {100 * observable:.2f} % "
+          f"(bar >= 99 %): {'MET' if observable >= 0.99 else 'MISSED'}")
     print(f"correct overall: {100 * result.confusion.accuracy():.2f} %")
     silent_classes = {w for w, _ in result.confusion.pairs} - {
         "answered", "enrollment_race", "stale_token"}
     silent = sum(n for (w, _), n in result.confusion.pairs.items() if w in silent_classes)
     flagged = sum(n for (w, g), n in result.confusion.pairs.items()
                   if w in silent_classes and g not in ("answered", "missing"))
+    all_flagged = flagged == silent and not result.missing and not result.doubled
     print(f"silent devices flagged: {flagged}/{silent}; missing verdicts: "
-          f"{len(result.missing)}; doubled: {len(result.doubled)}")
+          f"{len(result.missing)}; doubled: {len(result.doubled)} "
+          f"(bar: every silent device flagged, none missing or doubled): "
+          f"{'MET' if all_flagged else 'MISSED'}")
     lost = [d for d in racers if d.pushes_lost >= 1]
     print(f"race devices that lost their first push: {len(lost)}/{len(racers)}; of those "
           f"answered after the re-push: {sum(1 for d in lost if d.pushes_received >= 1)}")
@@ -74,7 +79,8 @@ def main(devices: int) -> None:
         p99 = late[min(len(late) - 1, int(0.99 * len(late)))]
         print(f"flagging latency past the deadline: p50 {statistics.median(late):.0f} ms, "
               f"p99 {p99:.0f} ms, max {late[-1]:.0f} ms ({len(late)} alerts)")
+    return 0 if observable >= 0.99 and all_flagged else 1
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000))
