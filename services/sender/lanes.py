@@ -43,25 +43,28 @@ class LaneBuffers:
 
     def add(self, item: Pending) -> bool:
         """Queue a job; True when its source partition holds `cap` jobs or more (pause it)."""
-        queues = self._lanes[item.lane]
-        queue = queues.get(item.key)
-        if queue is None:
-            queue = queues[item.key] = deque()
-        queue.append(item)
-        count = self._per_source.get(item.source, 0) + 1
-        self._per_source[item.source] = count
-        self.size += 1
-        return count >= self.cap
+        self._queue(item).append(item)
+        return self._count_in(item) >= self.cap
 
     def restore(self, item: Pending) -> None:
         """Put a job taken for sending back at the head of its queue (it was not sent)."""
+        self._queue(item).appendleft(item)
+        self._count_in(item)
+
+    def _queue(self, item: Pending) -> deque[Pending]:
+        """The queue of the item's lane and key, created on first use."""
         queues = self._lanes[item.lane]
         queue = queues.get(item.key)
         if queue is None:
             queue = queues[item.key] = deque()
-        queue.appendleft(item)
-        self._per_source[item.source] = self._per_source.get(item.source, 0) + 1
+        return queue
+
+    def _count_in(self, item: Pending) -> int:
+        """Count one more queued job (per source partition and in total); the source's new count."""
+        count = self._per_source.get(item.source, 0) + 1
+        self._per_source[item.source] = count
         self.size += 1
+        return count
 
     def queues(self, lane: Lane) -> Iterator[tuple[str, deque[Pending]]]:
         """(key, queue) of every non-empty queue of a lane, least recently served first."""
