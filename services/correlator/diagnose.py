@@ -1,10 +1,13 @@
 """Why a push APNs accepted got no answer: the pure decision behind an UNANSWERED verdict.
 
 Kept free of Kafka and of the packed in-memory store so each cause in the Apple seed is a table
-test. The checks run from the most specific cause to the least: an unenrolled device explains
-everything else, a wrong topic never reaches the device whatever the token, a stale token never
-reaches it whatever the magic, and only a push that did reach a device can be rejected for its
-magic or lost in the enrollment race.
+test. The checks run from the most specific cause to the least, which is also the order an
+operator must act in when several causes overlap (docs/ARCHITECTURE.md "Diagnoses"): an
+unenrolled device explains everything else (its own CheckOut, or the CheckOut of a newer record
+of the same device), a wrong topic never reaches the device whatever the token, a stale token
+never reaches it whatever the magic, and only a push that did reach a device can be rejected for
+its magic or lost in the enrollment race. Offline is what is left when the server holds no
+evidence of its own fault.
 """
 
 from __future__ import annotations
@@ -93,6 +96,13 @@ def diagnose(
     e = enrollment
     if e.checked_out:
         return Finding(Diagnosis.UNENROLLED, {"checkout_at": str(e.checkout_at)})
+    later = _newer_siblings(push, e, siblings)
+    if later and all(s.checked_out for s in later):
+        # A duplicate record whose CheckOut was lost, and every newer record of the device has
+        # checked out since: the device left, so neither the old magic nor its being offline
+        # is the point (both used to be reported, and the operator kept the dead record).
+        return Finding(Diagnosis.UNENROLLED, {
+            "checked_out_duplicate": max(later, key=_updated_at).enrollment_id})
     if push.topic is not None and e.topic is not None and push.topic != e.topic:
         return Finding(
             Diagnosis.WRONG_TOPIC, {"push_topic": push.topic, "enrollment_topic": e.topic}
@@ -128,20 +138,25 @@ def diagnose(
     return Finding(Diagnosis.DEVICE_UNREACHABLE, evidence)
 
 
+def _newer_siblings(
+    push: PushFacts, e: EnrollmentFacts, siblings: Sequence[Sibling]
+) -> list[Sibling]:
+    """The records of the same device whose TokenUpdate is later than ours."""
+    ours_at = e.token_updated_at or push.token_updated_at or 0
+    return [s for s in siblings if _updated_at(s) > ours_at]
+
+
+def _updated_at(sibling: Sibling) -> int:
+    return sibling.token_updated_at or 0
+
+
 def _newer_magic_sibling(
     push: PushFacts, e: EnrollmentFacts, siblings: Sequence[Sibling]
 ) -> Sibling | None:
     """A live record of the same device whose PushMagic differs and was set later than ours."""
-    ours_at = e.token_updated_at or push.token_updated_at or 0
-    best: Sibling | None = None
-    for s in siblings:
-        if s.checked_out or s.push_magic is None or s.push_magic == push.push_magic:
-            continue
-        if (s.token_updated_at or 0) > ours_at and (
-            best is None or (s.token_updated_at or 0) > (best.token_updated_at or 0)
-        ):
-            best = s
-    return best
+    live = [s for s in _newer_siblings(push, e, siblings)
+            if not s.checked_out and s.push_magic is not None and s.push_magic != push.push_magic]
+    return max(live, key=_updated_at) if live else None
 
 
 def failed_topic_finding(reason: str | None, enrollment: EnrollmentFacts) -> Finding | None:

@@ -89,3 +89,18 @@ def test_failed_wrong_topic_reasons(reason: str) -> None:
 def test_other_failures_are_no_topic_alert() -> None:
     assert failed_topic_finding("BadDeviceToken", ENROLLED) is None
     assert failed_topic_finding(None, ENROLLED) is None
+
+
+def test_a_duplicate_whose_newer_record_checked_out_is_unenrolled() -> None:
+    """Overlapping causes: the old record of a device (its CheckOut lost, an older PushMagic)
+    whose newer record has checked out since. The device left: UNENROLLED, not offline."""
+    gone = Sibling("E2", "magic-2", T - 10_000, checked_out=True)
+    got = diagnose(PUSH, ENROLLED, [gone], 5_000)
+    assert got.diagnosis is Diagnosis.UNENROLLED
+    assert got.evidence == {"checked_out_duplicate": "E2"}
+    still_here = Sibling("E3", "magic-3", T - 5_000, checked_out=False)
+    assert diagnose(PUSH, ENROLLED, [gone, still_here], 5_000).diagnosis is (
+        Diagnosis.STALE_PUSH_MAGIC)
+    older_gone = Sibling("E0", "magic-0", T - 9_000_000, checked_out=True)
+    assert diagnose(PUSH, ENROLLED, [older_gone], 5_000).diagnosis is (
+        Diagnosis.DEVICE_UNREACHABLE)
