@@ -77,6 +77,16 @@ class SimDevice:
     after_enroll: AfterEnroll = AfterEnroll.STAY
     #: For GO_OFFLINE: simulated ms until the device is back online (None: stays offline).
     offline_for_ms: int | None = None
+    #: From receiving a push to the command poll, for a slow device (None: the fleet's
+    #: ``checkin_delay_ms``). Set around the correlator's deadline, it makes a late answer.
+    checkin_delay_ms: int | None = None
+    #: The device polls once right after enrolling, and that check-in reaches the server only
+    #: when :meth:`~services.sim.fleet.fleet.Fleet.release_held` is called: stamped before a
+    #: later push, delivered after it (an out-of-order check-in that must not answer the push).
+    held_poll: bool = False
+    #: STALE_MAGIC: the older record's check-ins are delivered after the newer record's (they
+    #: are still stamped earlier), so only the stamps, not the arrival order, say which is newer.
+    stale_delivered_last: bool = False
 
     online: bool = True
     enrolled: bool = False
@@ -89,6 +99,8 @@ class SimDevice:
     pushes_lost: int = 0
     wrong_magic_pushes: int = 0
     self_heals: int = 0
+    #: Pushes that arrived while the device was not listening yet after enrolling.
+    races_lost: int = 0
     checkins_sent: int = 0
 
     @property
@@ -127,6 +139,8 @@ class SimDevice:
     ) -> Reception:
         """Decide what a push APNs delivered at simulated ``at_ms`` does, and count it."""
         reception = self._react(token_hex, magic, at_ms, self_heal_after_ms)
+        if reception is Reception.RACE_LOST:
+            self.races_lost += 1
         if reception.received:
             self.pushes_received += 1
         else:

@@ -103,6 +103,8 @@ class Fleet:
         self._connector: DeviceConnector | None = None
         self._stats = FleetStats()
         self._gateway_lock = threading.Lock()
+        #: Check-ins made but not yet delivered (``held_poll`` devices), oldest first.
+        self._held: list[tuple[SimDevice, dict[str, Any]]] = []
 
     # -- setup (any thread, before pushes to the added devices) ------------------------------
 
@@ -161,6 +163,20 @@ class Fleet:
             self.scheduler.run_sync(partial(self._enroll_all, chunk), timeout_s)
         self.sink.flush(timeout_s)
 
+    def release_held(self, timeout_s: float = 30.0) -> int:
+        """Deliver the check-ins held back since enrollment, with their original (older)
+        stamps; returns how many (acknowledged by the sink on return)."""
+
+        def release() -> int:
+            held, self._held = self._held, []
+            for device, event in held:
+                self._send(device, event)
+            return len(held)
+
+        released = self.scheduler.run_sync(release, timeout_s)
+        self.sink.flush(timeout_s)
+        return released
+
     def go_online(self, device: SimDevice) -> None:
         self.scheduler.call_soon(partial(self._set_online, device, True))
 
@@ -199,13 +215,15 @@ class Fleet:
 
     def _enroll(self, device: SimDevice) -> None:
         now = self.clock.now_ms()
-        if device.stale_enrollment is not None:  # enrolled earlier; its CheckOut was lost
-            then = now - self.params.stale_enrollment_age_ms
-            self._send(device, events.authenticate(device.stale_enrollment, then))
-            self._send(device, events.token_update(device.stale_enrollment, then))
-        self._send(device, events.authenticate(device.enrollment, now))
-        self._send(device, events.token_update(device.enrollment, now))
+        stale = device.stale_enrollment  # enrolled earlier; its CheckOut was lost
+        if stale is not None and not device.stale_delivered_last:
+            self._send_enrollment(device, stale, now - self.params.stale_enrollment_age_ms)
+        self._send_enrollment(device, device.enrollment, now)
+        if stale is not None and device.stale_delivered_last:
+            self._send_enrollment(device, stale, now - self.params.stale_enrollment_age_ms)
         device.enrolled_at(now)
+        if device.held_poll:
+            self._held.append((device, events.idle_report(device.enrollment, now)))
         after = device.after_enroll
         if after is AfterEnroll.GO_OFFLINE:
             device.online = False
@@ -217,6 +235,11 @@ class Fleet:
             self._unenroll(device, checkout=True)
         elif after in (AfterEnroll.UNENROLL_SILENT, AfterEnroll.WIPE):
             self._unenroll(device, checkout=False)
+
+    def _send_enrollment(self, device: SimDevice, enrollment: events.Enrollment,
+                         at_ms: int) -> None:
+        self._send(device, events.authenticate(enrollment, at_ms))
+        self._send(device, events.token_update(enrollment, at_ms))
 
     def _unenroll(self, device: SimDevice, checkout: bool) -> None:
         device.enrolled = False
@@ -238,8 +261,10 @@ class Fleet:
         if reception is Reception.ANSWERED:
             if not device.checkin_pending:  # several pushes before the poll: one poll
                 device.checkin_pending = True
+                delay = device.checkin_delay_ms
                 self.scheduler.schedule(
-                    at_ms + self.params.checkin_delay_ms, partial(self._poll, device)
+                    at_ms + (self.params.checkin_delay_ms if delay is None else delay),
+                    partial(self._poll, device),
                 )
         elif reception is Reception.SELF_HEAL:
             self.scheduler.schedule(

@@ -8,10 +8,12 @@ not random draws, so a 2 % cause is 2 % of the fleet.
 
 from __future__ import annotations
 
+import enum
 import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from services.common.clock import Clock
 from services.sim.fleet.device import AfterEnroll, SimDevice
@@ -20,7 +22,10 @@ from services.sim.fleet.fleet import Fleet, FleetParams
 from services.sim.fleet.sink import CheckinSink
 from services.sim.fleet.truth import ANSWERED, Cause, DeviceTruth
 
-__all__ = ["Scenario", "ScenarioSpec", "allocate", "build_scenario"]
+K = TypeVar("K", bound=enum.Enum)
+
+__all__ = ["Scenario", "ScenarioSpec", "allocate", "build_scenario", "make_device", "random_token",
+           "random_uuid"]
 
 _AFTER_ENROLL = {
     Cause.OFFLINE: AfterEnroll.GO_OFFLINE,
@@ -48,8 +53,9 @@ class ScenarioSpec:
     offline_for_ms: int | None = None
 
 
-def allocate(total: int, shares: Mapping[Cause, float]) -> dict[Cause, int]:
-    """Exact device counts per cause summing to ``total`` (largest-remainder method)."""
+def allocate(total: int, shares: Mapping[K, float]) -> dict[K, int]:
+    """Exact device counts per cause (or profile) summing to ``total`` (largest-remainder
+    method)."""
     weights = {cause: share for cause, share in shares.items() if share > 0}
     if not weights:
         raise ValueError("at least one cause needs a positive share")
@@ -106,7 +112,7 @@ def build_scenario(
     rng = random.Random(spec.seed)
     fleet = Fleet(clock, sink, params)
     tenants = sorted(spec.tenants)
-    retired = {tenant: f"com.apple.mgmt.External.{_uuid(rng)}" for tenant in tenants}
+    retired = {tenant: f"com.apple.mgmt.External.{random_uuid(rng)}" for tenant in tenants}
     causes = [c for c, n in sorted(allocate(spec.devices, spec.shares).items(),
                                    key=lambda item: item[0].value) for _ in range(n)]
     rng.shuffle(causes)
@@ -117,14 +123,14 @@ def build_scenario(
         held = spec.tenants[tenant]
         current = held if isinstance(held, str) else held[(index // len(tenants)) % len(held)]
         topic = retired[tenant] if cause is Cause.WRONG_TOPIC else current
-        device = _device(rng, cause, tenant, topic, fleet.params, spec.offline_for_ms)
+        device = make_device(rng, cause, tenant, topic, fleet.params, spec.offline_for_ms)
         devices.append(device)
         truth.append(_truth(device))
     fleet.add(devices)
     return Scenario(spec, fleet, devices, truth, retired)
 
 
-def _device(
+def make_device(
     rng: random.Random,
     cause: Cause,
     tenant: str,
@@ -132,9 +138,10 @@ def _device(
     params: FleetParams,
     offline_for_ms: int | None,
 ) -> SimDevice:
+    """One device with one cause (the overlapping world, :mod:`.overlap`, adds the others)."""
     udid = f"{rng.getrandbits(32):08X}-{rng.getrandbits(64):016X}"
-    token = _token(rng)
-    enrollment = Enrollment(udid, tenant, udid, topic, token, _uuid(rng))
+    token = random_token(rng)
+    enrollment = Enrollment(udid, tenant, udid, topic, token, random_uuid(rng))
     device = SimDevice(
         udid=udid,
         cause=cause,
@@ -144,10 +151,11 @@ def _device(
         offline_for_ms=offline_for_ms,
     )
     if cause is Cause.RESTORED_TOKEN:
-        device.token_hex = _token(rng)  # restored after enrolling: the server has the old one
+        device.token_hex = random_token(rng)  # restored after enrolling: the server has the old
     elif cause is Cause.STALE_MAGIC:
         # The older record: its own enrollment id, same device and token, an older magic.
-        device.stale_enrollment = Enrollment(_uuid(rng), tenant, udid, topic, token, _uuid(rng))
+        device.stale_enrollment = Enrollment(random_uuid(rng), tenant, udid, topic, token,
+                                             random_uuid(rng))
     elif cause is Cause.ENROLLMENT_RACE:
         device.listen_delay_ms = params.race_window_ms
     return device
@@ -168,9 +176,9 @@ def _truth(device: SimDevice) -> DeviceTruth:
     )
 
 
-def _token(rng: random.Random) -> str:
+def random_token(rng: random.Random) -> str:
     return f"{rng.getrandbits(256):064x}"
 
 
-def _uuid(rng: random.Random) -> str:
+def random_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4)).upper()

@@ -11,10 +11,35 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["ANSWERED", "Cause", "DeviceTruth"]
+__all__ = ["ANSWERED", "PRECEDENCE", "Cause", "DeviceTruth", "rightful"]
 
 #: The "diagnosis" of a push the device answered.
 ANSWERED = "answered"
+
+#: When one record has several causes at once, the right diagnosis is the one an operator must
+#: act on first, the earliest here (docs/ARCHITECTURE.md "Diagnoses"):
+#: - unenrolled: the device left (its CheckOut, or a newer record's): nothing else matters, the
+#:   record is to be removed;
+#: - wrong_topic: no push on that topic reaches the device, whatever token, magic or network;
+#:   the certificate is the fix;
+#: - stale_token: the server pushes a token the device dropped: re-push to the new one;
+#: - stale_push_magic: a duplicate record the device no longer uses (its token and magic are
+#:   both old): remove it, or wait for the self-healing push;
+#: - enrollment_race: pushed within moments of enrolling; the race-window re-push settles it
+#:   (an ANSWERED verdict naming it) unless the device is also unreachable;
+#: - device_unreachable: offline, wiped, slow past the deadline: the server holds no evidence of
+#:   a fault of its own, so nothing to act on but the device;
+#: - answered: the device called before the deadline (a late call does not undo an UNANSWERED).
+PRECEDENCE = ("unenrolled", "wrong_topic", "stale_token", "stale_push_magic", "enrollment_race",
+              "device_unreachable", ANSWERED)
+
+
+def rightful(diagnoses: set[str] | frozenset[str]) -> str:
+    """The diagnosis that wins among a record's overlapping ones (:data:`PRECEDENCE`)."""
+    unknown = set(diagnoses) - set(PRECEDENCE)
+    if unknown or not diagnoses:
+        raise ValueError(f"not diagnoses: {sorted(unknown) or 'none given'}")
+    return min(diagnoses, key=PRECEDENCE.index)
 
 
 class Cause(enum.Enum):
