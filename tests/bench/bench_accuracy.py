@@ -1,45 +1,104 @@
-"""Accuracy run: a simulated fleet with a known mix of every Apple-seed cause, through the whole
-pipeline (fleet -> check-ins -> fan-out -> sender -> APNs simulator -> devices -> correlator);
-prints the confusion matrix of verdicts against the truth, and how late flagging was.
+"""Accuracy run: simulated fleets with a known truth through the whole pipeline (fleet ->
+check-ins -> fan-out -> sender -> APNs simulator -> devices -> correlator); prints the confusion
+matrix of verdicts against the truth, accuracy per cause, and how late flagging was, for two
+worlds in one run, each on its own pipeline:
 
-Run: .venv/bin/python -m tests.bench.bench_accuracy [DEVICES]   (default 10,000)
-Bar: >= 99 % correct on the causes a server can observe; every silent device flagged.
+- separable (the peer, the method of the 2026-11-24 figure): one cause per device, the racers
+  enrolled as their own batch, the correlator's race settings derived from the simulator's own
+  race window. Separable by construction.
+- overlapping (services/sim/fleet/overlap.py): several causes per device, healthy devices
+  enrolled and pushed in the same batch as the racers, answers just before and just after the
+  deadline, check-ins stamped before the push but delivered after it, a duplicate record's
+  check-ins delivered after the newer record's. The correlator keeps its own race settings (its
+  defaults); only the deadline, which every party knows, is shared. Where causes overlap, the
+  right diagnosis is the one an operator must act on first (services/sim/fleet/truth.py
+  PRECEDENCE, docs/ARCHITECTURE.md "Diagnoses").
+
+Run: .venv/bin/python -m tests.bench.bench_accuracy [--devices N] [--world both|separable|overlap]
+Bars, per world: >= 99 % correct on the causes a server can observe; >= 99 % correct overall (a
+wrong UNANSWERED for a device that answered sends an operator after nothing); every silent device
+flagged, no verdict missing or doubled. Exit 1 when any bar of any world is missed.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.clock import Clock
 from services.devstack.pipeline import Pipeline, PipelineSpec
 from services.devstack.scenario_run import OBSERVABLE, run_accuracy
 from services.devstack.tracker import OutcomeTracker
+from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.apns.certs import mdm_topic
-from services.sim.fleet import Cause, KafkaCheckinSink, ScenarioSpec, build_scenario
+from services.sim.fleet import ANSWERED, Cause, KafkaCheckinSink, ScenarioSpec, build_scenario
+from services.sim.fleet.accuracy import Confusion, verdicts
 from services.sim.fleet.fleet import FleetParams
+from services.sim.fleet.overlap import OverlapSpec, OverlapWorld, Profile, build_overlap
 from tests.support.bench_env import bench_kafka
 
-#: Apple saw the race last 0.7 s. Here the race devices stay deaf for 8 s after enrolling,
-#: because 1,000 simultaneous enrollments take the registry a few seconds on this 2-core machine
-#: (check-in -> fan-out registry -> push); the correlator's re-push comes 10 s after a silent push.
+#: Separable world: the race devices stay deaf for 8 s after enrolling, because 1,000
+#: simultaneous enrollments take the registry a few seconds on this 2-core machine (check-in ->
+#: fan-out registry -> push); its correlator's race settings are derived from it.
 RACE_MS = 8000
 SHARES = {Cause.HEALTHY: 0.50, Cause.OFFLINE: 0.06, Cause.UNENROLLED_SILENT: 0.05,
           Cause.UNENROLLED_CHECKOUT: 0.06, Cause.WIPED: 0.05, Cause.WRONG_TOPIC: 0.06,
           Cause.RESTORED_TOKEN: 0.06, Cause.STALE_MAGIC: 0.06, Cause.ENROLLMENT_RACE: 0.10}
+#: Verdicts that mean the device was heard from (a re-push may have helped).
+HEARD = frozenset({ANSWERED, "enrollment_race", "stale_token"})
+BAR = 0.99
+TIMEOUT_S = 600.0
 
 
-def main(devices: int) -> int:
-    """Run the fleet through the pipeline; 1 when a bar is missed (bench-all and proof exit 1)."""
+@dataclass
+class WorldResult:
+    """One world's verdicts against its truth; `labels` names each enrollment's case."""
+
+    name: str
+    confusion: Confusion
+    expected: dict[str, str]
+    got: dict[str, str]
+    labels: dict[str, str]
+    missing: list[str]
+    doubled: dict[str, list[str]]
+    lateness_ms: list[float]
+    seconds: float
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worlds; 1 when a bar is missed (bench-all and proof exit 1)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("devices", nargs="?", type=int, default=10_000,
+                        help="devices per world (default 10,000)")
+    parser.add_argument("--world", choices=("both", "separable", "overlap"), default="both")
+    parser.add_argument("--deadline-ms", type=int, default=30_000,
+                        help="the correlator's deadline, known to the fleet (default 30,000)")
+    args = parser.parse_args(argv)
+    met = True
+    if args.world in ("both", "separable"):
+        met &= report(separable_world(args.devices, args.deadline_ms))
+    if args.world in ("both", "overlap"):
+        met &= report(overlapping_world(args.devices, args.deadline_ms))
+    print(f"accuracy bench: {'MET' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+# -- the separable world (peer) --------------------------------------------------------------
+def separable_world(devices: int, deadline_ms: int) -> WorldResult:
     kafka = bench_kafka("accuracy")
     clock = Clock()
     spec = ScenarioSpec(devices=devices, tenants={"acme": mdm_topic(), "globex": mdm_topic()},
                         shares=SHARES, seed=2026)
     scenario = build_scenario(spec, clock, KafkaCheckinSink(kafka),
                               FleetParams(race_window_ms=RACE_MS))
-    env = {"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": "30000",
+    env = {"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": str(deadline_ms),
                           "MDMPUSH_CORRELATOR_RACE_WINDOW_MS": str(RACE_MS + 2000),
                           "MDMPUSH_CORRELATOR_RACE_ENROLLMENT_MS": str(RACE_MS + 2000)}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,38 +108,190 @@ def main(devices: int) -> int:
             assert pipeline.sim is not None
             scenario.fleet.attach(pipeline.sim)
             with scenario.fleet:
-                result = run_accuracy(pipeline, scenario, tracker, timeout_s=600)
-    by_cause: dict[str, int] = {}
+                result = run_accuracy(pipeline, scenario, tracker, timeout_s=TIMEOUT_S)
+            got: dict[str, str] = {}
+            for request_id in result.request_ids:
+                got.update(verdicts(tracker.accounting(request_id)))
+    by_cause = Counter(t.cause.value for t in scenario.truth)
+    expected = scenario.expected_by_enrollment()
+    labels = {}
     for t in scenario.truth:
-        by_cause[t.cause.value] = by_cause.get(t.cause.value, 0) + 1
+        labels[t.enrollment_id] = t.cause.value
+        if t.current_enrollment_id != t.enrollment_id:
+            labels[t.current_enrollment_id] = f"{t.cause.value} (current record)"
     racers = scenario.by_cause(Cause.ENROLLMENT_RACE)
-    print(f"accuracy run: {devices} devices, {len(scenario.expected_by_enrollment())} "
-          f"enrollments, {result.seconds:.1f} s; causes: {by_cause}")
-    print(result.confusion.render())
-    observable = result.confusion.accuracy(OBSERVABLE)
-    print(f"correct on observable causes {OBSERVABLE}: {100 * observable:.2f} % "
-          f"(bar >= 99 %): {'MET' if observable >= 0.99 else 'MISSED'}")
-    print(f"correct overall: {100 * result.confusion.accuracy():.2f} %")
-    silent_classes = {w for w, _ in result.confusion.pairs} - {
-        "answered", "enrollment_race", "stale_token"}
-    silent = sum(n for (w, _), n in result.confusion.pairs.items() if w in silent_classes)
-    flagged = sum(n for (w, g), n in result.confusion.pairs.items()
-                  if w in silent_classes and g not in ("answered", "missing"))
-    all_flagged = flagged == silent and not result.missing and not result.doubled
-    print(f"silent devices flagged: {flagged}/{silent}; missing verdicts: "
-          f"{len(result.missing)}; doubled: {len(result.doubled)} "
-          f"(bar: every silent device flagged, none missing or doubled): "
-          f"{'MET' if all_flagged else 'MISSED'}")
     lost = [d for d in racers if d.pushes_lost >= 1]
-    print(f"race devices that lost their first push: {len(lost)}/{len(racers)}; of those "
-          f"answered after the re-push: {sum(1 for d in lost if d.pushes_received >= 1)}")
-    late = sorted(result.flag_lateness_ms)
+    print(f"\n== separable world (peer): {devices} devices, {len(expected)} enrollments, "
+          f"{result.seconds:.1f} s; causes: {dict(by_cause)}")
+    print(f"race devices deaf {RACE_MS} ms, the correlator's race window set from it; "
+          f"{len(lost)}/{len(racers)} lost their first push, "
+          f"{sum(1 for d in lost if d.pushes_received >= 1)} answered the re-push")
+    return WorldResult("separable", result.confusion, expected, got, labels, result.missing,
+                       result.doubled, result.flag_lateness_ms, result.seconds)
+
+
+# -- the overlapping world --------------------------------------------------------------------
+def overlapping_world(devices: int, deadline_ms: int) -> WorldResult:
+    kafka = bench_kafka("accuracy-overlap")
+    clock = Clock()
+    spec = OverlapSpec(devices, {"acme": mdm_topic(), "globex": mdm_topic()},
+                       deadline_ms=deadline_ms, seed=2027)
+    world = build_overlap(spec, clock, KafkaCheckinSink(kafka))
+    # Only the deadline is shared; race window and race-enrollment window stay the correlator's.
+    env = {"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": str(deadline_ms)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Pipeline(kafka, clock, Path(tmp), PipelineSpec(
+            sorted(spec.tenants.values()), env=env), world.fleet)
+        with pipeline, OutcomeTracker(kafka) as tracker:
+            assert pipeline.sim is not None
+            world.fleet.attach(pipeline.sim)
+            with world.fleet:
+                return _run_overlap(pipeline, world, tracker, clock)
+
+
+def _run_overlap(pipeline: Pipeline, world: OverlapWorld, tracker: OutcomeTracker,
+                 clock: Clock) -> WorldResult:
+    """Early devices, their request; the fresh batch (racers, healthy and offline together) and
+    its request at once; the held polls released once their pushes are sent; every verdict."""
+    t0 = time.monotonic()
+    records = world.records()
+    fresh = {id(d) for d in world.fresh}
+    early_ids = {e for e, (d, _) in records.items() if id(d) not in fresh}
+    fresh_ids = set(records) - early_ids
+    tenant_of = {e: d.enrollment.tenant for e, (d, _) in records.items()}
+    publisher = PushPublisher(pipeline.kafka)
+    expiration = clock.now_ms() + 3_600_000  # APNs stores the push for an offline device
+
+    def publish(ids: set[str], initiator: str, command: str) -> set[str]:
+        return {publisher.publish(PushRequest(
+            tenant=tenant, initiator=initiator, command_type=command,  # type: ignore[arg-type]
+            expiration_ms=expiration,
+            enrollment_ids=sorted(e for e in ids if tenant_of[e] == tenant)))
+            for tenant in sorted(set(tenant_of.values()))}
+
+    world.fleet.enroll(world.early, TIMEOUT_S)
+    if not pipeline.wait_registry(early_ids, TIMEOUT_S):
+        raise AssertionError("registry did not catch up\n" + pipeline.logs())
+    requests = publish(early_ids, "admin", "apply_policies")
+    back_at = clock.now_ms() + world.spec.back_online_ms
+    for device in world.having(Profile.OFFLINE_BRIEFLY):
+        world.fleet.schedule_online(device, back_at)
+    world.fleet.enroll(world.fresh, TIMEOUT_S)
+    if not pipeline.wait_registry(fresh_ids, TIMEOUT_S, interval_s=0.05):
+        raise AssertionError("registry did not catch up\n" + pipeline.logs())
+    requests |= publish(fresh_ids, "user", "install_profile")
+    held = {d.enrollment.enrollment_id for d in world.devices if d.held_poll}
+    sent_held = _wait_sent(tracker, held)
+    released = world.fleet.release_held(TIMEOUT_S)
+    print(f"\n== overlapping world: held polls released {released}, after the push of "
+          f"{len(sent_held)}/{len(held)} of them was SENT")
+    got: dict[str, str] = {}
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and len(got) < len(records):
+        time.sleep(0.5)
+        got = {}
+        for request_id in requests:
+            got.update(verdicts(tracker.accounting(request_id)))
+    doubled: dict[str, list[str]] = {}
+    for request_id in requests:
+        doubled.update(tracker.accounting(request_id).doubled())
+    outcomes, alerts = tracker.snapshot()
+    expected = world.expected()  # after the run: which racers really lost their race
+    labels = {e: label for e, (_, label) in records.items()}
+    _print_timings(world, outcomes, expected)
+    return WorldResult("overlapping", Confusion.of(expected, got), expected, got, labels,
+                       sorted(set(expected) - set(got)), doubled,
+                       [a["flagged_at"] - a["deadline_at"] for a in alerts],
+                       time.monotonic() - t0)
+
+
+def _wait_sent(tracker: OutcomeTracker, ids: set[str], timeout_s: float = 120.0) -> set[str]:
+    """The enrollments among `ids` whose first push was SENT (waits until all are, or timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        sent = {o["enrollment_id"] for o in tracker.snapshot()[0]
+                if o["state"] == "SENT" and o["repush"] == 0} & ids
+        if sent == ids or time.monotonic() > deadline:
+            return sent
+        time.sleep(0.2)
+
+
+def _print_timings(world: OverlapWorld, outcomes: list[dict[str, object]],
+                   expected: Mapping[str, str]) -> None:
+    """How close the late answers came to the deadline, and how the races went."""
+    sent_at: dict[str, int] = {}
+    answered_at: dict[str, int] = {}
+    for o in outcomes:
+        eid, at = str(o["enrollment_id"]), int(o["at"])  # type: ignore[call-overload]
+        if o["state"] == "SENT" and o["repush"] == 0:
+            sent_at.setdefault(eid, at)
+        elif o["state"] == "ANSWERED":
+            answered_at[eid] = at
+    deadline_ms = world.spec.deadline_ms
+    margins = sorted(sent_at[e] + deadline_ms - answered_at[e]
+                     for e in (d.enrollment.enrollment_id
+                               for d in world.having(Profile.LATE_IN_TIME))
+                     if e in sent_at and e in answered_at)
+    if margins:
+        print(f"late-in-time answers: {len(margins)} ANSWERED, their answer came "
+              f"{margins[0]}..{margins[-1]} ms (median {statistics.median(margins):.0f}) "
+              f"before the deadline")
+    racers = world.having(Profile.FRESH_RACE) + world.having(Profile.FRESH_RACE_SLOW)
+    lost = sum(1 for d in racers if d.races_lost)
+    print(f"racers deaf {world.spec.race_deaf_ms[0]}-{world.spec.race_deaf_ms[1]} ms (their "
+          f"own, not told to the correlator): {lost}/{len(racers)} lost their first push; "
+          f"truth enrollment_race for those, answered for the rest "
+          f"({sum(1 for v in expected.values() if v == 'enrollment_race')} in all)")
+
+
+# -- report ---------------------------------------------------------------------------------
+def report(r: WorldResult) -> bool:
+    """Print the matrix, accuracy per cause (and per case where known) and the bars."""
+    c = r.confusion
+    print(f"-- {r.name} world: {len(r.expected)} enrollments, {r.seconds:.1f} s")
+    print(c.render())
+    print("accuracy per cause (expected diagnosis):")
+    for cause in sorted({w for w, _ in c.pairs}):
+        total = sum(n for (w, _), n in c.pairs.items() if w == cause)
+        print(f"  {cause:<22} {100 * c.accuracy([cause]):6.2f} %  ({total})")
+    if r.got:
+        _per_case(r)
+    observable = c.accuracy(OBSERVABLE)
+    overall = c.accuracy()
+    print(f"correct on observable causes {OBSERVABLE}: {100 * observable:.2f} % "
+          f"(bar >= {100 * BAR:.0f} %): {'MET' if observable >= BAR else 'MISSED'}")
+    print(f"correct overall: {100 * overall:.2f} % (bar >= {100 * BAR:.0f} %): "
+          f"{'MET' if overall >= BAR else 'MISSED'}")
+    silent = sum(n for (w, _), n in c.pairs.items() if w not in HEARD)
+    flagged = sum(n for (w, g), n in c.pairs.items()
+                  if w not in HEARD and g not in (*HEARD, "missing"))
+    all_flagged = flagged == silent and not r.missing and not r.doubled
+    print(f"silent devices flagged: {flagged}/{silent}; missing verdicts: {len(r.missing)}; "
+          f"doubled: {len(r.doubled)} (bar: every silent device flagged, none missing or "
+          f"doubled): {'MET' if all_flagged else 'MISSED'}")
+    late = sorted(r.lateness_ms)
     if late:
         p99 = late[min(len(late) - 1, int(0.99 * len(late)))]
         print(f"flagging latency past the deadline: p50 {statistics.median(late):.0f} ms, "
               f"p99 {p99:.0f} ms, max {late[-1]:.0f} ms ({len(late)} alerts)")
-    return 0 if observable >= 0.99 and all_flagged else 1
+    return observable >= BAR and overall >= BAR and all_flagged
+
+
+def _per_case(r: WorldResult) -> None:
+    """Accuracy per case (profile and record), with what the wrong verdicts said."""
+    print("accuracy per case (expected -> wrong verdicts):")
+    cases: dict[str, list[tuple[str, str]]] = {}
+    for target, want in r.expected.items():
+        cases.setdefault(r.labels.get(target, "?"), []).append((want, r.got.get(target,
+                                                                                "missing")))
+    for label in sorted(cases):
+        pairs = cases[label]
+        right = sum(1 for want, got in pairs if want == got)
+        wrong = Counter(f"{w}->{g}" for w, g in pairs if w != g)
+        wants = "/".join(sorted({w for w, _ in pairs}))
+        print(f"  {label:<38} {100 * right / len(pairs):6.2f} %  ({len(pairs)}, {wants})"
+              + (f"  wrong: {dict(wrong)}" if wrong else ""))
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000))
+    sys.exit(main())
