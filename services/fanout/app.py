@@ -41,7 +41,7 @@ from services.common.serde import make_serde
 from services.common.settings import KafkaSettings
 from services.fanout import metrics, store
 from services.fanout.activity import ActivityBook
-from services.fanout.changelog import TableWriter, to_json
+from services.fanout.changelog import DeviceRecordCodec, TableWriter, to_json
 from services.fanout.checkin_reader import CheckinReader
 from services.fanout.dead_letters import DeadLetters
 from services.fanout.dead_tokens import DeadTokenFeed
@@ -174,7 +174,7 @@ class Fanout:
         self.slices = internal("slices")
         registry = app.Table("registry", partitions=self.partitions,
                              extra_topic_configs=internal_config)
-        self.registry = TableWriter(registry)
+        self.registry = TableWriter(registry, DeviceRecordCodec(self.serde, self.topics.registry))
         #: Outstanding push per enrollment (coalesce.py), partitioned like the registry.
         self.carriers = TableWriter(app.Table("carriers", partitions=self.partitions,
                                               extra_topic_configs=internal_config))
@@ -218,21 +218,28 @@ class Fanout:
         forwarded to it, all acknowledged before the reader stores the offsets."""
         self.dead_letters.consumed(len(messages))
         decoded: list[tuple[dict[str, Any], int]] = []
+        decode = self.serde.decode_as
         for msg in messages:
-            record = await self._decode(
-                msg.value(), (msg.topic() or "", msg.partition() or 0, msg.offset() or 0),
-                msg.key(), "CheckinEvent", "checkins", check_checkin_event)
-            if record is not None:
-                decoded.append((record, msg.partition() or 0))
+            value = msg.value()
+            try:  # inline, not `_decode`: a coroutine per record costs more than the decode
+                record = decode(value, "CheckinEvent")
+                check_checkin_event(record)
+            except (DecodeError, InvalidInput) as exc:
+                await self._set_aside(exc, value, (msg.topic() or "", msg.partition() or 0,
+                                                   msg.offset() or 0),
+                                      msg.key(), "CheckinEvent", "checkins")
+                continue
+            decoded.append((record, msg.partition() or 0))
         # No await from here to the flush: the sweep and the registry agent cannot interleave.
         staged: dict[str, tuple[dict[str, Any], int, str]] = {}
         updates = self.updates.get_topic_name()
         forwarded = 0
+        now = self.clock.now_ms()
         for record, source_partition in decoded:
             eid = record["enrollment_id"]
             partition = registry_partition(eid, self.partitions)
             if copartitioned and partition == source_partition:
-                self._apply(eid, {"checkin": record}, partition, staged)
+                self._apply(eid, {"checkin": record}, partition, staged, now)
             else:
                 self.registry_out.produce(updates, to_json({"checkin": record}), to_json(eid),
                                           partition)
@@ -264,9 +271,10 @@ class Fanout:
     async def apply_updates(self, stream: faust.StreamT) -> None:
         async for events in _batches(stream):
             staged: dict[str, tuple[dict[str, Any], int, str]] = {}
+            now = self.clock.now_ms()
             for event in events:
                 eid, change = cast(str, event.key), cast(dict[str, Any], event.value)
-                self._apply(eid, change, event.message.partition, staged)
+                self._apply(eid, change, event.message.partition, staged, now)
             self._publish(staged)
             await self._settle([])
 
@@ -312,7 +320,7 @@ class Fanout:
                             self.policy_wait_s)
 
     def _apply(self, eid: str, change: dict[str, Any], partition: int,
-               staged: dict[str, tuple[dict[str, Any], int, str]]) -> None:
+               staged: dict[str, tuple[dict[str, Any], int, str]], now: int) -> None:
         """One change to the registry partition `partition`: the table at once, its changelog
         record and DeviceRecord staged in `staged` for `_publish`.
 
@@ -320,15 +328,15 @@ class Fanout:
         reading and writing the record, so the agents sharing the table (check-ins, forwarded
         updates, the sweep) cannot interleave on a key. A record changed several times in one
         batch (a TokenUpdate then command reports) is published once, as it ends; `_settle`
-        awaits the produces before the batch's offsets can be committed.
+        awaits the produces before the batch's offsets can be committed. `now`: the fan-out's
+        clock at the batch.
         """
         current = self.registry.get(eid)
-        now = self.clock.now_ms()
         if "checkin" in change:
             event = change["checkin"]
-            at = self._not_ahead(eid, event["occurred_at"], now, "checkin")
-            if at != event["occurred_at"]:
-                event = {**event, "occurred_at": at}
+            if event["occurred_at"] - now > self.future_tolerance_ms:  # _not_ahead's own test
+                event = {**event, "occurred_at": self._not_ahead(
+                    eid, event["occurred_at"], now, "checkin")}
             refusal = checkin_refusal(current, event)
             if refusal is not None:
                 _count_refusal(refusal, eid, event, current)
@@ -351,9 +359,12 @@ class Fanout:
     def _publish(self, staged: dict[str, tuple[dict[str, Any], int, str]]) -> None:
         """Queue the changelog record and DeviceRecord of each record `_apply` changed."""
         out, topic, causes = self.registry_out, self.topics.registry, dict[str, int]()
+        encode, put = self.serde.encode, self.registry.put
         for eid, (record, partition, cause) in staged.items():
-            self.registry.put(out, eid, record, partition)
-            out.produce(topic, self.serde.encode("DeviceRecord", record, topic), eid)
+            # The changelog carries the registry topic's bytes (changelog.DeviceRecordCodec).
+            encoded = encode("DeviceRecord", record, topic)
+            put(out, eid, record, partition, encoded)
+            out.produce(topic, encoded, eid)
             causes[cause] = causes.get(cause, 0) + 1
         for cause, count in causes.items():
             metrics.REGISTRY_UPDATES.labels(cause).inc(count)
@@ -401,10 +412,16 @@ class Fanout:
             record = self.serde.decode_as(value, schema)
             check(record)
             return record
-        except DecodeError as exc:
-            reason = exc.reason
-        except InvalidInput as exc:
-            reason = f"invalid {schema}: {exc}"
+        except (DecodeError, InvalidInput) as exc:
+            await self._set_aside(exc, value, where, key, schema, source)
+            return None
+
+    async def _set_aside(
+        self, exc: DecodeError | InvalidInput, value: bytes | None, where: tuple[str, int, int],
+        key: bytes | None, schema: str, source: str,
+    ) -> None:
+        """A poison record: counted, logged, its original bytes on the DLQ (acknowledged)."""
+        reason = exc.reason if isinstance(exc, DecodeError) else f"invalid {schema}: {exc}"
         metrics.POISON.labels(source).inc()
         topic, partition, offset = where
         log.warning("poison record %s[%d]@%d: %s", topic, partition, offset, reason)
@@ -412,7 +429,6 @@ class Fanout:
             source_topic=topic, partition=partition, offset=offset,
             key=key, value=value, reason=reason)
         await self.dead_letters.acknowledged()
-        return None
 
 
 def _count_refusal(

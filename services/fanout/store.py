@@ -22,17 +22,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
+from faust.serializers.codecs import get_codec
 from faust.stores import STORES
 from faust.stores.memory import Store
-from faust.types import TP, EventT
+from faust.topics import Topic
+from faust.types import TP, CodecArg, EventT
 
 from services.common.kafka.reader import read_to_end
 from services.common.settings import KafkaSettings
+from services.fanout.changelog import from_json
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +51,39 @@ def load_with(app_id: str, kafka: KafkaSettings) -> None:
     _KAFKA[app_id] = kafka
 
 
-def read_changelog(kafka: KafkaSettings, topic: str, partitions: list[int]
+def read_changelog(kafka: KafkaSettings, topic: str, partitions: list[int],
+                   loads: Callable[[bytes], Any]
                    ) -> tuple[dict[str, Any], dict[str, int], set[str], dict[int, int]]:
     """(latest value per key, partition per key, keys whose latest record is a tombstone, last
-    offset read per partition) of `partitions` of a changelog as they are now."""
+    offset read per partition) of `partitions` of a changelog as they are now; values decoded
+    by `loads`."""
     values: dict[str, Any] = {}
     where: dict[str, int] = {}
     deleted: set[str] = set()
     last: dict[int, int] = {}
-    loads, intern = json.loads, sys.intern
+    key_loads = json.loads
     for msg in read_to_end(kafka, topic, partitions=partitions, timeout_s=3600,
                            name="fanout-table-load"):
-        key = loads(msg.key() or b"null")
+        key = key_loads(msg.key() or b"null")
         raw = msg.value()
         partition = msg.partition() or 0
         if raw is None:
             values.pop(key, None)
             deleted.add(key)
         else:
-            # One copy of each field name for all records (json makes one per record: ~600
-            # bytes of every enrollment at 1,000,000).
-            value = loads(raw)
-            if isinstance(value, dict):
-                value = {intern(name): field for name, field in value.items()}
-            values[key] = value
+            values[key] = loads(raw)
             where[key] = partition
             deleted.discard(key)
         last[partition] = msg.offset() or 0
     return values, where, deleted, last
+
+
+def value_loads(serializer: CodecArg) -> Callable[[bytes], Any]:
+    """How the values of a changelog written with `serializer` are read here: faust's JSON codec
+    as `from_json` (field names shared across records), any other codec as it is."""
+    if serializer is None or serializer == "json":
+        return from_json
+    return get_codec(serializer).loads
 
 
 class MemoryStore(Store):
@@ -98,7 +105,9 @@ class MemoryStore(Store):
         if kafka is None or not todo:
             return
         started = time.monotonic()
-        values, where, deleted, last = await asyncio.to_thread(read_changelog, kafka, topic, todo)
+        loads = value_loads(cast(Topic, self.table.changelog_topic).value_serializer)
+        values, where, deleted, last = await asyncio.to_thread(read_changelog, kafka, topic, todo,
+                                                               loads)
         for key in deleted:
             self.data.pop(key, None)
         self.data.update(values)
