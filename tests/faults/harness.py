@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -84,6 +85,13 @@ class FaultResult:
     fault_end_s: float
     settled_s: float
     timeline: list[Sample] = field(default_factory=list)
+    #: Poison records the fault wrote (record faults), and those a service should have
+    #: dead-lettered but did not: lost as surely as a target without a verdict.
+    poison: int = 0
+    poison_lost: list[str] = field(default_factory=list)
+    #: Whether a service may exit by itself in this case: only while Kafka is gone for longer
+    #: than a service waits for its acknowledgements (it then exits for its pod to restart).
+    restarts_allowed: bool = False
 
     @property
     def duplicate_share(self) -> float:
@@ -91,7 +99,8 @@ class FaultResult:
 
     @property
     def met(self) -> bool:
-        return self.lost == 0 and self.doubled == 0 and self.duplicate_share <= DUPLICATE_BAR
+        return (self.lost == 0 and self.doubled == 0 and self.duplicate_share <= DUPLICATE_BAR
+                and not self.poison_lost and (self.restarts_allowed or not self.restarts))
 
     def line(self) -> str:
         recovery = f"{self.recovery_s:.1f} s"
@@ -99,7 +108,9 @@ class FaultResult:
                 f"{self.doubled}, duplicate pushes {self.duplicate_pushes} "
                 f"({self.duplicate_share:.2%}), recovery {recovery}, unplanned restarts "
                 f"{sum(self.restarts.values())} {self.restarts or ''}, requests resubmitted "
-                f"{self.resubmitted}, not ANSWERED {self.not_answered} — "
+                f"{self.resubmitted}, not ANSWERED {self.not_answered}"
+                + (f", poison dead-lettered {self.poison - len(self.poison_lost)} of "
+                   f"{self.poison} {self.poison_lost or ''}" if self.poison else "") + " — "
                 f"{'met' if self.met else 'MISSED'}")
 
     def record(self) -> None:
@@ -110,8 +121,20 @@ class FaultResult:
         doc: dict[str, Any] = asdict(self)
         doc["duplicate_share"] = self.duplicate_share
         doc["met"] = self.met
+        doc["commit"] = code_version()
+        doc["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with Path(path).open("a") as out:
             out.write(json.dumps(doc) + "\n")
+
+
+def code_version() -> str:
+    """The commit the services ran (they start from the working tree), with "+dirty" when the
+    tree differed from it: a repeated run names the code each of its cases met."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=False).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--", "services") else "")
 
 
 class Supervisor:
@@ -276,11 +299,14 @@ def run_case(
     submit: Submit | None = None,
     extra_processes: Callable[[], list[ServiceProcess]] = list,
     settle_s: float = 240.0,
+    poison: Callable[[], tuple[int, list[str]]] | None = None,
+    restarts_allowed: bool = False,
 ) -> FaultResult:
     """Enroll the fleet, stream the requests, call ``fault(sampler)`` once ``fault_at`` of the
     requests are out (it injects the fault, heals it and returns the sampler time it ended),
     then wait until every target of every accepted request has a verdict or ``settle_s`` ran
-    out."""
+    out. ``poison``, for a fault that wrote poison records, says how many it expects set aside
+    and which were not (waiting for them first)."""
     workload = workload or Workload()
     scenario.enroll_all()
     ids = sorted(t.enrollment_id for t in scenario.truth)
@@ -307,6 +333,7 @@ def run_case(
         settled_s = sampler.now()
         time.sleep(1.0)  # a late duplicate or second verdict still shows
     missing = _missing(tracker, stream.accepted)
+    poison_written, poison_lost = poison() if poison is not None else (0, [])
     doubled = 0
     not_answered = 0
     for request_id in stream.accepted:
@@ -323,7 +350,8 @@ def run_case(
         restarts=supervisor.unplanned, resubmitted=stream.resubmitted,
         not_answered=not_answered, fault_at_s=round(fault_at_s, 2),
         fault_end_s=round(fault_end_s, 2), settled_s=round(settled_s, 2),
-        timeline=sampler.samples,
+        timeline=sampler.samples, poison=poison_written, poison_lost=poison_lost,
+        restarts_allowed=restarts_allowed,
     )
     print(result.line())
     result.record()
@@ -334,17 +362,17 @@ def _missing(tracker: OutcomeTracker, accepted: dict[str, list[str]]) -> int:
     return sum(len(tracker.accounting(r).missing(ids)) for r, ids in accepted.items())
 
 
-def assert_met(result: FaultResult, pipeline: Pipeline, *, restarts_allowed: bool = False
-               ) -> None:
+def assert_met(result: FaultResult, pipeline: Pipeline) -> None:
     """The bars: nothing lost or doubled, duplicates within the bar, every service running.
 
     A service that exits by itself fails the case, except where the fault is Kafka being gone
-    for longer than a service waits for its acknowledgements (`restarts_allowed`): it then
-    exits for its pod to be restarted, which the figures count."""
+    for longer than a service waits for its acknowledgements (`result.restarts_allowed`): it
+    then exits for its pod to be restarted, which the figures count."""
     assert result.lost == 0, (result.line(), pipeline.logs())
     assert result.doubled == 0, result.line()
     assert result.duplicate_share <= DUPLICATE_BAR, result.line()
+    assert not result.poison_lost, (result.line(), pipeline.logs())
     assert result.recovery_s != float("inf"), (result.line(), pipeline.logs())
-    assert restarts_allowed or not result.restarts, (result.line(), pipeline.logs())
+    assert result.restarts_allowed or not result.restarts, (result.line(), pipeline.logs())
     for proc in [pipeline.fanout, *pipeline.senders, pipeline.correlator]:
         assert proc is None or proc.alive, (proc.name, pipeline.logs())

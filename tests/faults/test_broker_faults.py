@@ -34,8 +34,8 @@ def _case(pipeline_factory: PipelineFactory, name: str, fault: cases.Fault) -> N
     spec = ScenarioSpec(devices=DEVICES, tenants={"acme": mdm_topic()}, seed=5)
     pipeline, scenario, tracker = pipeline_factory(spec, senders=2, env=ENV,
                                                    retry_delays_ms=RETRIES)
-    result = run_case(name, pipeline, scenario, tracker, fault)
-    assert_met(result, pipeline, restarts_allowed=True)
+    result = run_case(name, pipeline, scenario, tracker, fault, restarts_allowed=True)
+    assert_met(result, pipeline)
 
 
 @pytest.mark.kafka
