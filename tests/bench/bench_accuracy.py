@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.clock import Clock
+from services.correlator.settings import CorrelatorSettings
 from services.devstack.pipeline import Pipeline, PipelineSpec
 from services.devstack.scenario_run import OBSERVABLE, run_accuracy
 from services.devstack.tracker import OutcomeTracker
@@ -236,6 +237,13 @@ def _print_timings(world: OverlapWorld, outcomes: list[dict[str, object]],
         print(f"late-in-time answers: {len(margins)} ANSWERED, their answer came "
               f"{margins[0]}..{margins[-1]} ms (median {statistics.median(margins):.0f}) "
               f"before the deadline")
+    lags = sorted(sent_at[d.enrollment.enrollment_id] - (d.listening_from_ms - d.listen_delay_ms)
+                  for d in world.fresh if d.enrollment.enrollment_id in sent_at)
+    if lags:
+        window = CorrelatorSettings().race_enrollment_ms  # the correlator's default, in use
+        print(f"fresh batch: push sent p50 {statistics.median(lags):.0f} ms, max {lags[-1]} ms "
+              f"after enrolling; {sum(1 for lag in lags if lag > window)}/{len(lags)} later "
+              f"than the correlator's race-enrollment window ({window} ms)")
     racers = world.having(Profile.FRESH_RACE) + world.having(Profile.FRESH_RACE_SLOW)
     lost = sum(1 for d in racers if d.races_lost)
     print(f"racers deaf {world.spec.race_deaf_ms[0]}-{world.spec.race_deaf_ms[1]} ms (their "

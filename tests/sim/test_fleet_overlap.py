@@ -44,6 +44,25 @@ def test_a_slow_device_polls_after_its_own_delay() -> None:
     assert poll["raw_message_type"] == "Idle" and poll["occurred_at"] == clock.now_ms()
 
 
+def test_a_poll_delivered_late_keeps_the_time_it_was_made() -> None:
+    sink, clock = RecordingSink(), ManualClock()
+    with Fleet(clock, sink, FleetParams(checkin_delay_ms=500)) as fleet:
+        d = device(poll_delivered_after_ms=6_000)
+        fleet.add([d])
+        assert fleet.deliver(push())
+        fleet.scheduler.wait_idle()
+        clock.advance(500)
+        fleet.scheduler.wait_idle()
+        polled_at = clock.now_ms()
+        clock.advance(5_999)
+        fleet.scheduler.wait_idle()
+        assert sink.events == []
+        clock.advance(1)
+        fleet.scheduler.wait_idle()
+    [poll] = sink.events
+    assert poll["occurred_at"] == polled_at == clock.now_ms() - 6_000
+
+
 def test_a_held_poll_keeps_its_enrollment_stamp_and_arrives_on_release() -> None:
     sink, clock = RecordingSink(), ManualClock()
     with Fleet(clock, sink) as fleet:
@@ -82,20 +101,22 @@ def test_a_push_while_deaf_counts_as_a_lost_race() -> None:
 
 
 def test_the_overlapping_world_is_deterministic_and_its_truth_follows_the_precedence() -> None:
-    spec = OverlapSpec(1_500, {"acme": TOPIC, "globex": TOPIC + "2"}, deadline_ms=30_000,
+    spec = OverlapSpec(1_600, {"acme": TOPIC, "globex": TOPIC + "2"}, deadline_ms=30_000,
                        shares={p: 1.0 for p in Profile}, seed=5)
     a = build_overlap(spec, Clock(), RecordingSink())
     b = build_overlap(spec, Clock(), RecordingSink())
     assert [d.enrollment for d in a.devices] == [d.enrollment for d in b.devices]
     assert {p: len(a.having(p)) for p in Profile} == {p: 100 for p in Profile}
-    assert len(a.fresh) == 400 and len(a.early) == 1_100
+    assert len(a.fresh) == 400 and len(a.early) == 1_200
     for racer in a.having(Profile.FRESH_RACE):
-        assert 1_000 <= racer.listen_delay_ms <= 6_000
+        assert 1_000 <= racer.listen_delay_ms <= 9_000
     for late in a.having(Profile.LATE_AFTER_DEADLINE):
         assert late.checkin_delay_ms == 33_000
+    for late in a.having(Profile.IN_TIME_DELIVERED_LATE):
+        assert (late.checkin_delay_ms, late.poll_delivered_after_ms) == (27_000, 6_000)
     a.having(Profile.FRESH_RACE)[0].races_lost = 1
     expected, records = a.expected(), a.records()
-    assert len(expected) == len(records) == 1_800  # three profiles keep a duplicate record
+    assert len(expected) == len(records) == 1_900  # three profiles keep a duplicate record
     got: dict[str, set[str]] = {}
     for enrollment_id, (_, label) in records.items():
         got.setdefault(label, set()).add(expected[enrollment_id])
@@ -106,4 +127,5 @@ def test_the_overlapping_world_is_deterministic_and_its_truth_follows_the_preced
     assert got["wrong_topic+offline"] == {"wrong_topic"}
     assert got["late_after_deadline"] == {"device_unreachable"}
     assert got["late_in_time"] == got["old_poll_late"] == {ANSWERED}
+    assert got["in_time_delivered_late"] == {ANSWERED}
     assert got["fresh+race"] == {"enrollment_race", ANSWERED}  # only the one that lost it

@@ -80,6 +80,9 @@ class SimDevice:
     #: From receiving a push to the command poll, for a slow device (None: the fleet's
     #: ``checkin_delay_ms``). Set around the correlator's deadline, it makes a late answer.
     checkin_delay_ms: int | None = None
+    #: The command poll reaches the server this long after it was made (and stamped): a slow
+    #: network or gateway; around the deadline, an answer in time that arrives too late.
+    poll_delivered_after_ms: int = 0
     #: The device polls once right after enrolling, and that check-in reaches the server only
     #: when :meth:`~services.sim.fleet.fleet.Fleet.release_held` is called: stamped before a
     #: later push, delivered after it (an out-of-order check-in that must not answer the push).

@@ -278,7 +278,13 @@ class Fleet:
     def _poll(self, device: SimDevice) -> None:
         device.checkin_pending = False
         if device.enrolled and device.online:
-            self._send(device, events.idle_report(device.enrollment, self.clock.now_ms()))
+            now = self.clock.now_ms()
+            report = events.idle_report(device.enrollment, now)
+            if device.poll_delivered_after_ms:
+                self.scheduler.schedule(now + device.poll_delivered_after_ms,
+                                        partial(self._send, device, report))
+            else:
+                self._send(device, report)
 
     def _self_heal(self, device: SimDevice) -> None:
         if device.enrolled and device.online:

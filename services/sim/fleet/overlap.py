@@ -46,6 +46,9 @@ class Profile(enum.Enum):
     LATE_IN_TIME = "late_in_time"
     #: Polls the deadline plus the margin after the push (too late: UNANSWERED stands).
     LATE_AFTER_DEADLINE = "late_after_deadline"
+    #: Polls the deadline minus the margin after the push, and the poll reaches the server
+    #: twice the margin later: answered in time by the device's clock, known after the deadline.
+    IN_TIME_DELIVERED_LATE = "in_time_delivered_late"
     #: Offline when pushed, back before the deadline: APNs hands over the stored push.
     OFFLINE_BRIEFLY = "offline_briefly"
     #: A poll stamped at enrollment, delivered after the push was sent: it must not answer it.
@@ -93,6 +96,8 @@ _SHAPES: dict[Profile, _Shape] = {
                                         after_enroll=AfterEnroll.GO_OFFLINE),
     Profile.LATE_IN_TIME: _Shape(Cause.HEALTHY, _s(ANSWERED)),
     Profile.LATE_AFTER_DEADLINE: _Shape(Cause.HEALTHY, _s(_UNREACHABLE)),
+    # The device answered before the deadline; an UNANSWERED alert for it would be a false one.
+    Profile.IN_TIME_DELIVERED_LATE: _Shape(Cause.HEALTHY, _s(ANSWERED)),
     Profile.OFFLINE_BRIEFLY: _Shape(Cause.OFFLINE, _s(ANSWERED)),
     Profile.OLD_POLL_LATE: _Shape(Cause.HEALTHY, _s(ANSWERED), held_poll=True),
     Profile.OLD_POLL_LATE_OFFLINE: _Shape(Cause.OFFLINE, _s(_UNREACHABLE), held_poll=True),
@@ -102,12 +107,13 @@ _SHAPES: dict[Profile, _Shape] = {
     Profile.FRESH_OFFLINE: _Shape(Cause.OFFLINE, _s(_UNREACHABLE), fresh=True),
 }
 
-#: Default mix: a quarter plainly healthy, a quarter of the rest fresh, every profile present.
+#: Default mix (normalised): a quarter plainly healthy, a quarter fresh, every profile present.
 OVERLAP_SHARES: dict[Profile, float] = {
     Profile.HEALTHY: 0.25, Profile.OFFLINE_STALE_MAGIC: 0.05, Profile.CHECKOUT_STALE_MAGIC: 0.05,
     Profile.RESTORED_STALE_MAGIC: 0.05, Profile.RESTORED_SLOW: 0.05,
     Profile.WRONG_TOPIC_OFFLINE: 0.04, Profile.LATE_IN_TIME: 0.05,
-    Profile.LATE_AFTER_DEADLINE: 0.05, Profile.OFFLINE_BRIEFLY: 0.05, Profile.OLD_POLL_LATE: 0.05,
+    Profile.LATE_AFTER_DEADLINE: 0.05, Profile.IN_TIME_DELIVERED_LATE: 0.02,
+    Profile.OFFLINE_BRIEFLY: 0.05, Profile.OLD_POLL_LATE: 0.05,
     Profile.OLD_POLL_LATE_OFFLINE: 0.05, Profile.FRESH_HEALTHY: 0.10, Profile.FRESH_RACE: 0.08,
     Profile.FRESH_RACE_SLOW: 0.04, Profile.FRESH_OFFLINE: 0.04,
 }
@@ -129,8 +135,8 @@ class OverlapSpec:
     #: A slow device's poll delay after a push.
     slow_ms: int = 8_000
     #: A racer is deaf for a time drawn uniformly from this range after its TokenUpdate (Apple
-    #: saw 0.7 s; the registry here takes seconds to push a new enrollment).
-    race_deaf_ms: tuple[int, int] = (1_000, 6_000)
+    #: saw 0.7 s; the registry here takes seconds to push a new enrollment, more under load).
+    race_deaf_ms: tuple[int, int] = (1_000, 9_000)
     #: OFFLINE_BRIEFLY devices come back this long after their request is published.
     back_online_ms: int = 15_000
 
@@ -231,3 +237,6 @@ def _overlay(device: SimDevice, profile: Profile, shape: _Shape, spec: OverlapSp
         device.checkin_delay_ms = spec.deadline_ms - spec.late_margin_ms
     elif profile is Profile.LATE_AFTER_DEADLINE:
         device.checkin_delay_ms = spec.deadline_ms + spec.late_margin_ms
+    elif profile is Profile.IN_TIME_DELIVERED_LATE:
+        device.checkin_delay_ms = spec.deadline_ms - spec.late_margin_ms
+        device.poll_delivered_after_ms = 2 * spec.late_margin_ms
