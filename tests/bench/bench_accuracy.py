@@ -199,7 +199,7 @@ def _run_overlap(pipeline: Pipeline, world: OverlapWorld, tracker: OutcomeTracke
     outcomes, alerts = tracker.snapshot()
     expected = world.expected()  # after the run: which racers really lost their race
     labels = {e: label for e, (_, label) in records.items()}
-    _print_timings(world, outcomes, expected)
+    _print_timings(world, outcomes, got)
     return WorldResult("overlapping", Confusion.of(expected, got), expected, got, labels,
                        sorted(set(expected) - set(got)), doubled,
                        [a["flagged_at"] - a["deadline_at"] for a in alerts],
@@ -218,7 +218,7 @@ def _wait_sent(tracker: OutcomeTracker, ids: set[str], timeout_s: float = 120.0)
 
 
 def _print_timings(world: OverlapWorld, outcomes: list[dict[str, object]],
-                   expected: Mapping[str, str]) -> None:
+                   got: Mapping[str, str]) -> None:
     """How close the late answers came to the deadline, and how the races went."""
     sent_at: dict[str, int] = {}
     answered_at: dict[str, int] = {}
@@ -237,19 +237,26 @@ def _print_timings(world: OverlapWorld, outcomes: list[dict[str, object]],
         print(f"late-in-time answers: {len(margins)} ANSWERED, their answer came "
               f"{margins[0]}..{margins[-1]} ms (median {statistics.median(margins):.0f}) "
               f"before the deadline")
-    lags = sorted(sent_at[d.enrollment.enrollment_id] - (d.listening_from_ms - d.listen_delay_ms)
-                  for d in world.fresh if d.enrollment.enrollment_id in sent_at)
-    if lags:
-        window = CorrelatorSettings().race_enrollment_ms  # the correlator's default, in use
+    window = CorrelatorSettings().race_enrollment_ms  # the correlator's default, in use
+    lag = {d.enrollment.enrollment_id: sent_at[d.enrollment.enrollment_id]
+           - (d.listening_from_ms - d.listen_delay_ms)
+           for d in world.fresh if d.enrollment.enrollment_id in sent_at}
+    if lag:
+        lags = sorted(lag.values())
         print(f"fresh batch: push sent p50 {statistics.median(lags):.0f} ms, max {lags[-1]} ms "
-              f"after enrolling; {sum(1 for lag in lags if lag > window)}/{len(lags)} later "
+              f"after enrolling; {sum(1 for v in lags if v > window)}/{len(lags)} later "
               f"than the correlator's race-enrollment window ({window} ms)")
     racers = world.having(Profile.FRESH_RACE) + world.having(Profile.FRESH_RACE_SLOW)
-    lost = sum(1 for d in racers if d.races_lost)
+    lost = [d.enrollment.enrollment_id for d in racers if d.races_lost]
     print(f"racers deaf {world.spec.race_deaf_ms[0]}-{world.spec.race_deaf_ms[1]} ms (their "
-          f"own, not told to the correlator): {lost}/{len(racers)} lost their first push; "
-          f"truth enrollment_race for those, answered for the rest "
-          f"({sum(1 for v in expected.values() if v == 'enrollment_race')} in all)")
+          f"own, not told to the correlator): {len(lost)}/{len(racers)} lost their first push "
+          f"(truth enrollment_race), the rest answered it (truth answered)")
+    for inside in (True, False):
+        mine = [e for e in lost if (lag.get(e, window + 1) <= window) is inside]
+        named = sum(1 for e in mine if got.get(e) == "enrollment_race")
+        print(f"  lost, pushed {'within' if inside else 'later than'} {window} ms of enrolling: "
+              f"{len(mine)}, verdict naming the race {named}, "
+              f"ANSWERED in all: {sum(1 for e in mine if got.get(e) in HEARD)}")
 
 
 # -- report ---------------------------------------------------------------------------------
