@@ -17,7 +17,7 @@ Why these bounds:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from services.common.errors import MdmPushError
@@ -166,21 +166,50 @@ def _optional(record: Mapping[str, Any], field: str, max_len: int) -> None:
         raise InvalidInput(field, f"must be a string of at most {max_len} characters")
 
 
+#: Tenants and push topics already found valid: a fleet has few of each, and the check-in paths
+#: (gateway, fan-out, correlator) check every check-in's; the regex is run once per value.
+#: Bounded: cleared when full (a flood of distinct values only costs their checks).
+_VALID_TENANTS: set[str] = set()
+_VALID_TOPICS: set[str] = set()
+_VALID_KEPT = 4096
+#: The optional text fields of a CheckinEvent and their longest length.
+_CHECKIN_TEXTS = (("push_magic", MAX_PUSH_MAGIC_LEN), ("command_uuid", MAX_COMMAND_UUID_LEN),
+                  *((field, MAX_SHORT_TEXT_LEN) for field in
+                    ("status", "raw_message_type", "event_id", "source", "principal")))
+
+
+def _known(valid: set[str], value: Any, check: Callable[[Any], str]) -> None:
+    """`check(value)` unless `value` passed it before."""
+    if type(value) is str and value in valid:
+        return
+    check(value)
+    if len(valid) >= _VALID_KEPT:
+        valid.clear()
+    valid.add(value)
+
+
 def check_checkin_event(record: Mapping[str, Any]) -> None:
-    """A CheckinEvent record (dict as the Avro schema has it) within every limit."""
-    check_enrollment_id(record.get("enrollment_id"))
-    if record.get("tenant"):
-        check_tenant(record["tenant"])
-    if record.get("udid") is not None:
-        check_udid(record["udid"])
-    if record.get("token_hex") is not None:
-        check_token_hex(record["token_hex"])
-    if record.get("topic") is not None:
-        check_topic(record["topic"])
-    _optional(record, "push_magic", MAX_PUSH_MAGIC_LEN)
-    _optional(record, "command_uuid", MAX_COMMAND_UUID_LEN)
-    for field in ("status", "raw_message_type", "event_id", "source", "principal"):
-        _optional(record, field, MAX_SHORT_TEXT_LEN)
+    """A CheckinEvent record (dict as the Avro schema has it) within every limit. On every
+    check-in of the hot paths: what repeats (tenant, topic; a udid equal to the checked
+    enrollment id) is not checked twice."""
+    get = record.get
+    eid = check_enrollment_id(get("enrollment_id"))
+    tenant = get("tenant")
+    if tenant:
+        _known(_VALID_TENANTS, tenant, check_tenant)
+    udid = get("udid")
+    if udid is not None and not (udid == eid and len(eid) <= MAX_UDID_LEN):
+        check_udid(udid)
+    token = get("token_hex")
+    if token is not None:
+        check_token_hex(token)
+    topic = get("topic")
+    if topic is not None:
+        _known(_VALID_TOPICS, topic, check_topic)
+    for field, max_len in _CHECKIN_TEXTS:
+        value = get(field)
+        if value is not None and (not isinstance(value, str) or len(value) > max_len):
+            raise InvalidInput(field, f"must be a string of at most {max_len} characters")
 
 
 def check_notification_request(record: Mapping[str, Any]) -> None:
