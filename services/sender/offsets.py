@@ -21,6 +21,14 @@ acknowledged, or the commit's own time), and the next owner reads the outcomes t
 and skips the jobs that have one (already_sent.py). What a crash then repeats is the jobs whose
 push had gone out but whose outcome Kafka had not acknowledged: those on the wire and those
 answered within the last produce round trip.
+
+The unrecorded window. Those are counted too: :attr:`OffsetTracker.unrecorded` holds the jobs
+whose push was answered and that a next owner would still push again — a SENT or FAILED job
+until Kafka acknowledges its records (its outcome then carries the job's source, and the next
+owner skips it), a RETRYING or DEAD_LETTERED job until a commit covering it is acknowledged (a
+next owner never skips those: its copy may be missing). The loop adds the requests on the wire
+and keeps the sum under ``max_unrecorded``: with the outcome read on, what a SIGKILL or a stall
+past the session timeout repeats is at most ``max_unrecorded`` pushes, by construction.
 """
 
 from __future__ import annotations
@@ -32,11 +40,15 @@ from services.common.kafka.io import Position
 from services.sender.already_sent import source_prefix
 from services.sender.commit_marks import decode_marks, encode_marks_kept
 
+#: Entry.held: not counted among the unrecorded jobs; counted until every record produced for it
+#: is acknowledged; counted until a commit covering it is acknowledged.
+NOT_HELD, UNTIL_DONE, UNTIL_SETTLED = 0, 1, 2
+
 
 class Entry:
     """One consumed record: done once every record produced for it is acknowledged."""
 
-    __slots__ = ("done", "offset", "opened", "partition", "pending")
+    __slots__ = ("done", "held", "offset", "opened", "partition", "pending")
 
     def __init__(self, partition: PartitionOffsets, offset: int) -> None:
         self.partition = partition
@@ -45,6 +57,22 @@ class Entry:
         self.done = False
         #: Counted among the unsettled jobs (from its answer, or its end if it had none).
         self.opened = False
+        #: Counted among the unrecorded jobs: NOT_HELD, UNTIL_DONE or UNTIL_SETTLED.
+        self.held = NOT_HELD
+
+    def hold(self, *, until_settled: bool) -> None:
+        """Its push was answered: a next owner would push it again until Kafka has its records
+        (``until_settled``: until a commit covering it is acknowledged). Called before the
+        answer's records are produced."""
+        if self.held == NOT_HELD:
+            self.held = UNTIL_SETTLED if until_settled else UNTIL_DONE
+            self.partition.hold()
+
+    def hold_until_settled(self) -> None:
+        """Its outcome will not be written (Kafka refused it; the DLQ takes the job): only a
+        commit makes it safe from a second push."""
+        if self.held == UNTIL_DONE:
+            self.held = UNTIL_SETTLED
 
     def add_pending(self, count: int = 1) -> None:
         """Records produced for this job that Kafka has yet to acknowledge."""
@@ -66,6 +94,9 @@ class Entry:
             if not self.opened:
                 self.opened = True
                 self.partition.opened(self)
+            if self.held == UNTIL_DONE:
+                self.held = NOT_HELD
+                self.partition.release(1)
             self.partition.finished(self.offset)
 
 
@@ -74,10 +105,12 @@ class Unsettled:
     the opened entries in the order they were opened, with when (to find the oldest one Kafka
     has not finished: see :meth:`OffsetTracker.since_ms`)."""
 
-    __slots__ = ("count", "now_ms", "opened")
+    __slots__ = ("count", "now_ms", "opened", "unrecorded")
 
     def __init__(self) -> None:
         self.count = 0
+        #: Answered jobs a next owner would push again now (see the module's docstring).
+        self.unrecorded = 0
         #: Epoch ms of the loop's current turn (set by the loop; no clock call per job). The
         #: turn starts before any record it produces, so it is never later than their
         #: timestamps.
@@ -88,9 +121,9 @@ class Unsettled:
 class PartitionOffsets:
     """The consumed-but-unfinished records of one partition, in consumption order."""
 
-    __slots__ = ("_covered", "_done_beyond", "_entries", "_next", "_opened", "_popped",
-                 "_settled", "_unsettled", "dirty", "partition", "revoked", "skip", "source",
-                 "topic")
+    __slots__ = ("_covered", "_done_beyond", "_entries", "_held", "_held_covered",
+                 "_held_popped", "_held_settled", "_next", "_opened", "_popped", "_settled",
+                 "_unsettled", "dirty", "partition", "revoked", "skip", "source", "topic")
 
     def __init__(self, topic: str, partition: int, unsettled: Unsettled | None = None) -> None:
         self.topic = topic
@@ -106,6 +139,13 @@ class PartitionOffsets:
         #: Opened entries the position :meth:`commit` returned last covers (its offset and
         #: the marks that fitted in its metadata).
         self._covered = 0
+        #: Entries held among the unrecorded jobs now; UNTIL_SETTLED entries popped off the
+        #: done prefix (only ever grows), as many at the last commit returned, and as many under
+        #: an acknowledged commit.
+        self._held = 0
+        self._held_popped = 0
+        self._held_covered = 0
+        self._held_settled = 0
         self._entries: deque[Entry] = deque()
         #: Offsets finished while an older record of the partition is not.
         self._done_beyond: set[int] = set()
@@ -131,26 +171,45 @@ class PartitionOffsets:
         unsettled.count += 1
         unsettled.opened.append((unsettled.now_ms, entry))
 
+    def hold(self) -> None:
+        if self.revoked:
+            return
+        self._held += 1
+        self._unsettled.unrecorded += 1
+
+    def release(self, count: int) -> None:
+        if self.revoked:
+            return
+        self._held -= count
+        self._unsettled.unrecorded -= count
+
     @property
     def unsettled(self) -> int:
         """Jobs of this partition answered (or finished) but not covered by an acknowledged
         commit: what a crash now would repeat at most."""
         return self._opened - self._settled
 
-    def covered(self) -> int:
-        """How many opened entries the position :meth:`commit` returned last covers."""
-        return self._covered
+    def covered(self) -> tuple[int, int]:
+        """How many opened entries the position :meth:`commit` returned last covers, and how
+        many entries held until settled it moved the committed offset past."""
+        return self._covered, self._held_covered
 
-    def settle(self, covered: int) -> None:
-        """A commit covering `covered` opened entries was acknowledged (the latest one counts:
-        one whose marks did not all fit covers fewer than the one before)."""
-        self._unsettled.count -= covered - self._settled
-        self._settled = covered
+    def settle(self, covered: tuple[int, int]) -> None:
+        """A commit covering `covered` (see :meth:`covered`) was acknowledged (the latest one
+        counts: one whose marks did not all fit covers fewer than the one before)."""
+        opened, held = covered
+        self._unsettled.count -= opened - self._settled
+        self._settled = opened
+        if held > self._held_settled:
+            self.release(held - self._held_settled)
+            self._held_settled = held
 
     def drop(self) -> None:
         """The partition is gone: its unsettled jobs are the next owner's to repeat."""
         self._unsettled.count -= self.unsettled
         self._settled = self._opened
+        self._unsettled.unrecorded -= self._held
+        self._held = 0
 
     def finished(self, offset: int) -> None:
         self._done_beyond.add(offset)
@@ -176,7 +235,10 @@ class PartitionOffsets:
         self.dirty = False
         entries, done = self._entries, self._done_beyond
         while entries and entries[0].done:
-            offset = entries.popleft().offset
+            entry = entries.popleft()
+            offset = entry.offset
+            if entry.held == UNTIL_SETTLED:
+                self._held_popped += 1
             done.discard(offset)
             self._popped += 1
             self._next = offset + 1
@@ -187,6 +249,7 @@ class PartitionOffsets:
             return None
         marks, kept = encode_marks_kept(base, done, since_ms=since_ms)
         self._covered = self._popped + kept
+        self._held_covered = self._held_popped
         return Position(self.topic, self.partition, base, marks)
 
 
@@ -198,13 +261,20 @@ class OffsetTracker:
         self._unsettled = Unsettled()
         #: What each commit sent and not yet answered covers, oldest first (Kafka answers a
         #: group's commits in the order they were sent).
-        self._sent: deque[dict[tuple[str, int], int]] = deque()
+        self._sent: deque[dict[tuple[str, int], tuple[int, int]]] = deque()
 
     @property
     def unsettled(self) -> int:
         """Jobs answered (or finished) and not yet covered by an acknowledged commit, over all
         partitions: at most this many are repeated if the process dies now."""
         return self._unsettled.count
+
+    @property
+    def unrecorded(self) -> int:
+        """Jobs answered by APNs that a next owner would push again if the process died now
+        (outcome not yet acknowledged, or a retry / DLQ job not yet under an acknowledged
+        commit); the loop adds the requests on the wire."""
+        return self._unsettled.unrecorded
 
     def turn(self, now_ms: int) -> None:
         """The loop's turn starts at ``now_ms`` (epoch ms): the time of the jobs opened in it."""

@@ -19,6 +19,7 @@ from services.common.serde import AvroSerde, serde_for
 from services.common.settings import MIN_SESSION_TIMEOUT_MS, KafkaSettings
 from services.sender.already_sent import OutcomeSources
 from services.sender.apns.pool import CertificateStore, ClientPool
+from services.sender.backlog import STATS_INTERVAL_MS, Backlog
 from services.sender.enrollment_census import EnrollmentCensus, registry_view
 from services.sender.metrics import CertificateCollector
 from services.sender.policy import LiveSenders, PolicyBook, policy_view
@@ -59,11 +60,16 @@ def build_sender(
     """A sender on the broker of `kafka`, pushing to the endpoint of `settings`."""
     topics = Topics(kafka.topic_prefix)
     serde = serde or serde_for(kafka)
-    io = ConfluentKafkaIO(
-        kafka, group_id=settings.group_id, name="sender",
-        consumer_defaults={**CONSUMER_DEFAULTS,
-                           "client.id": f"{kafka.client_id}-sender-{settings.instance_id}"},
-    )
+    consumer_defaults = {**CONSUMER_DEFAULTS,
+                         "client.id": f"{kafka.client_id}-sender-{settings.instance_id}"}
+    backlog = None
+    if settings.skip_already_sent and settings.unrecorded_min and settings.unrecorded_share:
+        # The unrecorded window's share is of the jobs outstanding, from the statistics.
+        backlog = Backlog()
+        consumer_defaults.update({"statistics.interval.ms": STATS_INTERVAL_MS,
+                                  "stats_cb": backlog.update})
+    io = ConfluentKafkaIO(kafka, group_id=settings.group_id, name="sender",
+                          consumer_defaults=consumer_defaults)
     census = (EnrollmentCensus(registry_view(kafka, topics.registry, serde),
                                settings.enrollment_count_s)
               if settings.enrollment_count_s else None)
@@ -96,6 +102,7 @@ def build_sender(
         already_sent=(OutcomeSources(kafka, topics.outcomes)
                       if settings.skip_already_sent else None),
         stall_fence_s=stall_fence_s(kafka),
+        outstanding=backlog,
     )
     sender.metrics.registry.register(CertificateCollector(store))
     return sender

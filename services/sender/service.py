@@ -99,6 +99,8 @@ _JOB_LANES = {"PRIORITY": Lane.PRIORITY, "BULK": Lane.BULK}
 #: Outcome states that finish a job on their own (no retry or DLQ copy goes with them): the
 #: only ones a partition's next owner may take as "already sent" (already_sent.py).
 _FINISHING = frozenset({"SENT", "FAILED"})
+#: The verdicts that end in one of those states.
+_OUTCOME_SKIPPED = frozenset({Verdict.SENT, Verdict.PERMANENT})
 
 
 class SenderStopped(RuntimeError):
@@ -136,6 +138,7 @@ class Sender:
         heartbeat: Heartbeat | None = None,
         already_sent: AlreadySent | None = None,
         stall_fence_s: float | None = None,
+        outstanding: Callable[[], int | None] | None = None,
     ) -> None:
         self.settings = settings
         self.io = io
@@ -181,9 +184,14 @@ class Sender:
         #: A gap longer than this between turns of the loop (or within one, before a send) may
         #: have cost the group membership: nothing is sent until the group answers (None: off).
         self._stall_fence_s = stall_fence_s
+        #: The jobs outstanding on the assigned partitions (backlog.py; None: not known, the
+        #: unrecorded window is then its floor).
+        self._outstanding = outstanding
         #: Monotonic time the current turn started (or a rebalance was served).
         self._turn_at = 0.0
         self._fenced = False
+        #: Jobs are waiting for room in the unrecorded window (set by each turn's dispatch).
+        self._window_full = False
         self._next_probe = 0.0
         #: Why the group refused the last commit (read by `_probe`).
         self._probe_refused: str | None = None
@@ -235,19 +243,23 @@ class Sender:
         for source in self.scheduler.due(now_ms):
             self.pauses.release(source, PauseReason.RETRY_NOT_DUE)
         timer = self._wait_bound(now_ms)
-        busy = self._in_flight and not self._fenced
+        busy = (self._in_flight or self._window_full) and not self._fenced
         consume_wait = 0.0 if busy else min(IDLE_WAIT_S, timer)
         self._route(self.io.consume(self.settings.consume_batch, consume_wait))
         if self._fenced:
             self._probe()
-        self._dispatch()
+        window = self._dispatch()
+        # Jobs wait for the window: what frees it is Kafka's acknowledgements, so the loop waits
+        # on those (below) rather than on the consumer.
+        self._window_full = (window > 0 and self.buffers.size > 0
+                             and len(self._in_flight) + self.offsets.unrecorded >= window)
         if fence is not None and self._monotonic() - self._turn_at > fence:
             self._stalled(self._monotonic() - self._turn_at)  # before libcurl writes them
         if not self._fenced:  # answers wait: after a stall, timed out requests would be retried
             answers = self.pool.poll(min(BUSY_WAIT_S, timer) if self._in_flight else 0.0)
             if answers:
                 self._complete(answers)
-        self.io.poll(0)
+        self.io.poll(BUSY_WAIT_S if self._window_full and not self._in_flight else 0)
         now = self._monotonic()
         answered = self._commit_sent is None or now - self._commit_sent > COMMIT_ANSWER_S
         if answered and now >= self._next_commit:
@@ -491,8 +503,9 @@ class Sender:
         self.metrics.dlq.labels("undecodable").inc()
 
     # -- APNs out ---------------------------------------------------------------------------------
-    def _dispatch(self) -> None:
-        """Send what the buckets and the in-flight bounds allow, priority lane first.
+    def _dispatch(self) -> int:
+        """Send what the buckets, the in-flight bounds and the unrecorded window allow, priority
+        lane first; returns the window (0: none).
 
         Within a lane the keys take turns, one job each: keys that share a partition then
         advance together, so one busy key neither starves another nor holds that partition's
@@ -500,17 +513,20 @@ class Sender:
         """
         self._timer_s = None
         if self._fenced:
-            return
+            return 0
         settings = self.settings
         live = self._live.count if self._live is not None else 1
+        window = self._window()
         for lane in LANES:
             reserve = 0 if lane is Lane.PRIORITY else settings.priority_reserve
             # Jobs answered but not yet under an acknowledged commit count too: what a SIGKILL
             # repeats is bounded by max_in_flight by construction (offsets.py).
-            budget = (settings.max_in_flight - reserve - len(self._in_flight)
-                      - self.offsets.unsettled)
+            in_flight = len(self._in_flight)
+            budget = settings.max_in_flight - reserve - in_flight - self.offsets.unsettled
+            if window:  # what a next owner would push again: bounded by the window
+                budget = min(budget, window - in_flight - self.offsets.unrecorded)
             if budget <= 0:
-                return
+                return window
             job_lane = lane.job_lane
             bulk = lane is not Lane.PRIORITY
             turns = []
@@ -539,7 +555,7 @@ class Sender:
                         continue
                     if fence is not None and monotonic() - self._turn_at > fence:
                         self._stalled(monotonic() - self._turn_at)  # within this turn
-                        return
+                        return 0
                     item = queue.popleft()
                     if self.buffers.taken(item):
                         self.pauses.release(item.source, PauseReason.BUFFER_FULL)
@@ -553,10 +569,23 @@ class Sender:
                         if self._send(item, policy):
                             budget -= 1
                             if budget <= 0:
-                                return
+                                return window
                     if queue:
                         still.append(turn)
                 turns = still
+        return window
+
+    def _window(self) -> int:
+        """The unrecorded window now: max(unrecorded_min, unrecorded_share x the jobs
+        outstanding); 0 = none. It bounds repeats only where a next owner skips the jobs with an
+        outcome (`already_sent`), so it applies only then."""
+        settings = self.settings
+        if self._already_sent is None or not settings.unrecorded_min:
+            return 0
+        outstanding = self._outstanding() if self._outstanding is not None else None
+        if not outstanding:
+            return settings.unrecorded_min
+        return max(settings.unrecorded_min, int(settings.unrecorded_share * outstanding))
 
     def _send(self, item: Pending, policy: PushPolicy) -> bool:
         """Submit the push; False if it could not be (no certificate: FAILED at once)."""
@@ -590,6 +619,9 @@ class Sender:
             item = flight.item
             job = item.job
             verdict = classify(answer)
+            # Off the wire, not yet recorded: a next owner skips a SENT / FAILED job once its
+            # outcome is acknowledged, any other only once a commit covers it.
+            item.entry.hold(until_settled=verdict.verdict not in _OUTCOME_SKIPPED)
             breaker = self.breakers[job["topic"]]
             if verdict.opens_breaker:
                 breaker.record_failure(verdict.reason)
@@ -739,6 +771,7 @@ class Sender:
         """Kafka refused one of the job's records for good: the job goes to the DLQ with the
         reason instead (it replaces the refused record among those its offset waits for)."""
         reason = f"Kafka refused a record for {topic}: {err}"
+        item.entry.hold_until_settled()  # no outcome to skip it by: only a commit does
         log.error("job %s set aside in the DLQ: %s", item.job["job_id"], reason)
         self._set_aside(item, {**item.job, "last_error": reason[:500]}, reason)
         self.metrics.dlq.labels("refused").inc()

@@ -37,7 +37,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +206,14 @@ def simulator_phase(args: argparse.Namespace, directory: Path, pki: Pki) -> list
         url = f"https://127.0.0.1:{port}"
         run = sender_run(pki, url, args.jobs, directory, args.limit_s)
         phases["sender"] = (run.started, run.ended, args.jobs)
+        for floor, share, linger in args.windows:  # the same sender, another window / linger
+            with linger_ms(linger):
+                other = sender_run(pki, url, args.jobs, directory, args.limit_s,
+                                   unrecorded_min=floor, unrecorded_share=share)
+            name = f"sender w={floor}:{share:g}" + (f" linger={linger}" if linger else "")
+            phases[name] = (other.started, other.ended, args.jobs)
+            if not other.complete:
+                notes.append(f"{name}: {other.problem()}")
         if not run.complete:
             notes.append(f"sender: {run.problem()}")
         if not args.no_node:
@@ -231,7 +240,10 @@ def simulator_phase(args: argparse.Namespace, directory: Path, pki: Pki) -> list
         times = arrivals.between(start, end)
         rates[name] = rate(times)
         counted = "" if len(times) == expected else f" — COUNTED {len(times):,} of {expected:,}"
-        print(f"    {name:>8}: {rates[name]:>9,.0f} pushes/s ({len(times):,} arrivals){counted}")
+        versus = (f" = {rates[name] / rates['sender']:.2f}x the default sender"
+                  if name.startswith("sender w=") and rates["sender"] else "")
+        print(f"    {name:>8}: {rates[name]:>9,.0f} pushes/s ({len(times):,} arrivals){counted}"
+              f"{versus}")
         if len(times) != expected:
             notes.append(f"{name}: the simulator counted {len(times):,} of {expected:,} pushes")
     print(f"    sender by its own outcome stamps: {run.outcome_rate:,.0f} pushes/s "
@@ -309,6 +321,30 @@ def h2o_phase(args: argparse.Namespace, directory: Path, pki: Pki) -> bool:
     return met
 
 
+def windows(value: str) -> list[tuple[int, float, str]]:
+    """--windows: "20:0.01,0:0:1" -> [(20, 0.01, ""), (0, 0.0, "1")]."""
+    out = []
+    for item in value.split(","):
+        floor, share, *linger = item.split(":")
+        out.append((int(floor), float(share), linger[0] if linger else ""))
+    return out
+
+
+@contextmanager
+def linger_ms(value: str) -> Iterator[None]:
+    """MDMPUSH_KAFKA_LINGER_MS for the sender processes started in the block ("": unchanged)."""
+    before = os.environ.get("MDMPUSH_KAFKA_LINGER_MS")
+    if value:
+        os.environ["MDMPUSH_KAFKA_LINGER_MS"] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MDMPUSH_KAFKA_LINGER_MS", None)
+        else:
+            os.environ["MDMPUSH_KAFKA_LINGER_MS"] = before
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs per sender run")
@@ -322,6 +358,11 @@ def main() -> int:
     parser.add_argument("--no-node", action="store_true", help="(a) without node-apn")
     parser.add_argument("--transports", default="pycurl,httpx", help="for (b)")
     parser.add_argument("--bar", action="store_true", help="exit 1 when a bar is missed")
+    parser.add_argument("--windows", type=windows, default=[],
+                        help="(a) also runs the sender with each unrecorded window, "
+                             "comma-separated MIN:SHARE[:LINGER_MS] (MDMPUSH_SENDER_UNRECORDED_"
+                             "MIN, _SHARE, MDMPUSH_KAFKA_LINGER_MS; 0:0 = no window), and prints "
+                             "its ratio to the default's")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; jobs per sender run: {args.jobs:,}")
     bars: list[bool] = []

@@ -4,6 +4,7 @@ that answers when the test says so, stepped clocks and a dict of policies."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,7 +202,8 @@ def not_before(epoch_ms: int) -> list[tuple[str, str | bytes | None]]:
 def make_loop(*, policies: dict[str, PushPolicy] | None = None, partitions: int = 1,
               start: bool = True, dlq_limit: DlqLimit | None = None,
               broker: MemoryBroker | None = None, already_sent: bool = False,
-              stall_fence_s: float | None = None, **settings: Any) -> Loop:
+              stall_fence_s: float | None = None,
+              outstanding: Callable[[], int | None] | None = None, **settings: Any) -> Loop:
     """A sender subscribed to the jobs and retry topics (`partitions` each) of an empty broker
     (or of `broker`, shared with an earlier loop: a successor in the same group)."""
     broker = broker or MemoryBroker()
@@ -225,6 +227,7 @@ def make_loop(*, policies: dict[str, PushPolicy] | None = None, partitions: int 
         clock=Clock(), monotonic=clock.monotonic, epoch_ms=clock.epoch_ms,
         already_sent=MemoryAlreadySent(broker) if already_sent else None,
         stall_fence_s=stall_fence_s,
+        outstanding=outstanding,
     )
     loop = Loop(sender, io, broker, pool, clock, view)
     if start:

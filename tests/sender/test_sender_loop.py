@@ -6,6 +6,9 @@ and test_sender_faults.py; these pin each rule down on its own, step by step.
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import pytest
 from confluent_kafka import KafkaError
 
@@ -528,3 +531,87 @@ def test_lane_of_a_retry_read_back_is_retry_but_its_outcome_says_bulk() -> None:
     finish(loop)
     assert loop.pool.requests[0][1] == Lane.BULK
     assert [o["lane"] for o in loop.outcomes()] == ["BULK"]
+
+
+# -- the unrecorded window (what a crash repeats) --------------------------------------------------
+def test_the_window_holds_pushes_until_kafka_has_their_outcomes() -> None:
+    loop = make_loop(already_sent=True, unrecorded_min=3, unrecorded_share=0.0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(10)))
+    loop.step()
+    assert len(loop.pool.waiting) == 3  # the window: 3 pushes not yet recorded
+    loop.io.hold_deliveries = True
+    finish(loop)  # answered, outcomes produced, not acknowledged
+    assert loop.sender.offsets.unrecorded == 3 and loop.pool.waiting == []
+    loop.io.release_deliveries()
+    loop.step(2, advance_s=0.01)
+    assert len(loop.pool.waiting) == 3 and loop.sender.offsets.unrecorded == 0
+
+
+def test_a_retried_job_stays_in_the_window_until_a_commit_covers_it() -> None:
+    loop = make_loop(already_sent=True, unrecorded_min=2, unrecorded_share=0.0)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(4)))
+    loop.step()
+    loop.io.fail_commits = "the broker is slow"
+    finish(loop, status=503)  # RETRYING + retry copies, acknowledged; no commit covers them
+    assert loop.states() == {"RETRYING": 2}
+    assert loop.sender.offsets.unrecorded == 2 and loop.pool.waiting == []
+    loop.io.fail_commits = None
+    loop.step(3, advance_s=0.01)
+    assert loop.sender.offsets.unrecorded == 0 and len(loop.pool.waiting) == 2
+
+
+def test_the_window_is_a_share_of_the_jobs_outstanding_never_below_its_floor() -> None:
+    outstanding: list[int | None] = [None]
+    loop = make_loop(already_sent=True, unrecorded_min=2, unrecorded_share=0.01,
+                     outstanding=lambda: outstanding[0])
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(30)))
+    loop.step()
+    assert len(loop.pool.waiting) == 2  # not known yet: the floor
+    outstanding[0] = 1_000
+    loop.step()
+    assert len(loop.pool.waiting) == 10  # 1 % of 1,000
+    outstanding[0] = 50
+    finish(loop)
+    assert len(loop.pool.waiting) == 2
+
+
+def test_without_the_outcome_read_there_is_no_window() -> None:
+    loop = make_loop(unrecorded_min=2)
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(5)))
+    loop.step()
+    assert len(loop.pool.waiting) == 5  # a crash repeats what max_in_flight bounds anyway
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_crash_at_any_moment_repeats_at_most_the_window(seed: int) -> None:
+    """Random answers (accepted or 503), acknowledgements held and released, commits refused,
+    then the process dies; its successor finishes the partition. Pushes APNs accepted more than
+    once per device <= the window, and every job ends SENT."""
+    rng = random.Random(seed)
+    window, jobs = 6, 60
+    first = make_loop(already_sent=True, unrecorded_min=window, unrecorded_share=0.0,
+                      max_in_flight=50, priority_reserve=0)
+    first.produce(BULK_TOPIC, *(job(n) for n in range(jobs)))
+    accepted: Counter[str] = Counter()
+    for _ in range(rng.randint(3, 40)):
+        first.io.hold_deliveries = rng.random() < 0.4
+        first.io.fail_commits = "slow" if rng.random() < 0.2 else None
+        waiting = {r.correlation_id: r.token_hex for r in first.pool.waiting}
+        status = 503 if rng.random() < 0.2 else 200
+        answered = first.pool.answer(status, count=rng.randint(0, 4))
+        if status == 200:
+            accepted.update(list(waiting.values())[:answered])
+        first.step(advance_s=rng.choice((0.0, 0.01, 0.3)))
+        assert len(first.pool.waiting) + first.sender.offsets.unrecorded <= window
+    accepted.update(r.token_hex for r in first.pool.waiting)  # on the wire: APNs took them
+    second = make_loop(broker=first.broker, already_sent=True, unrecorded_min=window,
+                       unrecorded_share=0.0, max_in_flight=50, priority_reserve=0)
+    for _ in range(100):
+        accepted.update(r.token_hex for r in second.pool.waiting)
+        finish(second, steps=1)
+        second.clock.advance(0.3)
+        done = {o["job_id"] for o in second.outcomes() if o["state"] == "SENT"}
+        if len(done) == jobs and not second.pool.waiting:
+            break
+    assert len(done) == jobs
+    assert sum(n - 1 for n in accepted.values()) <= window
