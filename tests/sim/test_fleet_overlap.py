@@ -4,10 +4,20 @@ and how its truth is built. Simulated time only (a manual clock the test moves).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from services.common.clock import Clock
-from services.sim.fleet import Enrollment, Fleet, FleetParams, RecordingSink
+from services.sim.fleet import (
+    Cause,
+    Enrollment,
+    Fleet,
+    FleetParams,
+    RecordingSink,
+    ScenarioSpec,
+    build_scenario,
+)
 from services.sim.fleet.overlap import OverlapSpec, Profile, build_overlap
 from services.sim.fleet.truth import ANSWERED, PRECEDENCE, rightful
 from tests.sim.test_fleet_device import TOPIC, device, push
@@ -129,3 +139,13 @@ def test_the_overlapping_world_is_deterministic_and_its_truth_follows_the_preced
     assert got["late_in_time"] == got["old_poll_late"] == {ANSWERED}
     assert got["in_time_delivered_late"] == {ANSWERED}
     assert got["fresh+race"] == {"enrollment_race", ANSWERED}  # only the one that lost it
+
+
+def test_the_one_cause_world_scores_a_racer_that_never_lost_as_answered() -> None:
+    scenario = build_scenario(ScenarioSpec(20, {"acme": TOPIC}, {Cause.ENROLLMENT_RACE: 1.0}),
+                              Clock(), RecordingSink())
+    scenario.devices[0].races_lost = 1
+    seen, built = scenario.expected_as_seen(), scenario.expected_by_enrollment()
+    assert set(built.values()) == {"enrollment_race"}
+    assert seen[scenario.devices[0].enrollment.enrollment_id] == "enrollment_race"
+    assert Counter(seen.values()) == {ANSWERED: 19, "enrollment_race": 1}

@@ -99,6 +99,15 @@ class Scenario:
             expected[t.enrollment_id] = t.diagnosis
         return expected
 
+    def expected_as_seen(self) -> dict[str, str]:
+        """:meth:`expected_by_enrollment` read after the run: a racer whose push arrived once it
+        listened (the registry pushed it after its window) simply answered."""
+        expected = self.expected_by_enrollment()
+        for device in self.by_cause(Cause.ENROLLMENT_RACE):
+            if device.races_lost == 0:
+                expected[device.enrollment.enrollment_id] = ANSWERED
+        return expected
+
 
 def build_scenario(
     spec: ScenarioSpec,
