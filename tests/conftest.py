@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -16,6 +18,31 @@ from tests.support.broker import Broker, broker_version, planned_broker, provide
 
 #: What the session's broker turned out to be, for the closing summary (empty if none started).
 _BROKER_RAN: list[str] = []
+#: The broker an xdist controller started for its workers, closed when the run ends.
+_SHARED_BROKER = pytest.StashKey[ExitStack]()
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs `-n 2`) the controller provides the one broker of the
+    run before it spawns its workers, which inherit its address as MDMPUSH_TEST_BOOTSTRAP: each
+    worker starting (and stopping) the local Kafka on its own would race for one data directory."""
+    if not _is_xdist_controller(config):
+        return
+    stack = ExitStack()
+    b = stack.enter_context(provide_broker())
+    _BROKER_RAN.append(f"{b.kind} at {b.bootstrap}: {broker_version(b.bootstrap)}")
+    os.environ["MDMPUSH_TEST_BOOTSTRAP"] = b.bootstrap
+    config.stash[_SHARED_BROKER] = stack
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stack = config.stash.get(_SHARED_BROKER, None)
+    if stack is not None:
+        stack.close()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
