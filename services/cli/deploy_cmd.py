@@ -86,7 +86,7 @@ def internal_topics(prefix: str = "") -> list[TopicSpec]:
                   retention_ms=week),
         TopicSpec(f"{app_id}-slices", "faust internal (JSON)", "request slice", parts,
                   retention_ms=week),
-        TopicSpec(f"{app_id}-registry-changelog", "faust table changelog (JSON)",
+        TopicSpec(f"{app_id}-registry-changelog", "faust table changelog (DeviceRecord Avro)",
                   "enrollment id", parts, Cleanup.COMPACT),
         TopicSpec(f"{app_id}-carriers-changelog", "faust table changelog (JSON)",
                   "enrollment id", parts, Cleanup.COMPACT),

@@ -5,7 +5,9 @@ faust-streaming commits past in-flight records when an agent runs several actors
 Check-ins are read in batches by librdkafka beside faust (checkin_reader.py: faust's per-event
 streams cost ~250 µs a record); forwarded registry updates in batches (`take_events`). A batch's
 changelog records and DeviceRecords (one per enrollment changed, however many of its records the
-batch held) and its forwarded updates go through a `BatchProducer`, awaited before the batch's
+batch held) and its forwarded updates go through two `BatchProducer`s (one reporting the
+acknowledgements the table stores need, for the changelogs; one reporting refusals only, for
+the registry topic and the forwarded updates), both awaited before the batch's
 offsets can be stored or its events acked. Slices go through faust's producer, which faust
 flushes before it commits; jobs and SKIPPED outcomes go through `BatchProducer`, awaited per
 chunk; dead letters go through `DeadLetters`, awaited per record.
@@ -30,7 +32,7 @@ from confluent_kafka import Message
 from mode import Service
 
 from services.common.admin import Replication
-from services.common.catalogue import Topics
+from services.common.catalogue import COMPACTION, Topics
 from services.common.clock import Clock
 from services.common.errors import DecodeError
 from services.common.kafka.dead_letter import DlqLimitExceeded
@@ -166,22 +168,27 @@ class Fanout:
         self.dead_letters = DeadLetters(kafka, self.topics.dlq)
         #: DeviceRecords go through librdkafka: queued in C per record, awaited per batch.
         self.registry_out = BatchProducer(kafka, name="fanout-registry")
+        #: The registry topic's records and forwarded updates: their offsets are nobody's
+        #: concern, so only refusals are reported. One producer per topic keeps each key's
+        #: records in order (the sweep's tombstone after the DeviceRecord it deletes).
+        self.bulk_out = BatchProducer(kafka, name="fanout-registry-bulk", report_acks=False)
         self._flush_lock = asyncio.Lock()
         self.updates = internal("registry-updates")
         app.add_dependency(_ThreadService(DeadTokenFeed(
             kafka, self.topics.outcomes, self.updates.get_topic_name(), self.partitions,
             f"{app.conf.id}-dead-tokens", self.serde)))
         self.slices = internal("slices")
+        changelog_config = {**internal_config, **COMPACTION}
         registry = app.Table("registry", partitions=self.partitions,
-                             extra_topic_configs=internal_config)
+                             extra_topic_configs=changelog_config)
         self.registry = TableWriter(registry, DeviceRecordCodec(self.serde, self.topics.registry))
         #: Outstanding push per enrollment (coalesce.py), partitioned like the registry.
         self.carriers = TableWriter(app.Table("carriers", partitions=self.partitions,
-                                              extra_topic_configs=internal_config))
+                                              extra_topic_configs=changelog_config))
         self._changelogs = {t.changelog: t for t in (self.registry, self.carriers)}
         window = settings.effective_coalesce_window_ms() if settings.coalesce else None
         self.progress = app.Table("slice-progress", partitions=self.partitions,
-                                  extra_topic_configs=internal_config)
+                                  extra_topic_configs=changelog_config)
         self.expander = Expander(
             registry=registry,
             progress=self.progress,
@@ -241,8 +248,8 @@ class Fanout:
             if copartitioned and partition == source_partition:
                 self._apply(eid, {"checkin": record}, partition, staged, now)
             else:
-                self.registry_out.produce(updates, to_json({"checkin": record}), to_json(eid),
-                                          partition)
+                self.bulk_out.produce(updates, to_json({"checkin": record}), to_json(eid),
+                                      partition)
                 forwarded += 1
         self._publish(staged)
         metrics.REGISTRY_INPUTS.labels("local").inc(len(decoded) - forwarded)
@@ -298,7 +305,7 @@ class Fanout:
         for eid in expired:
             partition = registry_partition(eid, self.partitions)
             self.registry.delete(self.registry_out, eid, partition)
-            self.registry_out.produce(self.topics.registry, None, eid)
+            self.bulk_out.produce(self.topics.registry, None, eid)
         # Carriers past their window mean nothing any more (coalesce.rides_on ignores them).
         stale = [eid for eid, held in list(self.carriers.data.items())
                  if held["expires_at"] <= now or eid in expired]
@@ -331,7 +338,7 @@ class Fanout:
         awaits the produces before the batch's offsets can be committed. `now`: the fan-out's
         clock at the batch.
         """
-        current = self.registry.get(eid)
+        current = self.registry.data.get(eid)
         if "checkin" in change:
             event = change["checkin"]
             if event["occurred_at"] - now > self.future_tolerance_ms:  # _not_ahead's own test
@@ -341,7 +348,7 @@ class Fanout:
             if refusal is not None:
                 _count_refusal(refusal, eid, event, current)
                 return
-            if self.carriers.get(eid) is not None:  # the device answered its outstanding push
+            if eid in self.carriers.data:  # the device answered its outstanding push
                 self.carriers.delete(self.registry_out, eid, partition)
                 metrics.CARRIERS_ANSWERED.inc()
             cause = event["message_type"].lower()
@@ -357,14 +364,16 @@ class Fanout:
         staged[eid] = (new, partition, cause)
 
     def _publish(self, staged: dict[str, tuple[dict[str, Any], int, str]]) -> None:
-        """Queue the changelog record and DeviceRecord of each record `_apply` changed."""
-        out, topic, causes = self.registry_out, self.topics.registry, dict[str, int]()
-        encode, put = self.serde.encode, self.registry.put
+        """Queue the changelog record (`registry_out`: its acknowledgements tell the store how
+        far it holds the changelog) and DeviceRecord (`bulk_out`) of each record `_apply`
+        changed."""
+        bulk, changelog, topic = self.bulk_out, self.registry_out, self.topics.registry
+        encode, put, causes = self.serde.encode, self.registry.put, dict[str, int]()
         for eid, (record, partition, cause) in staged.items():
             # The changelog carries the registry topic's bytes (changelog.DeviceRecordCodec).
             encoded = encode("DeviceRecord", record, topic)
-            put(out, eid, record, partition, encoded)
-            out.produce(topic, encoded, eid)
+            put(changelog, eid, record, partition, encoded)
+            bulk.produce(topic, encoded, eid)
             causes[cause] = causes.get(cause, 0) + 1
         for cause, count in causes.items():
             metrics.REGISTRY_UPDATES.labels(cause).inc(count)
@@ -390,7 +399,9 @@ class Fanout:
         if pending:
             await asyncio.gather(*pending)
         async with self._flush_lock:
-            refused = await self.registry_out.flush()
+            refused_bulk, refused = await asyncio.gather(self.bulk_out.flush(),
+                                                         self.registry_out.flush())
+            refused += refused_bulk
             for (topic, partition), offset in self.registry_out.take_acked().items():
                 table = self._changelogs.get(topic)
                 if table is not None:

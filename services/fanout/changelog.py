@@ -91,9 +91,6 @@ class TableWriter:
             self._local = self._table.data.data  # type: ignore[attr-defined]
         return self._local
 
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
-
     def put(self, out: BatchProducer, key: str, value: Any, partition: int,
             encoded: bytes | None = None) -> None:
         """Set `key` in memory and queue its changelog record on `out` (`encoded`: the value
