@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.common.settings import KafkaSettings
+from services.correlator.settings import CorrelatorSettings
 from services.devstack.procs import free_port, wait_for
 from services.devstack.service_process import ServiceProcess
 from services.sdk.publisher import PushPublisher, PushRequest
@@ -262,6 +263,11 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=420.0,
                         help="longest wait for every verdict after the last request")
     parser.add_argument("--png", type=Path, help="default docs/img/soak/soak-<minutes>min.png")
+    parser.add_argument("--correlator-dedupe", type=int,
+                        help="MDMPUSH_CORRELATOR_DEDUPE_CAPACITY for the run: its recent-verdict "
+                             "filter (100,000 job ids by default) fills in capacity/rate seconds "
+                             "and grows RSS until then; a smaller one shows whether RSS is flat "
+                             "once it is full")
     args = parser.parse_args()
     exit_on_sigterm()
     png = args.png or Path(f"docs/img/soak/soak-{args.minutes:g}min.png")
@@ -275,7 +281,10 @@ def main() -> None:
         with arrivals_sim(pki.pki.directory, directory) as (port, _), stack(
                 kafka, directory, pki, port, fanout=True, correlator=True,
                 partitions=PARTITIONS,
-                correlator_env={"MDMPUSH_CORRELATOR_METRICS_PORT": str(metrics_port)}) as procs:
+                correlator_env={"MDMPUSH_CORRELATOR_METRICS_PORT": str(metrics_port),
+                                **({"MDMPUSH_CORRELATOR_DEDUPE_CAPACITY":
+                                    str(args.correlator_dedupe)}
+                                   if args.correlator_dedupe else {})}) as procs:
             answering.start()
             try:
                 produce(kafka, topics.checkins, "CheckinEvent", token_updates(
@@ -298,6 +307,9 @@ def main() -> None:
             finally:
                 answering.terminate()
     load = (load_start, os.getloadavg()[0])
+    capacity = args.correlator_dedupe or CorrelatorSettings().dedupe_capacity
+    print(f"correlator recent-verdict filter: {capacity:,} job ids, full after "
+          f"~{capacity / args.rate / 60:.1f} min of verdicts in each life")
     code = report(soak, verdicts, sampler, args.rate, load, args.minutes)
     plot(sampler.samples, soak, png,
          f"soak {args.minutes:g} min, {args.rate:g} targets/s, SIGKILL every "
