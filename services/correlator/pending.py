@@ -21,9 +21,9 @@ from services.correlator.packed import FixedText, Interner
 #: for that carrier's verdict, or judges itself as a push sent at its own time.
 FREE, PENDING, SCHEDULED, RIDER = 0, 1, 2, 3
 # Flag bits.
-#: WINDOW_DONE: the race-window check ran (re-pushed when `repushed_at` is set); RACE: it found
-#: the push within seconds of enrollment; NEW_TOKEN: a TokenUpdate with another token arrived
-#: after the push, which was re-pushed to the new token.
+#: WINDOW_DONE: the race-window check ran (`repushed_at` is the first re-push's time, of either
+#: cause); RACE: it found the push within seconds of enrollment; NEW_TOKEN: a TokenUpdate with
+#: another token arrived after the push, which was re-pushed to the new token.
 LANE_PRIORITY, LANE_BULK, WINDOW_DONE, RACE, NEW_TOKEN = 1, 2, 4, 8, 16
 NO_ID = 0xFFFFFFFF
 
@@ -240,9 +240,13 @@ class PendingStore:
         self.flags[slot] |= flags
 
     def record_repush(self, slot: int, at: int, flags: int) -> None:
-        """The push was re-pushed at `at`, for the reason the flag bits say."""
+        """The push was re-pushed at `at`, for the reason the flag bits say. `repushed_at` keeps
+        the first re-push's time: an answer is named after the re-push it came after, and a
+        race-window re-push of the old trifecta after the re-push to a restored device's new
+        token must not hide that the new token was answered before it was read."""
         self.flags[slot] |= flags
-        self.repushed_at[slot] = at
+        if not self.repushed_at[slot]:
+            self.repushed_at[slot] = at
 
     def awaiting_in(self, partition: int) -> list[int]:
         """PENDING and RIDER slots of one partition (a full scan: when its gate opens)."""

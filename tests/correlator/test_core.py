@@ -37,8 +37,10 @@ T = 1_795_000_000_000
 HOUR = 3_600_000
 TOPIC = "com.apple.mgmt.External.aaaaaaaa-0000-4000-8000-000000000001"
 TOKEN_A, TOKEN_B, TOKEN_C = "aa" * 32, "bb" * 32, "cc" * 32
+#: No check-in grace unless a row sets one: the verdict is given at the deadline tick.
 RULES = dict(race_window_ms=1_000, race_enrollment_ms=3_000, deadline_ms=5_000,
-             self_heal_delay_ms=90_000, timer_tick_ms=10, repush_silent=False)
+             self_heal_delay_ms=90_000, timer_tick_ms=10, repush_silent=False,
+             checkin_grace_ms=0)
 
 
 class Run:
@@ -268,6 +270,13 @@ def test_race(row: Row) -> None:
          token_update("E1", T + 1_500, TOKEN_B)],
         ["state req-1/E1", "job req-1/E1#r1 enrollment_race aaaa", "state req-1/E1",
          "job req-1/E1#r2 stale_token bbbb", "state req-1/E1"]),
+    Row("the new token answered before a race-window re-push is read: still stale_token",
+        [assign(), ENROLLED, outcome("E1"), token_update("E1", T + 200, TOKEN_B),
+         tick(T + 1_010), checkin("E1", T + 700, now=T + 1_100)],
+        ["state req-1/E1", "job req-1/E1#r1 stale_token bbbb", "state req-1/E1",
+         "job req-1/E1#r1 silent aaaa", "state req-1/E1",
+         "verdict req-1/E1 ANSWERED stale_token"],
+        {"repush_silent": True}),
     Row("a newer token dated before the push is found at the deadline and re-pushed to",
         [assign(), ENROLLED, outcome("E1"), token_update("E1", T - 100, TOKEN_B),
          tick(T + 1_010), tick(T + 5_010)],
