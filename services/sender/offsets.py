@@ -97,6 +97,8 @@ class Entry:
             if self.held == UNTIL_DONE:
                 self.held = NOT_HELD
                 self.partition.release(1)
+            elif self.held == UNTIL_SETTLED:
+                self.partition.held_done += 1
             self.partition.finished(self.offset)
 
 
@@ -121,9 +123,9 @@ class Unsettled:
 class PartitionOffsets:
     """The consumed-but-unfinished records of one partition, in consumption order."""
 
-    __slots__ = ("_covered", "_done_beyond", "_entries", "_held", "_held_covered",
-                 "_held_popped", "_held_settled", "_next", "_opened", "_popped", "_settled",
-                 "_unsettled", "dirty", "partition", "revoked", "skip", "source", "topic")
+    __slots__ = ("_covered", "_done_beyond", "_entries", "_held", "_held_covered", "_held_popped",
+                 "_held_settled", "_next", "_opened", "_popped", "_settled", "_unsettled", "dirty",
+                 "held_done", "partition", "revoked", "skip", "source", "topic")
 
     def __init__(self, topic: str, partition: int, unsettled: Unsettled | None = None) -> None:
         self.topic = topic
@@ -143,6 +145,8 @@ class PartitionOffsets:
         #: done prefix (only ever grows), as many at the last commit returned, and as many under
         #: an acknowledged commit.
         self._held = 0
+        #: UNTIL_SETTLED entries done (only ever grows): a commit whose marks all fit covers them.
+        self.held_done = 0
         self._held_popped = 0
         self._held_covered = 0
         self._held_settled = 0
@@ -200,9 +204,8 @@ class PartitionOffsets:
         opened, held = covered
         self._unsettled.count -= opened - self._settled
         self._settled = opened
-        if held > self._held_settled:
-            self.release(held - self._held_settled)
-            self._held_settled = held
+        self.release(held - self._held_settled)  # back up if this one lists fewer
+        self._held_settled = held
 
     def drop(self) -> None:
         """The partition is gone: its unsettled jobs are the next owner's to repeat."""
@@ -249,7 +252,11 @@ class PartitionOffsets:
             return None
         marks, kept = encode_marks_kept(base, done, since_ms=since_ms)
         self._covered = self._popped + kept
-        self._held_covered = self._held_popped
+        # Every done job is in the commit when its marks all fit (the usual case); otherwise
+        # only those below its offset are sure to be. A retried job past an older one still
+        # waiting (a throttled neighbour) is thus released by the commit listing it, and cannot
+        # fill the window that older job needs.
+        self._held_covered = self.held_done if kept == len(done) else self._held_popped
         return Position(self.topic, self.partition, base, marks)
 
 

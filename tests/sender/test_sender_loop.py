@@ -615,3 +615,26 @@ def test_a_crash_at_any_moment_repeats_at_most_the_window(seed: int) -> None:
             break
     assert len(done) == jobs
     assert sum(n - 1 for n in accepted.values()) <= window
+
+
+def test_retried_jobs_past_a_throttled_neighbour_do_not_hold_the_window_shut() -> None:
+    """Two certificates share a partition; one is throttled, the other's pushes fail and are
+    retried. The retried jobs wait for a commit, which the throttled job (older, unsent) holds
+    below them: the commit's marks list them, so they leave the window and the throttled job
+    still gets its turn."""
+    loop = make_loop(policies={OTHER: PushPolicy(bulk_per_minute=1.0)}, already_sent=True,
+                     unrecorded_min=2, unrecorded_share=0.0)
+    loop.produce(BULK_TOPIC, job(0, topic=OTHER), job(1, topic=OTHER),
+                 *(job(n) for n in range(2, 8)))
+    for _ in range(40):
+        loop.step(advance_s=0.01)
+        loop.pool.answer(503, topic=CERT)  # every push of the other certificate is retried
+        loop.pool.answer(200, topic=OTHER)
+        loop.step(2, advance_s=0.01)
+    assert f"{1:064x}" not in {r.token_hex for r, _ in loop.pool.requests}  # throttled: 1/min
+    for _ in range(70):
+        loop.step(advance_s=1.0)
+        loop.pool.answer(503, topic=CERT)
+        loop.pool.answer(200, topic=OTHER)
+        loop.step(2, advance_s=0.01)
+    assert f"{1:064x}" in {r.token_hex for r, _ in loop.pool.requests}
