@@ -190,7 +190,7 @@ def ingest_rate(label: str, code: Path, n: int, directory: Path,
     pid = worker.proc.pid
     try:
         with profiled(worker, profile, f"{label}-token-updates"):
-            wait_until("starting", lambda: sum(watch.ends(topics.registry).values()) > 0, 120,
+            wait_until("starting", lambda: sum(watch.ends(topics.registry).values()) > 0, 400,
                        worker)
             cpu0 = cpu_s(pid)
             wait_until("building the registry",

@@ -131,7 +131,7 @@ class Reader:
                     f"{self.topic}[{msg.partition()}]@{msg.offset()} does not decode as "
                     f"{self.schema}: {exc}") from exc
 
-    def wait(self, until: Callable[[list[Any]], bool], timeout_s: float = 45.0,
+    def wait(self, until: Callable[[list[Any]], bool], timeout_s: float = 120.0,
              worker: Worker | None = None) -> list[Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -118,28 +118,31 @@ def world(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         registry=Reader(kafka, topics.registry, "DeviceRecord"),
         dlq=Reader(kafka, topics.dlq, None),
     )
-    w.checkins(
-        enroll("A1") + enroll("A2", T2)
-        + [checkin("A3", "AUTHENTICATE", AT, topic=T1)]
-        + enroll("A4") + [checkin("A4", "CHECK_OUT", AT + 20)]
-        + enroll("A5") + enroll("G1", tenant="globex") + enroll("I6", tenant="initech")
-    )
-    for eid in ("A1", "A2", "A5", "G1", "I6"):
-        w.device(eid, lambda r: r["state"] == "ENROLLED")
-    w.device("A4", lambda r: r["state"] == "CHECKED_OUT")
-    w.device("A3")
-    # A 410 outcome without the sender's mark is not the fan-out's to read (it reads no other).
-    pub.record(topics.outcomes, "PushOutcome", failed_410("A2", token("A2"), AT + 100), "A2")
-    for eid in ("A5", "I6"):
-        pub.outcome_410(topics.outcomes, eid, token(eid), AT + 100)
-    # A 410 for a token A1 no longer has says nothing about its current token.
-    pub.outcome_410(topics.outcomes, "A1", "ff" * 32, AT + 100)
-    for eid in ("A5", "I6"):
-        w.device(eid, lambda r: r["token_dead_since"] == AT + 100)
-    yield w
-    worker.stop()
-    for reader in (w.priority, w.bulk, w.outcomes, w.registry, w.dlq):
-        reader.close()
+    try:  # a setup that fails stops its worker too (a module fixture is set up again per test)
+        w.checkins(
+            enroll("A1") + enroll("A2", T2)
+            + [checkin("A3", "AUTHENTICATE", AT, topic=T1)]
+            + enroll("A4") + [checkin("A4", "CHECK_OUT", AT + 20)]
+            + enroll("A5") + enroll("G1", tenant="globex") + enroll("I6", tenant="initech")
+        )
+        for eid in ("A1", "A2", "A5", "G1", "I6"):
+            w.device(eid, lambda r: r["state"] == "ENROLLED")
+        w.device("A4", lambda r: r["state"] == "CHECKED_OUT")
+        w.device("A3")
+        # A 410 outcome without the sender's mark is not the fan-out's to read (it reads no
+        # other).
+        pub.record(topics.outcomes, "PushOutcome", failed_410("A2", token("A2"), AT + 100), "A2")
+        for eid in ("A5", "I6"):
+            pub.outcome_410(topics.outcomes, eid, token(eid), AT + 100)
+        # A 410 for a token A1 no longer has says nothing about its current token.
+        pub.outcome_410(topics.outcomes, "A1", "ff" * 32, AT + 100)
+        for eid in ("A5", "I6"):
+            w.device(eid, lambda r: r["token_dead_since"] == AT + 100)
+        yield w
+    finally:
+        worker.stop()
+        for reader in (w.priority, w.bulk, w.outcomes, w.registry, w.dlq):
+            reader.close()
 
 
 def test_registry_records_follow_checkins(world: World) -> None:
