@@ -16,7 +16,9 @@ The rules the restart guarantees rest on (runner.py says how the runner keeps it
 - Stale token: a TokenUpdate after the push with another token re-pushes at once to it.
 - Deadline: silent `deadline_ms` after the push, UNANSWERED with a diagnosis (diagnose.py) and an
   alert; a stale token is re-pushed to the new one, a stale PushMagic schedules the self-healing
-  push `self_heal_delay_ms` after the first (one per enrollment).
+  push `self_heal_delay_ms` after the first (one per enrollment). Judged by event time: only an
+  answer stamped between the push and its deadline answers it, and the verdict waits
+  `checkin_grace_ms` past the deadline for such answers read late (`_answers`).
 - Riders (docs/CONTRACTS.md, coalescing): a SKIPPED "coalesced" outcome is a request riding on
   another job's push (its carrier, same enrollment). It gets the carrier's verdict when that is
   given, or the carrier's FAILED/DEAD_LETTERED; a carrier already closed or unknown leaves it
@@ -196,7 +198,7 @@ class CorrelatorCore:
                 self._settle_rider(slot)
                 continue
             contact = self.book.last_answer(self.store.enrollment_of(slot))
-            if contact >= self.store.pushed_at_of(slot):
+            if self._answers(slot, contact):
                 self._answer(slot, contact)
 
     def _judging(self, p: int) -> bool:
@@ -231,11 +233,11 @@ class CorrelatorCore:
             if self.store.is_free(slot) or not self._judging(self.store.partition_of(slot)):
                 continue
             if self.store.is_rider(slot):
-                if answered_at and self.store.pushed_at_of(slot) <= answered_at:
+                if self._answers(slot, answered_at):
                     self._close_rider(slot, "ANSWERED", answered_at)
             elif not self.store.is_pending(slot):
                 continue
-            elif answered_at and self.store.pushed_at_of(slot) <= answered_at:
+            elif self._answers(slot, answered_at):
                 self._answer(slot, answered_at)
             elif self._new_token(event, slot):
                 self._repush_to_new_token(slot, now)
@@ -325,7 +327,7 @@ class CorrelatorCore:
         self.book.learn_trifecta(self.book.index(entry.enrollment_id), entry.topic,
                                  entry.token_hex, entry.push_magic, entry.token_updated_at)
         contact = self.book.last_answer(self.store.enrollment_of(slot))
-        if p not in self.gates and contact >= entry.pushed_at:
+        if p not in self.gates and self._answers(slot, contact):
             self._answer(slot, contact)
 
     def _put(self, entry: Entry, p: int, write: bool) -> int:
@@ -338,7 +340,7 @@ class CorrelatorCore:
         if entry.kind == SCHEDULED:
             self.store.arm(slot, entry.due_at)
         elif entry.kind == RIDER or entry.flags & WINDOW_DONE:
-            self.store.arm(slot, entry.pushed_at + self.s.deadline_ms)
+            self.store.arm(slot, self._verdict_due(entry.pushed_at))
         else:
             self.store.arm(slot, entry.pushed_at + min(self.s.race_window_ms, self.s.deadline_ms))
         if write:
@@ -400,6 +402,10 @@ class CorrelatorCore:
             elif (now < self.store.pushed_at_of(slot) + self.s.deadline_ms
                   and not self.store.has_flag(slot, WINDOW_DONE)):
                 self._race_window(slot, now)
+            elif now < self._verdict_due(self.store.pushed_at_of(slot)):
+                # A race window as long as the deadline (or an entry restored before it had its
+                # verdict due): the grace still runs.
+                self.store.arm(slot, self._verdict_due(self.store.pushed_at_of(slot)))
             else:
                 self._deadline(slot, now)
         self._out += self.care.sweep(now)
@@ -416,13 +422,30 @@ class CorrelatorCore:
             self.store.record_repush(slot, now, WINDOW_DONE | (RACE if race else 0))
         else:
             self.store.mark(slot, WINDOW_DONE)
-        self.store.arm(slot, entry.pushed_at + self.s.deadline_ms)
+        self.store.arm(slot, self._verdict_due(entry.pushed_at))
         self._write_state(slot)
+
+    def _verdict_due(self, pushed_at: int) -> int:
+        """When a push still unanswered is judged: `checkin_grace_ms` after its deadline, so an
+        answer the device made in time but that reached us late (a slow gateway, check-in lag)
+        is read before the verdict."""
+        return pushed_at + self.s.deadline_ms + self.s.checkin_grace_ms
+
+    def _answers(self, slot: int, contact_at: int) -> bool:
+        """Whether an answer stamped `contact_at` answers the push (or rider) in `slot`: only
+        one stamped between the push and its deadline does. By event time, not arrival: a
+        poll stamped before the push is not an answer to it, one stamped after the deadline
+        leaves it UNANSWERED even when read within the grace (the deadline is the contract).
+        The book keeps an enrollment's last answer only, so a push first judged after the
+        device answered in time and again after its deadline (a restart's replay reading both
+        before the push's gate opens) is judged by the later one."""
+        pushed_at = self.store.pushed_at_of(slot)
+        return pushed_at <= contact_at <= pushed_at + self.s.deadline_ms
 
     def _deadline(self, slot: int, now: int) -> None:
         enr = self.store.enrollment_of(slot)
         contact = self.book.last_answer(enr)
-        if contact >= self.store.pushed_at_of(slot):
+        if self._answers(slot, contact):
             self._answer(slot, contact)
             return
         entry = self.store.entry(slot)
@@ -509,7 +532,7 @@ class CorrelatorCore:
             self._close_rider(slot, carrier_state, self.store.pushed_at_of(slot))
             return
         contact = self.book.last_answer(enr)
-        if contact >= self.store.pushed_at_of(slot):
+        if self._answers(slot, contact):
             self._close_rider(slot, "ANSWERED", contact)
 
     def _close_riders(self, enrollment_id: str, carrier_request: str, state: str,
@@ -524,7 +547,7 @@ class CorrelatorCore:
     def _rider_deadline(self, slot: int) -> None:
         """No carrier verdict reached the rider by its own deadline: judge it by contact."""
         contact = self.book.last_answer(self.store.enrollment_of(slot))
-        if contact >= self.store.pushed_at_of(slot):
+        if self._answers(slot, contact):
             self._close_rider(slot, "ANSWERED", contact)
         else:
             self._close_rider(slot, "UNANSWERED", self.store.pushed_at_of(slot)

@@ -337,6 +337,53 @@ def test_poison_and_failed(row: Row) -> None:
     assert play(row.steps, **row.settings) == row.expected
 
 
+GRACE = {"checkin_grace_ms": 2_000}
+SILENT_E1 = Entry(PENDING, "E1", "req-1", "acme", TOPIC, TOKEN_A, "m-E1", None, T, T - HOUR,
+                  LANE_PRIORITY | WINDOW_DONE, 0, due_at=T + 5_000)  # written before the grace
+UNANSWERED_E1 = ["alert req-1/E1 DEVICE_UNREACHABLE",
+                 "verdict req-1/E1 UNANSWERED device_unreachable"]
+
+
+@table(
+    Row("an answer stamped before the deadline but read after it, within the grace, answers",
+        [assign(), ENROLLED, outcome("E1"), tick(T + 1_010), tick(T + 5_010),
+         checkin("E1", T + 4_000, now=T + 6_000), tick(T + 7_010)],
+        ["state req-1/E1", "state req-1/E1", "verdict req-1/E1 ANSWERED -"], GRACE),
+    Row("an answer stamped after the deadline, read within the grace, leaves it UNANSWERED",
+        [assign(), ENROLLED, outcome("E1"), tick(T + 1_010),
+         checkin("E1", T + 5_500, now=T + 5_600), tick(T + 6_990), tick(T + 7_010)],
+        ["state req-1/E1", "state req-1/E1", *UNANSWERED_E1], GRACE),
+    Row("an in-time answer read after the grace is too late: UNANSWERED at the grace's end",
+        [assign(), ENROLLED, outcome("E1"), tick(T + 1_010), tick(T + 7_010),
+         checkin("E1", T + 4_000, now=T + 7_100)],
+        ["state req-1/E1", "state req-1/E1", *UNANSWERED_E1], GRACE),
+    Row("a race window as long as the deadline: the verdict still waits for the grace",
+        [assign(), ENROLLED, outcome("E1"), tick(T + 5_010), tick(T + 6_990),
+         tick(T + 7_010)],
+        ["state req-1/E1", *UNANSWERED_E1], {**GRACE, "race_window_ms": 5_000}),
+    Row("an entry restored from before the grace existed (due at its deadline) gets the grace",
+        [restore(SILENT_E1), assign(), ENROLLED, tick(T + 5_010),
+         checkin("E1", T + 4_900, now=T + 5_500)],
+        ["verdict req-1/E1 ANSWERED -"], GRACE),
+    Row("a restored entry whose answer after the deadline was replayed is not answered by it",
+        [restore(SILENT_E1), ENROLLED, checkin("E1", T + 5_500, now=T + 5_600), assign(gate=1),
+         poison_outcome(), tick(T + 7_010)],
+        ["dlq outcomes 0@0", *UNANSWERED_E1], GRACE),
+)
+def test_checkin_grace(row: Row) -> None:
+    assert play(row.steps, **row.settings) == row.expected
+
+
+def test_the_alert_names_the_deadline_and_is_flagged_after_the_grace() -> None:
+    run = Run(**GRACE)
+    for step in [assign(), ENROLLED, outcome("E1"), tick(T + 1_010), tick(T + 7_010)]:
+        run.effects.extend(step(run))
+    (alert,) = [e.record for e in run.effects if isinstance(e, Alert)]
+    (verdict,) = [e.record for e in run.effects if isinstance(e, Verdict)]
+    assert (alert["deadline_at"], alert["flagged_at"]) == (T + 5_000, T + 7_010)
+    assert verdict["state"] == "UNANSWERED"
+
+
 YEAR_3000 = 32_503_680_000_000
 
 
