@@ -337,6 +337,20 @@ def test_poison_and_failed(row: Row) -> None:
     assert play(row.steps, **row.settings) == row.expected
 
 
+def test_the_default_race_enrollment_window_covers_the_pipelines_enrollment_to_push_lag() -> None:
+    """bench_accuracy measured fresh enrollments pushed up to 18.2 s after enrolling on a loaded
+    host (R-ACC-2): such a push lost and answered after the re-push is named the race."""
+    defaults = CorrelatorSettings()
+    pushed = T + 18_200
+    re_push = pushed + defaults.race_window_ms
+    steps = [assign(), token_update("E1", T), outcome("E1", at=pushed), tick(re_push + 10),
+             checkin("E1", re_push + 500)]
+    assert play(steps, race_window_ms=defaults.race_window_ms, deadline_ms=defaults.deadline_ms,
+                race_enrollment_ms=defaults.race_enrollment_ms, repush_silent=True) == [
+        "state req-1/E1", "job req-1/E1#r1 enrollment_race aaaa", "state req-1/E1",
+        "verdict req-1/E1 ANSWERED enrollment_race"]
+
+
 GRACE = {"checkin_grace_ms": 2_000}
 SILENT_E1 = Entry(PENDING, "E1", "req-1", "acme", TOPIC, TOKEN_A, "m-E1", None, T, T - HOUR,
                   LANE_PRIORITY | WINDOW_DONE, 0, due_at=T + 5_000)  # written before the grace
