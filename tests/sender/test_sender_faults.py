@@ -203,7 +203,10 @@ def test_sigkill_mid_run_loses_nothing_and_repeats_only_the_uncommitted_tail(
     # Both certificates in one partition: its offset advances only as fast as the slower key.
     produce_jobs(kafka_settings, retry_ready.jobs_bulk, jobs, partition=0)
     with start_sim(pki, faults=faults) as sim:
-        settings = sender_settings(pki, sim.url, max_in_flight=100, priority_reserve=10)
+        # The unrecorded window as wide as max_in_flight: this is about the commits' cover (the
+        # window's own bound: test_sender_loop.py, bench_sender_crash.py).
+        settings = sender_settings(pki, sim.url, max_in_flight=100, priority_reserve=10,
+                                   unrecorded_min=100)
         log = tmp_path / "sender.log"
         first = spawn_sender(settings, kafka_settings, log)
         try:
