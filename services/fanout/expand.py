@@ -9,7 +9,16 @@ worker died: usually none, at most the chunks of one commit interval.
 
 A record Kafka refuses permanently (a job too large for the topic, a topic the fan-out may not
 write) would be refused again on every redelivery, so the slice's request goes to the DLQ with
-the reason, the slice is marked done, and expansion goes on with the next slice.
+the reason, the slice is marked done, and expansion goes on with the next slice. Every target
+left without its record (its job or SKIPPED outcome refused) and every target of the slice after
+that chunk gets a DEAD_LETTERED outcome with the refusal, so each (request, target) still ends
+in exactly one terminal state (a target whose job was acknowledged in the refused chunk is
+pushed). A refused job names only its key, the certificate topic its chunk's other jobs share:
+when Kafka refused some but not all of a key's jobs in the chunk (a batch over a topic limit
+below the producer's), which were pushed is unknown, and all of them get the outcome (logged:
+a pushed one then has a verdict too) rather than none. Those outcomes are acknowledged before the
+slice is marked done; one Kafka refuses too raises DeliveryError, which stops the worker before
+its offset is committed (app.py).
 
 A pushable target may still get no job: a bulk target the correlator marked INACTIVE is
 SKIPPED `inactive` (activity.py), and a bulk target with an outstanding push is SKIPPED
@@ -25,12 +34,14 @@ depend on faust; the agent calls `expand` inside its stream iteration.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from services.common.catalogue import Topics
 from services.common.clock import Clock
+from services.common.kafka.producer import DeliveryError
 from services.common.serde import AvroSerde
 from services.fanout import metrics
 from services.fanout.activity import ActivityBook
@@ -40,6 +51,7 @@ from services.fanout.dead_letters import DeadLetters
 from services.fanout.jobs import (
     Lane,
     build_job,
+    dead_lettered_outcome,
     job_id,
     job_key,
     registry_partition,
@@ -48,6 +60,8 @@ from services.fanout.jobs import (
 from services.fanout.output import BatchProducer, Refusal
 from services.fanout.policies import ShardBook
 from services.fanout.registry import Record, SkipReason, skip_reason
+
+log = logging.getLogger(__name__)
 
 Target = tuple[str, Record | None]
 
@@ -94,9 +108,12 @@ class Expander:
         last = done["last"] if done is not None else ""
         for start in range(0, len(targets), self.chunk_size):
             chunk = targets[start : start + self.chunk_size]
-            refused = await self._produce_chunk(request, lane, chunk, partition)
+            refused, jobs_by_key = await self._produce_chunk(request, lane, chunk, partition)
             if refused:
                 await self._dead_letter(key, request, source, refused, last)
+                rest = [eid for eid, _ in targets[start + self.chunk_size :]]
+                lost = self._refused_targets(lane, chunk, refused, jobs_by_key, partition)
+                await self._settle_refused(request, lane, lost, rest, refused[0].reason)
                 break
             last = chunk[-1][0]
             self.progress[key] = {"last": last, "done": False}
@@ -132,6 +149,53 @@ class Expander:
         )
         await self.dead_letters.acknowledged()
 
+    def _refused_targets(
+        self, lane: Lane, chunk: list[Target], refused: list[Refusal],
+        jobs_by_key: dict[str, list[str]], partition: int,
+    ) -> list[tuple[str, str]]:
+        """The targets of `chunk` left without a record, in chunk order, each with its refusal.
+        A refused job's carrier is dropped: that push will never be made, nothing may ride on
+        it."""
+        lost: dict[str, str] = {}
+        refused_jobs: dict[str, list[str]] = {}
+        for refusal in refused:
+            key = _text(refusal.key)
+            if refusal.topic == lane.jobs_topic:
+                refused_jobs.setdefault(key, []).append(refusal.reason)
+            else:  # a SKIPPED outcome: keyed by its enrollment
+                lost[key] = refusal.reason
+        for key, reasons in refused_jobs.items():
+            eids = jobs_by_key[key]
+            if len(reasons) < len(eids):
+                log.error("Kafka refused %d of the %d jobs keyed %r of a chunk: all %d get a "
+                          "DEAD_LETTERED outcome, the pushed ones a verdict too", len(reasons),
+                          len(eids), key, len(eids))
+            for eid in eids:
+                lost[eid] = reasons[0]
+                if self.coalesce_window_ms is not None:
+                    self.carriers.delete(self.carriers_out, eid, partition)
+        return [(eid, lost[eid]) for eid, _ in chunk if eid in lost]
+
+    async def _settle_refused(
+        self, request: dict[str, Any], lane: Lane, lost: list[tuple[str, str]], rest: list[str],
+        first_reason: str,
+    ) -> None:
+        """A DEAD_LETTERED outcome, acknowledged, for each `lost` target (with its refusal) and
+        each of `rest` (never expanded)."""
+        not_expanded = f"request dead-lettered, not expanded: {first_reason}"
+        targets = lost + [(eid, not_expanded) for eid in rest]
+        now, outcomes, encode = self.clock.now_ms(), self.topics.outcomes, self.serde.encode
+        for eid, reason in targets:
+            outcome = dead_lettered_outcome(request, eid, reason, lane.name, now)
+            self.producer.produce(outcomes, encode("PushOutcome", outcome, outcomes), eid)
+        still_refused = await self.producer.flush()
+        if still_refused:
+            raise DeliveryError(
+                f"request {request['request_id']}: {len(still_refused)} DEAD_LETTERED "
+                f"outcome(s) refused: {still_refused[0].reason}")
+        log.warning("request %s: %d target(s) DEAD_LETTERED, its records refused by Kafka: %s",
+                    request["request_id"], len(targets), first_reason)
+
     def _withheld(
         self, eid: str, jid: str, lane: Lane, now_ms: int
     ) -> tuple[SkipReason, Carrier | None] | None:
@@ -148,12 +212,14 @@ class Expander:
 
     async def _produce_chunk(
         self, request: dict[str, Any], lane: Lane, chunk: list[Target], partition: int
-    ) -> list[Refusal]:
-        """Produce the chunk's jobs, carriers and skips; returns what Kafka refused permanently."""
+    ) -> tuple[list[Refusal], dict[str, list[str]]]:
+        """Produce the chunk's jobs, carriers and skips; returns what Kafka refused permanently,
+        and the targets given a job, by the job's key (a refused job names only its key)."""
         now = self.clock.now_ms()
         tenant, kind = request["tenant"], request["kind"]
         produce, encode = self.producer.produce, self.serde.encode
         skipped: dict[str, int] = {}
+        jobs_by_key: dict[str, list[str]] = {}
         jobs = 0
         for eid, record in chunk:
             reason = skip_reason(record, tenant, kind)
@@ -168,6 +234,7 @@ class Expander:
                 job = build_job(request, record, lane.name, now)
                 key = job_key(record["topic"], eid, self.shards.shards(record["topic"]))
                 produce(lane.jobs_topic, encode("PushJob", job, lane.jobs_topic), key)
+                jobs_by_key.setdefault(key, []).append(eid)
                 if self.coalesce_window_ms is not None:
                     self.carriers.put(self.carriers_out, eid,
                                       carrier(job["job_id"], now, self.coalesce_window_ms),
@@ -187,4 +254,9 @@ class Expander:
         metrics.JOBS.labels(lane.name).inc(max(0, jobs - len(refused)))
         for reason_name, count in skipped.items():
             metrics.SKIPPED.labels(reason_name).inc(count)
-        return refused
+        return refused, jobs_by_key
+
+
+def _text(key: bytes | str | None) -> str:
+    """A record key as the fan-out wrote it (a delivery report gives it back as bytes)."""
+    return key.decode() if isinstance(key, bytes) else str(key)

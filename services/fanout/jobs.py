@@ -1,4 +1,5 @@
-"""What one (request, target) becomes: a PushJob with its key and lane, or a SKIPPED outcome.
+"""What one (request, target) becomes: a PushJob with its key and lane, or a SKIPPED outcome (or
+a DEAD_LETTERED one, when Kafka refused its request for good).
 
 Pure functions over decoded records, so the rules are unit-tested without Kafka and the faust
 agent only moves bytes. Ids and keys follow docs/CONTRACTS.md.
@@ -90,12 +91,30 @@ def skipped_outcome(
     """
     reported = reason.reported
     evidence = record if reported is not SkipReason.UNKNOWN_ENROLLMENT else None
+    return _outcome(request, enrollment_id, "SKIPPED", reported.value, lane, at, evidence,
+                    rides_on)
+
+
+def dead_lettered_outcome(
+    request: dict[str, Any], enrollment_id: str, reason: str, lane: str, at: int
+) -> dict[str, Any]:
+    """The DEAD_LETTERED outcome of a target the fan-out could not expand because Kafka
+    refused its request's records for good (the request is on the DLQ): its terminal state, so
+    the target is accounted for. No trifecta: the rest of the slice was never looked up."""
+    return _outcome(request, enrollment_id, "DEAD_LETTERED", reason, lane, at, None, None)
+
+
+def _outcome(
+    request: dict[str, Any], enrollment_id: str, state: str, reason: str, lane: str, at: int,
+    evidence: Record | None, rides_on: str | None,
+) -> dict[str, Any]:
+    """A PushOutcome the fan-out writes itself: no push was made (attempt 0, no APNs answer)."""
     return {
         "job_id": job_id(request["request_id"], enrollment_id),
         "request_id": request["request_id"],
         "tenant": request["tenant"],
         "enrollment_id": enrollment_id,
-        "state": "SKIPPED",
+        "state": state,
         "lane": lane,
         "attempt": 0,
         "repush": 0,
@@ -105,7 +124,7 @@ def skipped_outcome(
         "token_updated_at": evidence["token_updated_at"] if evidence else None,
         "apns_id": None,
         "status": None,
-        "reason": reported.value,
+        "reason": reason,
         "apns_timestamp": None,
         "latency_ms": None,
         "at": at,
