@@ -31,9 +31,10 @@ from services.common.settings import KafkaSettings
 from services.fanout.activity import ActivityBook
 from services.fanout.changelog import TableWriter
 from services.fanout.dead_letters import DeadLetters
-from services.fanout.expand import Expander
+from services.fanout.expand import Expander, Target
 from services.fanout.faust_compat import App
-from services.fanout.output import BatchProducer
+from services.fanout.jobs import Lane
+from services.fanout.output import BatchProducer, Refusal
 from services.fanout.policies import ShardBook
 from services.fanout.registry import Record, apply_checkin
 from services.fanout.store import SCHEME
@@ -182,3 +183,25 @@ def test_every_target_of_a_refused_request_ends_in_one_terminal_state(
     with pytest.raises(DeliveryError, match="DEAD_LETTERED outcome"):
         refusing.expand("r-huge:0", huge)
     assert "r-huge:0" not in refusing.expander.progress
+
+
+def test_a_refused_record_is_mapped_to_its_targets() -> None:
+    """A refused job names only its key (shared by its chunk's jobs of that certificate); a
+    refused SKIPPED outcome its enrollment. Where Kafka refused only some of a key's jobs, which
+    were pushed is unknown: all of them get the outcome rather than none (no Kafka needed)."""
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit.")
+    topics = Topics(kafka.topic_prefix)
+    app = App("unit-fanout", store=f"{SCHEME}://", web_enabled=False, autodiscover=False)
+    expander = _expander(kafka, topics, TableWriter(app.Table("carriers", partitions=1)),
+                         BatchProducer(kafka, name="unit-carriers"),
+                         ShardBook(kafka, topics.config, SERDE),
+                         ActivityBook(kafka, topics.activity, SERDE), None)
+    lane = Lane.of(request("r", initiator="ADMIN"), topics)
+    chunk: list[Target] = [(eid, None) for eid in ("E01", "E02", "E03", "E04", "E05")]
+    refused = [Refusal(lane.jobs_topic, b"cert-a", "too large"),
+               Refusal(topics.outcomes, b"E03", "outcome too large"),
+               Refusal(lane.jobs_topic, b"cert-b", "batch too large")]
+    jobs_by_key = {"cert-a": ["E01"], "cert-b": ["E02", "E05"], "cert-c": ["E04"]}
+    assert expander._refused_targets(lane, chunk, refused, jobs_by_key, 0) == [
+        ("E01", "too large"), ("E02", "batch too large"), ("E03", "outcome too large"),
+        ("E05", "batch too large")]
