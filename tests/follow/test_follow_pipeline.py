@@ -14,6 +14,7 @@ from services.sdk.track import track
 from services.sim.apns.certs import mdm_topic
 from services.sim.fleet import Cause, ScenarioSpec
 from tests.pipeline.conftest import PipelineFactory
+from tests.support.correlator_grace import GRACE_MS
 
 
 @pytest.mark.kafka
@@ -23,6 +24,7 @@ def test_track_a_tenant_wide_request_to_its_verdicts(pipeline_factory: PipelineF
                                 Cause.UNENROLLED_CHECKOUT: 1.0})
     pipeline, scenario, tracker = pipeline_factory(
         spec, env={"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": "8000",
+                                  "MDMPUSH_CORRELATOR_CHECKIN_GRACE_MS": GRACE_MS,
                                   "MDMPUSH_CORRELATOR_RACE_WINDOW_MS": "3000"}})
     scenario.enroll_all()
     assert pipeline.wait_registry([t.enrollment_id for t in scenario.truth]), pipeline.logs()

@@ -27,6 +27,7 @@ from tests.fuzz.poison import (
     now_ms,
     produce,
 )
+from tests.support.correlator_grace import GRACE_MS
 from tests.support.sender_harness import Reader
 
 DEADLINE_MS = 3_000
@@ -55,7 +56,8 @@ def idle(enrollment_id: str) -> dict[str, Any]:
 @pytest.fixture
 def correlator(kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[Pipeline]:
     spec = PipelineSpec([TOPIC], senders=0, fanout=False, partitions=2, env={
-        "correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": str(DEADLINE_MS)}})
+        "correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": str(DEADLINE_MS),
+                       "MDMPUSH_CORRELATOR_CHECKIN_GRACE_MS": GRACE_MS}})
     with Pipeline(kafka_settings, Clock(), tmp_path, spec) as pipeline:
         yield pipeline
 

@@ -15,6 +15,7 @@ from services.sim.apns.certs import mdm_topic
 from services.sim.apns.faults import Faults
 from services.sim.fleet import Cause, ScenarioSpec
 from tests.pipeline.conftest import PipelineFactory
+from tests.support.correlator_grace import GRACE_MS
 
 RETRIES = (300, 1000, 2000)
 
@@ -36,6 +37,7 @@ def test_fault_mix_ends_in_one_right_terminal_state_per_target(
         env={
             "sender": {"MDMPUSH_SENDER_BREAKER_S": "1", "MDMPUSH_SENDER_DEFAULT_MAX_ATTEMPTS": "8"},
             "correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": "20000",
+                           "MDMPUSH_CORRELATOR_CHECKIN_GRACE_MS": GRACE_MS,
                            "MDMPUSH_CORRELATOR_RACE_WINDOW_MS": "8000"},
         },
     )

@@ -10,6 +10,7 @@ from services.sim.apns.certs import mdm_topic
 from services.sim.fleet import Cause, ScenarioSpec
 from services.sim.fleet.fleet import FleetParams
 from tests.pipeline.conftest import PipelineFactory
+from tests.support.correlator_grace import GRACE_MS
 
 #: Apple saw the race last 0.7 s; ours lasts 3 s so the pipeline's own latency on a loaded
 #: 2-core machine (registry -> fan-out -> sender -> APNs) fits inside it.
@@ -25,6 +26,7 @@ def test_every_cause_is_diagnosed(pipeline_factory: PipelineFactory) -> None:
     pipeline, scenario, tracker = pipeline_factory(
         spec, clock=Clock(), fleet_params=FleetParams(race_window_ms=RACE_MS),
         env={"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": "15000",
+                            "MDMPUSH_CORRELATOR_CHECKIN_GRACE_MS": GRACE_MS,
                             "MDMPUSH_CORRELATOR_RACE_WINDOW_MS": "5000",
                             "MDMPUSH_CORRELATOR_RACE_ENROLLMENT_MS": str(RACE_MS + 2000)}},
     )

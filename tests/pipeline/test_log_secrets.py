@@ -29,6 +29,7 @@ from services.devstack.service_process import ServiceProcess
 from services.sim.apns.certs import mdm_topic
 from services.sim.fleet import Cause, ScenarioSpec, SimDevice
 from tests.pipeline.conftest import PipelineFactory
+from tests.support.correlator_grace import GRACE_MS
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop" / "nanomdm"
 TOKEN_UPDATE = INTEROP / "mdm" / "testdata" / "TokenUpdate.1.plist"
@@ -96,7 +97,8 @@ def test_no_token_magic_key_or_secret_in_any_service_log(
                                 Cause.RESTORED_TOKEN: 1.0})
     pipeline, scenario, tracker = pipeline_factory(
         spec, env={"fanout": DEBUG, "sender": DEBUG,
-                   "correlator": {**DEBUG, "MDMPUSH_CORRELATOR_DEADLINE_MS": "15000"}})
+                   "correlator": {**DEBUG, "MDMPUSH_CORRELATOR_DEADLINE_MS": "15000",
+                                  "MDMPUSH_CORRELATOR_CHECKIN_GRACE_MS": GRACE_MS}})
     api_port = free_port()
     gateway = ServiceProcess("gateway", "services.gateway", {
         **DEBUG,

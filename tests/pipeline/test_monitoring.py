@@ -37,6 +37,7 @@ from services.sim.apns.faults import Faults
 from services.sim.fleet import Cause, ScenarioSpec
 from services.sim.fleet.fleet import FleetParams
 from tests.pipeline.conftest import OWN_POISON_KEY, PipelineFactory
+from tests.support.correlator_grace import GRACE_MS
 from tests.support.sender_harness import produce_raw
 
 RACE_MS = 3000  # as in test_diagnoses.py
@@ -116,6 +117,7 @@ def test_every_dashboard_query_has_data_and_every_alert_rule_evaluates(
              "fanout": {"MDMPUSH_FANOUT_METRICS_PORT": str(ports["fanout"])},
              "correlator": {"MDMPUSH_CORRELATOR_METRICS_PORT": str(ports["correlator"]),
                             "MDMPUSH_CORRELATOR_DEADLINE_MS": "15000",
+                            "MDMPUSH_CORRELATOR_CHECKIN_GRACE_MS": GRACE_MS,
                             "MDMPUSH_CORRELATOR_RACE_WINDOW_MS": "5000",
                             "MDMPUSH_CORRELATOR_RACE_ENROLLMENT_MS": str(RACE_MS + 2000)}},
     )

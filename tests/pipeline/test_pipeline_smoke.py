@@ -8,6 +8,7 @@ from services.sdk.publisher import PushPublisher, PushRequest
 from services.sim.apns.certs import mdm_topic
 from services.sim.fleet import Cause, ScenarioSpec
 from tests.pipeline.conftest import PipelineFactory
+from tests.support.correlator_grace import GRACE_MS
 
 
 @pytest.mark.kafka
@@ -17,7 +18,8 @@ def test_request_for_a_healthy_fleet_is_answered_by_every_device(
     topic = mdm_topic()
     pipeline, scenario, tracker = pipeline_factory(
         ScenarioSpec(devices=60, tenants={"acme": topic}, shares={Cause.HEALTHY: 1.0}),
-        env={"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": "20000"}},
+        env={"correlator": {"MDMPUSH_CORRELATOR_DEADLINE_MS": "20000",
+                            "MDMPUSH_CORRELATOR_CHECKIN_GRACE_MS": GRACE_MS}},
     )
     scenario.enroll_all()
     assert pipeline.wait_registry([t.enrollment_id for t in scenario.truth]), pipeline.logs()
