@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -80,8 +82,17 @@ def kafka_settings(broker: Broker) -> Iterator[KafkaSettings]:
     mine = [t for t in admin.list_topics(timeout=10).topics
             if t.startswith(settings.topic_prefix)]
     if mine:
-        for future in admin.delete_topics(mine, operation_timeout=30).values():
-            future.exception(30)
+        # Hygiene, not a check: a loaded broker may take longer than this to delete them, and
+        # the test's verdict is already given; what is left is said, not raised.
+        slow = []
+        for topic, future in admin.delete_topics(mine, operation_timeout=30).items():
+            try:
+                future.exception(60)
+            except concurrent.futures.TimeoutError:
+                slow.append(topic)
+        if slow:
+            warnings.warn(f"{len(slow)} topic(s) of this test not deleted within 60 s",
+                          stacklevel=1)
 
 
 @pytest.fixture
