@@ -49,9 +49,14 @@ def test_records_over_the_size_limit_mid_run(pipeline_factory: PipelineFactory) 
                       poison=dead_lettered(pipeline, written))
     assert_met(result, pipeline)
     assert result.poison == 5 + cases.OVERSIZE_REQUESTS  # the fault was met
-    # No job of an oversize request went anywhere: refused whole, set aside whole.
+    # No job of an oversize request went anywhere: refused whole, set aside whole, and each of
+    # its targets ends DEAD_LETTERED once, with Kafka's reason (services/fanout/expand.py).
     outcomes, _ = tracker.snapshot()
-    assert not [o for o in outcomes if o["request_id"] in written.oversize]
+    refused = [o for o in outcomes if o["request_id"] in written.oversize]
+    assert sorted((o["request_id"], o["enrollment_id"]) for o in refused) == sorted(
+        (rid, target) for rid, targets in written.oversize.items() for target in targets)
+    assert all(o["state"] == "DEAD_LETTERED" and "MSG_SIZE_TOO_LARGE" in (o["reason"] or "")
+               for o in refused), refused
     # The near-limit poison's dead letters could not carry the value: they say so instead.
     found = poison.dead_letters(pipeline.kafka)
     assert all(d.value_dropped for source in written.poison for d in found[source]), found
