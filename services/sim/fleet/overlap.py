@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from services.common.clock import Clock
 from services.sim.fleet.device import AfterEnroll, SimDevice
 from services.sim.fleet.fleet import Fleet, FleetParams
-from services.sim.fleet.scenario import allocate, make_device, random_token, random_uuid
+from services.sim.fleet.scenario import dealt, make_device, random_token, random_uuid
 from services.sim.fleet.sink import CheckinSink
 from services.sim.fleet.truth import ANSWERED, Cause, rightful
 
@@ -204,9 +204,7 @@ def build_overlap(spec: OverlapSpec, clock: Clock, sink: CheckinSink,
     fleet = Fleet(clock, sink, params)
     tenants = sorted(spec.tenants)
     retired = {tenant: f"com.apple.mgmt.External.{random_uuid(rng)}" for tenant in tenants}
-    profiles = [p for p, n in sorted(allocate(spec.devices, spec.shares).items(),
-                                     key=lambda item: item[0].value) for _ in range(n)]
-    rng.shuffle(profiles)
+    profiles = dealt(rng, spec.devices, spec.shares)
     devices = []
     for index, profile in enumerate(profiles):
         tenant = tenants[index % len(tenants)]

@@ -53,6 +53,15 @@ class ScenarioSpec:
     offline_for_ms: int | None = None
 
 
+def dealt(rng: random.Random, total: int, shares: Mapping[K, float]) -> list[K]:
+    """``total`` causes (or profiles) in the proportions of ``shares`` (``allocate``), shuffled
+    by ``rng``: which device gets which is random but fixed by the seed."""
+    kinds = [kind for kind, n in sorted(allocate(total, shares).items(),
+                                        key=lambda item: item[0].value) for _ in range(n)]
+    rng.shuffle(kinds)
+    return kinds
+
+
 def allocate(total: int, shares: Mapping[K, float]) -> dict[K, int]:
     """Exact device counts per cause (or profile) summing to ``total`` (largest-remainder
     method)."""
@@ -122,9 +131,7 @@ def build_scenario(
     fleet = Fleet(clock, sink, params)
     tenants = sorted(spec.tenants)
     retired = {tenant: f"com.apple.mgmt.External.{random_uuid(rng)}" for tenant in tenants}
-    causes = [c for c, n in sorted(allocate(spec.devices, spec.shares).items(),
-                                   key=lambda item: item[0].value) for _ in range(n)]
-    rng.shuffle(causes)
+    causes = dealt(rng, spec.devices, spec.shares)
     devices: list[SimDevice] = []
     truth: list[DeviceTruth] = []
     for index, cause in enumerate(causes):
