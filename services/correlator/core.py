@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -79,6 +78,7 @@ from services.correlator.pending import (
     lane_flag,
     parse_job_id,
 )
+from services.correlator.recent import RecentIds
 from services.correlator.settings import CorrelatorSettings
 
 #: A re-push of the race window is `#r1`; follow-ups after the verdict take the next number.
@@ -101,12 +101,13 @@ class CorrelatorCore:
         #: outcomes partition -> offset it must be read up to before it may give verdicts.
         self.gates: dict[int, int] = {}
         self.owned: set[int] = set()
-        #: Job ids whose verdict was given recently (bounded), to drop a re-read SENT outcome.
-        self.done: OrderedDict[str, None] = OrderedDict()
-        #: Job ids that ended FAILED/DEAD_LETTERED recently (bounded) -> that state, for a
-        #: rider seen after its carrier failed. Apart from `done`: a dead letter replayed by
-        #: `mdmpush dlq replay` may be SENT again and is then judged like any push.
-        self.failed: OrderedDict[str, str] = OrderedDict()
+        #: Job ids whose verdict was given recently (bounded, fixed memory: recent.py), to drop
+        #: a re-read SENT outcome.
+        self.done = RecentIds(settings.dedupe_capacity)
+        #: Job ids that ended FAILED/DEAD_LETTERED recently (bounded) tagged with that state,
+        #: for a rider seen after its carrier failed. Apart from `done`: a dead letter replayed
+        #: by `mdmpush dlq replay` may be SENT again and is then judged like any push.
+        self.failed = RecentIds(settings.dedupe_capacity, sorted(CARRIER_FAILURES))
         #: check-ins partition -> first offset not yet dead-lettered (the check-ins group's
         #: committed offsets: the replay re-reads every poison record and must not repeat it).
         self.checkins_dead_lettered: dict[int, int] = {}
@@ -356,7 +357,7 @@ class CorrelatorCore:
         slot = self._awaiting(rec["enrollment_id"], rec["request_id"])
         if slot is not None:
             self.store.free(slot)
-        self._remember(self.done, rec["job_id"], None)
+        self.done.remember(rec["job_id"])
         self._out.append(StateWrite(p, rec["job_id"], None))
 
     def _awaiting(self, enrollment_id: str, request_id: str) -> int | None:
@@ -368,7 +369,7 @@ class CorrelatorCore:
     def _on_failed(self, rec: dict[str, Any], p: int, now: int) -> None:
         """The sender's FAILED/DEAD_LETTERED: its riders share it; a topic refusal is alerted."""
         if rec["repush"] == 0:
-            self._remember(self.failed, rec["job_id"], rec["state"])
+            self.failed.remember(rec["job_id"], rec["state"])
             if self._judging(p):
                 self._close_riders(rec["enrollment_id"], rec["request_id"], rec["state"],
                                    int(rec["at"]))
@@ -503,7 +504,7 @@ class CorrelatorCore:
         record = records.verdict(entry, state, at, latency_ms,
                                  diagnosis or _answer_reason(entry, at))
         self._out.append(Verdict(self.store.partition_of(slot), record))
-        self._remember(self.done, entry.job_id, None)
+        self.done.remember(entry.job_id)
         self.store.free(slot)
         self._close_riders(entry.enrollment_id, entry.request_id, state, at)
 
@@ -561,7 +562,7 @@ class CorrelatorCore:
         latency = float(at - entry.pushed_at) if state == "ANSWERED" else None
         record = records.verdict(entry, state, at, latency, reason)
         self._out.append(Verdict(self.store.partition_of(slot), record))
-        self._remember(self.done, entry.job_id, None)
+        self.done.remember(entry.job_id)
         self.store.free(slot)
 
     # -- care --------------------------------------------------------------------------------
@@ -580,12 +581,6 @@ class CorrelatorCore:
         enrollment: ignored)."""
         if self.owns(record["enrollment_id"]):
             self.care.restore(record)
-
-    def _remember(self, jobs: OrderedDict[str, Any], job: str, value: Any) -> None:
-        jobs[job] = value
-        jobs.move_to_end(job)
-        while len(jobs) > self.s.dedupe_capacity:
-            jobs.popitem(last=False)
 
 
 def _answer_reason(entry: Entry, contact_at: int) -> str | None:

@@ -48,7 +48,9 @@ class CorrelatorSettings(BaseSettings):
     group_id: str = "mdmpush-correlator"
     #: Records taken per consume() call from each input.
     consume_batch: int = 500
-    #: Job ids whose verdict was given recently, to drop a duplicated SENT outcome.
+    #: Job ids whose verdict was given recently, to drop a duplicated SENT outcome (and as many
+    #: FAILED/DEAD_LETTERED ones, for late riders); held as hashes in memory allocated at start
+    #: (~20 bytes per id each, recent.py), so RSS does not climb while they fill.
     dedupe_capacity: int = 100_000
     #: Silent this long (no message at all): one re-arm push on the bulk lane (0: never).
     rearm_after_ms: int = DAY_MS

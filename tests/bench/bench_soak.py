@@ -265,9 +265,8 @@ def main() -> None:
     parser.add_argument("--png", type=Path, help="default docs/img/soak/soak-<minutes>min.png")
     parser.add_argument("--correlator-dedupe", type=int,
                         help="MDMPUSH_CORRELATOR_DEDUPE_CAPACITY for the run: its recent-verdict "
-                             "filter (100,000 job ids by default) fills in capacity/rate seconds "
-                             "and grows RSS until then; a smaller one shows whether RSS is flat "
-                             "once it is full")
+                             "filter (100,000 job ids by default), allocated whole at start "
+                             "(services/correlator/recent.py), fills in capacity/rate seconds")
     args = parser.parse_args()
     exit_on_sigterm()
     png = args.png or Path(f"docs/img/soak/soak-{args.minutes:g}min.png")
@@ -308,8 +307,8 @@ def main() -> None:
                 answering.terminate()
     load = (load_start, os.getloadavg()[0])
     capacity = args.correlator_dedupe or CorrelatorSettings().dedupe_capacity
-    print(f"correlator recent-verdict filter: {capacity:,} job ids, full after "
-          f"~{capacity / args.rate / 60:.1f} min of verdicts in each life")
+    print(f"correlator recent-verdict filter: {capacity:,} job ids in memory allocated at start, "
+          f"full after ~{capacity / args.rate / 60:.1f} min of verdicts in each life")
     code = report(soak, verdicts, sampler, args.rate, load, args.minutes)
     plot(sampler.samples, soak, png,
          f"soak {args.minutes:g} min, {args.rate:g} targets/s, SIGKILL every "
