@@ -36,13 +36,15 @@ Delivery errors end the session, never store past them: a refused prerequisite f
 before any offset of its batch is stored; a refused verdict or tombstone (whose outcome offset
 may be stored already) is raised at the next batch, and its push, still in the state topic, is
 judged again by the next session. A broker outage (Kafka unreachable, records unacknowledged
-within `flush_timeout_s`, a topic not back yet) is ridden out in the process: the session's
-consumers are closed, the producer drained (every record it holds acknowledged or given up by
-librdkafka, so nothing of the old session lands after the new one has read its partitions),
-the core dropped, and the start is tried again after a back-off doubling from 1 s to
-`retry_backoff_max_s`; /readyz says why meanwhile. Only a record Kafka can never accept (or
-the DLQ's budget) stops the process. The check-ins' replay and the state's restore stop at
-SIGTERM; `close()` is bounded by `close_timeout_s`.
+within `flush_timeout_s`, a topic not back yet, the DLQ topic included: its dead letters are
+held by the writer, then dropped with the session, their sources uncommitted, so the next
+session sets them aside again) is ridden out in the process: the session's consumers are closed,
+the producer drained (every record it holds acknowledged or given up by librdkafka, so nothing
+of the old session lands after the new one has read its partitions), the core dropped, and the
+start is tried again after a back-off doubling from 1 s to `retry_backoff_max_s`; /readyz says
+why meanwhile. Only a record Kafka can never accept (or the DLQ's budget) stops the process.
+The check-ins' replay and the state's restore stop at SIGTERM; `close()` is bounded by
+`close_timeout_s`.
 
 Timers are checked in the loop (pending.py's wheel); nothing sleeps in the poll loop.
 """
@@ -262,6 +264,7 @@ class CorrelatorRunner:
         self.outcomes = self.contacts = None
         self.held = frozenset()
         self._drain()
+        self.dlq.forget()  # held dead letters: their records are read and set aside again
         self._after.clear()
         self._lost.clear()
         self._checkins_dead.clear()
@@ -585,6 +588,12 @@ class CorrelatorRunner:
         """Flush and check the prerequisites, then queue verdicts and after-job tombstones."""
         if self._flush_needed:
             self.producer.flush(self.s.flush_timeout_s)  # raises: no offset of this batch stored
+            self.dlq.check()
+            if self.dlq.held:  # the DLQ topic does not exist: an outage of this session
+                raise DeliveryError(
+                    f"{self.dlq.held} dead letter(s) held: the dead-letter topic {self.dlq.topic} "
+                    f"does not exist ({self.dlq.held_because}); the next session reads their "
+                    f"records again")
             self._flush_needed = False
         for effect in self._after:
             self._produce(effect, self._on_after_delivery)

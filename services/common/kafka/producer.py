@@ -21,6 +21,7 @@ accept only stops everything behind it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,12 +31,17 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from services.common.kafka.logs import client_logger, outage_filter
 from services.common.settings import KafkaSettings
 
+log = logging.getLogger(__name__)
+
 Headers = Sequence[tuple[str, str | bytes | None]]
 
 #: librdkafka's "no partition given": the partitioner of the key chooses.
 PARTITION_UA = -1
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+#: Longest `produce()` waits for a topic's metadata when librdkafka last found it missing.
+METADATA_WAIT_S = 2.0
 
 #: Errors no retry of the same record can cure (the broker's and librdkafka's codes).
 _PERMANENT_CODES = frozenset({
@@ -58,7 +64,13 @@ _PERMANENT_CODES = frozenset({
 
 
 class DeliveryError(RuntimeError):
-    """Kafka refused or lost a record the caller needed acknowledged."""
+    """Kafka refused or lost a record the caller needed acknowledged; `code` is Kafka's error
+    code when it gave one (e.g. `KafkaError.UNKNOWN_TOPIC_OR_PART`: the dead-letter writer
+    holds a record whose topic does not exist instead of failing)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PermanentDeliveryError(DeliveryError):
@@ -75,7 +87,7 @@ def is_permanent(err: KafkaError) -> bool:
 def delivery_error(err: KafkaError, topic: str) -> DeliveryError:
     """The exception for a refused record: `PermanentDeliveryError` when `is_permanent`."""
     kind = PermanentDeliveryError if is_permanent(err) else DeliveryError
-    return kind(f"Kafka refused a record to {topic}: {err.str()} ({err.name()})")
+    return kind(f"Kafka refused a record to {topic}: {err.str()} ({err.name()})", err.code())
 
 
 class ReliableProducer:
@@ -114,6 +126,7 @@ class ReliableProducer:
         producer = self._producer
         if producer is None:
             raise RuntimeError(f"producer {self.name!r} is closed")
+        asked = False
         while True:
             try:
                 producer.produce(
@@ -130,9 +143,26 @@ class ReliableProducer:
                 producer.poll(0.05)
             except KafkaException as exc:
                 err = exc.args[0]
-                detail = f"{err.str()} ({err.name()})" if isinstance(err, KafkaError) else str(exc)
+                known = isinstance(err, KafkaError)
+                if known and err.code() == KafkaError._UNKNOWN_TOPIC and not asked:
+                    asked = self._ask_for(topic)
+                    continue
+                detail = f"{err.str()} ({err.name()})" if known else str(exc)
                 raise PermanentDeliveryError(
-                    f"Kafka refused a record to {topic} before queueing it: {detail}") from exc
+                    f"Kafka refused a record to {topic} before queueing it: {detail}",
+                    err.code() if known else None) from exc
+
+    def _ask_for(self, topic: str) -> bool:
+        """librdkafka refuses a record at once to a topic it last found missing, and may keep
+        that view long after the topic is created again (minutes, seen on the correlator's
+        producer; cf. librdkafka#3009): ask the cluster for the topic, which brings librdkafka's
+        view up to date (within ~30 s in tests/faults/test_dlq_faults.py on a loaded machine;
+        not in 4 minutes without asking, in one run)."""
+        try:
+            self.client.list_topics(topic, timeout=METADATA_WAIT_S)
+        except KafkaException as exc:  # the produce then refuses the record as before
+            log.debug("metadata of %s not read: %s", topic, exc)
+        return True
 
     def _remember(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -154,7 +184,7 @@ class ReliableProducer:
             err, topic = next(((e, t) for e, t in refused if is_permanent(e)), refused[0])
             error = delivery_error(err, topic)
             raise type(error)(f"{error} (and {len(refused) - 1} more)" if len(refused) > 1
-                              else str(error))
+                              else str(error), error.code)
         if remaining:
             raise DeliveryError(
                 f"{remaining} record(s) not acknowledged by Kafka within {timeout_s}s")
