@@ -25,6 +25,7 @@ When Kafka refuses a record (at least once holds in every case):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -57,6 +58,7 @@ from services.sender.apns.breaker import BreakerRegistry
 from services.sender.apns.classify import Classification, Verdict, classify
 from services.sender.apns.pool import ApnsPool, UnknownCertificateError
 from services.sender.apns.types import ApnsRequest, ApnsResponse
+from services.sender.backlog import RecentPushes
 from services.sender.commit_marks import decode_since
 from services.sender.job import LANES, Lane, PushJob, PushOutcome
 from services.sender.lanes import LaneBuffers, Pending
@@ -192,6 +194,12 @@ class Sender:
         self._fenced = False
         #: Jobs are waiting for room in the unrecorded window (set by each turn's dispatch).
         self._window_full = False
+        #: Pushes made since the start (a running total) and those of the recent past: the
+        #: window is a share of those too (backlog.py).
+        self._pushed = 0
+        self._recent = RecentPushes()
+        #: Records the loop produced whose delivery result has not been served yet.
+        self._unacked = 0
         self._next_probe = 0.0
         #: Why the group refused the last commit (read by `_probe`).
         self._probe_refused: str | None = None
@@ -243,8 +251,11 @@ class Sender:
         for source in self.scheduler.due(now_ms):
             self.pauses.release(source, PauseReason.RETRY_NOT_DUE)
         timer = self._wait_bound(now_ms)
-        busy = (self._in_flight or self._window_full) and not self._fenced
-        consume_wait = 0.0 if busy else min(IDLE_WAIT_S, timer)
+        # A full window waits on Kafka's answers: the producer's (below) while records are on
+        # their way, else the consumer's (the commit that releases retried jobs).
+        on_commit = self._window_full and not self._in_flight and not self._unacked
+        busy = (self._in_flight or self._window_full) and not self._fenced and not on_commit
+        consume_wait = 0.0 if busy else min(BUSY_WAIT_S if on_commit else IDLE_WAIT_S, timer)
         self._route(self.io.consume(self.settings.consume_batch, consume_wait))
         if self._fenced:
             self._probe()
@@ -256,10 +267,16 @@ class Sender:
         if fence is not None and self._monotonic() - self._turn_at > fence:
             self._stalled(self._monotonic() - self._turn_at)  # before libcurl writes them
         if not self._fenced:  # answers wait: after a stall, timed out requests would be retried
-            answers = self.pool.poll(min(BUSY_WAIT_S, timer) if self._in_flight else 0.0)
+            # With the window full an answer makes no room, an acknowledgement does: the loop
+            # waits on APNs only while no record is on its way to Kafka.
+            waits = self._in_flight and not (self._window_full and self._unacked)
+            answers = self.pool.poll(min(BUSY_WAIT_S, timer) if waits else 0.0)
             if answers:
                 self._complete(answers)
-        self.io.poll(BUSY_WAIT_S if self._window_full and not self._in_flight else 0)
+        if self._window_full and self._unacked:
+            self._flush(min(BUSY_WAIT_S, timer))
+        else:
+            self.io.poll(0)
         now = self._monotonic()
         answered = self._commit_sent is None or now - self._commit_sent > COMMIT_ANSWER_S
         if answered and now >= self._next_commit:
@@ -277,7 +294,11 @@ class Sender:
         return bound if held is None else min(bound, held)
 
     def _housekeeping(self, now: float) -> None:
+        self._recent.mark(now, self._pushed)
         self.book.poll()
+        # Dead letters held while the DLQ topic does not exist, written again with back-off;
+        # their partitions' other jobs go on, committed no further than them.
+        self.dead_letters.resend_due()
         if self._live is not None:
             self._live.poll()
         if now >= self._next_evict:
@@ -430,6 +451,8 @@ class Sender:
             self.buffers.drop_source(source)
             self.scheduler.drop(source)
             self.pauses.forget(source)
+        # Their held dead letters too: the next owner reads those jobs again and writes them.
+        self.dead_letters.forget(set(partitions))
         self._rebalanced()
         self.assigned.clear()
 
@@ -490,6 +513,8 @@ class Sender:
 
     def _poison(self, msg: Record, entry: Entry, reason: str) -> None:
         """An undecodable record: its original bytes go to the DLQ, the loop moves on."""
+        log.warning("poison record %s[%s]@%d set aside in the DLQ: %s", msg.topic(),
+                    msg.partition(), entry.offset, reason)
         entry.add_pending()
         try:
             self.dead_letters.write(
@@ -565,7 +590,9 @@ class Sender:
                     if not breaker.allow():
                         self._defer(item, breaker.retry_after_s())
                     else:
-                        bucket.try_take()  # due now (wait_s was 0): takes the send
+                        # Due now (wait_s was 0): takes the send. Jobs left behind it are owed
+                        # their send on time, so a late turn is made up (bounded: throttle.py).
+                        bucket.try_take(more=bool(queue))
                         if self._send(item, policy):
                             budget -= 1
                             if budget <= 0:
@@ -576,16 +603,16 @@ class Sender:
         return window
 
     def _window(self) -> int:
-        """The unrecorded window now: max(unrecorded_min, unrecorded_share x the jobs
-        outstanding); 0 = none. It bounds repeats only where a next owner skips the jobs with an
-        outcome (`already_sent`), so it applies only then."""
+        """The unrecorded window now: max(unrecorded_min, unrecorded_share x the larger of the
+        jobs outstanding and the pushes of the last minute); 0 = none. It bounds repeats only
+        where a next owner skips the jobs with an outcome (`already_sent`), so it applies only
+        then."""
         settings = self.settings
         if self._already_sent is None or not settings.unrecorded_min:
             return 0
         outstanding = self._outstanding() if self._outstanding is not None else None
-        if not outstanding:
-            return settings.unrecorded_min
-        return max(settings.unrecorded_min, int(settings.unrecorded_share * outstanding))
+        base = max(outstanding or 0, self._recent.count(self._pushed))
+        return max(settings.unrecorded_min, int(settings.unrecorded_share * base))
 
     def _send(self, item: Pending, policy: PushPolicy) -> bool:
         """Submit the push; False if it could not be (no certificate: FAILED at once)."""
@@ -608,6 +635,7 @@ class Sender:
             self._finish(item, [self._outcome(job, "FAILED", reason=WRONG_TOPIC)])
             return False
         self._in_flight[cid] = InFlight(item, policy.max_attempts)
+        self._pushed += 1
         return True
 
     # -- answers ----------------------------------------------------------------------------------
@@ -750,13 +778,23 @@ class Sender:
 
     def _produce(self, item: Pending, topic: str, value: bytes, key: str,
                  headers: Headers | None, on_delivery: Callable[..., None]) -> None:
+        self._unacked += 1
         try:
             self.io.produce(topic, value, key, headers, None, on_delivery)
         except PermanentDeliveryError as exc:  # e.g. too large: Kafka will never take it
+            self._unacked -= 1
             self._refused(item, topic, exc)
+
+    def _flush(self, timeout_s: float) -> None:
+        """Send the records produced so far at once and serve their results as they come, for
+        up to `timeout_s`: librdkafka ignores linger.ms during a flush, and with the window full
+        no record would join them before they are acknowledged anyway."""
+        with contextlib.suppress(DeliveryError):  # not all acknowledged yet (every record here
+            self.io.flush(timeout_s)                # has its callback: no other DeliveryError)
 
     def _delivered(self, item: Pending, err: KafkaError | None, msg: Message) -> None:
         """Delivery result of an outcome or retry copy (served from `io.poll`)."""
+        self._unacked -= 1
         if err is None:
             item.entry.acked()
             return

@@ -75,14 +75,16 @@ class SenderSettings(BaseSettings):
     #: The unrecorded window: pushes made whose outcome Kafka has not yet acknowledged (the
     #: requests on the wire, the answers whose records are in the producer's linger or on their
     #: way to the broker; a RETRYING / DEAD_LETTERED job until a commit covers it) are kept
-    #: under max(unrecorded_min, unrecorded_share x the jobs outstanding on the sender's
-    #: partitions, backlog.py). A SIGKILL, or a stall that loses the partitions, repeats at most
-    #: that many pushes (with `skip_already_sent`; offsets.py, docs/bounds.md): never more than
-    #: `unrecorded_share` of what was left to do, or `unrecorded_min`. A window carries
-    #: window / (APNs round trip + produce round trip) pushes/s. 0 = no window (then only
-    #: `max_in_flight` bounds what a crash repeats).
+    #: under max(unrecorded_min, unrecorded_share x the larger of the jobs outstanding on the
+    #: sender's partitions and its pushes of the last minute, backlog.py). A SIGKILL, or a stall
+    #: that loses the partitions, repeats at most that many pushes (with `skip_already_sent`;
+    #: offsets.py, docs/bounds.md): never more than `unrecorded_share` of what was left to do or
+    #: of the last minute's pushes, or `unrecorded_min`. A window carries window / (APNs round
+    #: trip + produce round trip) pushes/s. 0 = no window (then only `max_in_flight` bounds what
+    #: a crash repeats).
     unrecorded_min: int = Field(default=20, ge=0)
-    #: See `unrecorded_min`: the window's share of the jobs outstanding (0: the floor alone).
+    #: See `unrecorded_min`: the window's share of the jobs outstanding or of the last minute's
+    #: pushes (0: the floor alone).
     unrecorded_share: float = Field(default=0.01, ge=0.0, le=1.0)
     #: Jobs buffered per partition before that partition is paused (back-pressure).
     buffer_per_partition: int = 2000

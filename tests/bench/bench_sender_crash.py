@@ -15,7 +15,8 @@ covered by an acknowledged commit, at most ``max_in_flight`` (1,000) by construc
 (services/sender/offsets.py); of those, the next sender skips every job whose outcome Kafka had
 acknowledged (services/sender/already_sent.py), so what remains is the requests on the wire and
 the answers within one produce round trip of the kill — kept under the unrecorded window,
-max(20, 1 % of the jobs outstanding) (docs/bounds.md): at a kill at 50 % of N jobs, at most
+max(20, 1 % of the larger of the jobs outstanding and the pushes of the last minute)
+(docs/bounds.md): at a kill at 50 % of N jobs both are about N / 2, so at most about
 max(20, N / 200) repeated pushes by construction. The peer run of each round (unless
 --no-peer) is the same crash with MDMPUSH_SENDER_SKIP_ALREADY_SENT=false: the commit-only
 figure, in the same invocation.

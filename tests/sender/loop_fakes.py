@@ -58,6 +58,8 @@ class FakePool:
         self._answers: list[ApnsResponse] = []
         #: Submitted since the last poll: not written yet (as libcurl's fresh handles).
         self._fresh: list[str] = []
+        #: How long each poll was allowed to wait for answers.
+        self.waits: list[float] = []
 
     def submit(self, request: ApnsRequest, base_url: str | None = None, *,
                lane: Lane = Lane.BULK) -> None:
@@ -68,6 +70,7 @@ class FakePool:
         self._fresh.append(request.correlation_id)
 
     def poll(self, timeout_s: float) -> list[ApnsResponse]:
+        self.waits.append(timeout_s)
         self._fresh.clear()
         answers, self._answers = self._answers, []
         return answers

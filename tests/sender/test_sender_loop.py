@@ -575,6 +575,58 @@ def test_the_window_is_a_share_of_the_jobs_outstanding_never_below_its_floor() -
     assert len(loop.pool.waiting) == 2
 
 
+def test_the_window_keeps_a_share_of_the_last_minutes_pushes_as_the_backlog_drains() -> None:
+    """The backlog drained, the pushes of the last minute still size the window (a share of
+    the same run); a minute later they no longer count."""
+    outstanding = [100]
+    loop = make_loop(already_sent=True, unrecorded_min=2, unrecorded_share=0.1,
+                     outstanding=lambda: outstanding[0])
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(200)))
+    loop.step()
+    pushed = 0
+    while pushed < 100:
+        assert len(loop.pool.waiting) == 10  # 10 % of the 100 outstanding
+        pushed += loop.pool.answer(200)
+        loop.step(2, advance_s=0.05)  # acknowledged, committed, the next 10 sent
+    outstanding[0] = 0  # drained, as far as the statistics tell
+    loop.pool.answer(200)
+    loop.step(2, advance_s=0.05)
+    # 10 % of the 100 pushes made since the minute's first sample (the first turn's 10 came
+    # before it): without them the window would be its floor, 2.
+    assert len(loop.pool.waiting) == 10
+    loop.pool.answer(200)
+    loop.step(advance_s=61.0)  # answered; the minute's samples age out at this housekeeping
+    loop.step(advance_s=0.05)
+    assert len(loop.pool.waiting) == 2  # the floor
+
+
+def test_a_full_window_sends_its_records_at_once_and_waits_on_kafka_not_apns() -> None:
+    """With the window full an answer makes no room, an acknowledgement does: the loop flushes
+    (librdkafka ignores linger.ms during a flush) and waits on that rather than on APNs."""
+    loop = make_loop(already_sent=True, unrecorded_min=3, unrecorded_share=0.0)
+    flushes: list[float] = []
+    flush = loop.io.flush
+
+    def spy(timeout_s: float) -> None:
+        flushes.append(timeout_s)
+        flush(timeout_s)
+
+    loop.io.flush = spy  # type: ignore[method-assign]
+    loop.produce(BULK_TOPIC, *(job(n) for n in range(10)))
+    loop.step(2)
+    assert len(loop.pool.waiting) == 3 and flushes == []  # full: nothing produced to flush
+    assert loop.pool.waits[-1] > 0  # the loop waits on APNs answers
+    loop.io.hold_deliveries = True
+    loop.pool.answer(200, count=1)
+    loop.step()
+    assert len(flushes) == 1 and flushes[0] > 0  # its outcome went out at once
+    loop.step()
+    assert loop.pool.waits[-1] == 0 and len(flushes) == 2  # still unacknowledged: Kafka's turn
+    loop.io.release_deliveries()
+    loop.step(2)
+    assert len(loop.pool.waiting) == 3 and loop.sender.offsets.unrecorded == 0
+
+
 def test_without_the_outcome_read_there_is_no_window() -> None:
     loop = make_loop(unrecorded_min=2)
     loop.produce(BULK_TOPIC, *(job(n) for n in range(5)))
