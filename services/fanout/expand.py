@@ -139,6 +139,8 @@ class Expander:
                   f"{after}not expanded. First: {refused[0].reason}")
         metrics.REFUSED.labels("job").inc(len(refused))
         metrics.DEAD_LETTERED_SLICES.inc()
+        log.warning("request %s set aside in the DLQ from %s[%d]@%d: %s", request["request_id"],
+                    topic, partition, offset, reason)
         self.dead_letters.write(
             source_topic=topic, partition=partition, offset=offset,
             key=str(request["tenant"]).encode(),
@@ -193,6 +195,7 @@ class Expander:
             raise DeliveryError(
                 f"request {request['request_id']}: {len(still_refused)} DEAD_LETTERED "
                 f"outcome(s) refused: {still_refused[0].reason}")
+        metrics.DEAD_LETTERED_TARGETS.inc(len(targets))
         log.warning("request %s: %d target(s) DEAD_LETTERED, its records refused by Kafka: %s",
                     request["request_id"], len(targets), first_reason)
 

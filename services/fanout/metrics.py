@@ -59,6 +59,10 @@ DEAD_LETTERED_SLICES = Counter(
     "mdmpush_fanout_dead_lettered_slices_total",
     "Slices whose request went to the DLQ because Kafka refused their jobs permanently",
 )
+DEAD_LETTERED_TARGETS = Counter(
+    "mdmpush_fanout_dead_lettered_targets_total",
+    "Targets given a DEAD_LETTERED outcome: their request's records were refused by Kafka for good",
+)
 
 #: What a refused record can be.
 REFUSED_RECORDS = ("job", "registry", "dead_token")
