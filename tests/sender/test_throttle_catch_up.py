@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
+from services.common.policy import PushPolicy
 from services.sender.throttle import CATCH_UP_S, TokenBucket
+from tests.sender.loop_fakes import CERT, OTHER, TOPICS, job, make_loop
 
 
 class FakeClock:
@@ -78,3 +80,17 @@ def test_an_idle_bucket_makes_nothing_up() -> None:
     assert bucket.try_take(more=True) and bucket.try_take(more=True)
     assert not bucket.try_take(more=True)
 
+
+def test_the_loop_keeps_a_throttled_rate_while_long_turns_serve_another_certificate() -> None:
+    """Through the sender's dispatch: 600/min on one certificate while each turn of the loop
+    takes 0.25 s (answering the other certificate's flood), for 30 s of the stepped clock."""
+    loop = make_loop(policies={CERT: PushPolicy(CERT, bulk_per_minute=600)})
+    loop.produce(TOPICS.jobs_bulk, *(job(n) for n in range(400)),
+                 *(job(1000 + n, topic=OTHER) for n in range(2000)))
+    for _ in range(120):
+        loop.step(advance_s=0.25)
+        loop.pool.answer()
+    throttled = sum(1 for request, _ in loop.pool.requests if request.topic == CERT)
+    # 30 s at 10/s (the first send at once); a push a turn (4/s, 120) before the catch-up.
+    assert throttled == pytest.approx(300, abs=2)
+    assert sum(1 for request, _ in loop.pool.requests if request.topic == OTHER) == 2000
