@@ -227,13 +227,19 @@ def pipeline(args: argparse.Namespace, instances: int, directory: Path, pki: Pki
             print(f"x{instances}: throttled jobs not all expanded after {args.limit_s:.0f} s "
                   f"({records_on(watermarks, topics.jobs_bulk):,} jobs of {backlog:,}; outcomes "
                   f"{records_on(watermarks, topics.outcomes):,})")
+            for n, worker in enumerate(workers):
+                print(f"--- fan-out worker {n}:\n{worker.log_tail(15)}")
             return False
         settings = sender_settings(pki, url)
         senders = [spawn_sender(settings, kafka, directory / f"sender-{n}.log")
                    for n in range(instances)]
         with stopping(*senders):
             requests.publish(PushRequest(tenant="acme", target_all=True))
-            wait_pushed(gateway, fleet, scenario, args.limit_s)
+            if not wait_pushed(gateway, fleet, scenario, args.limit_s):
+                print(f"x{instances}: not all pushed after {args.limit_s:.0f} s")
+                for n in range(instances):
+                    tail = (directory / f"sender-{n}.log").read_text(errors="replace")
+                    print(f"--- sender {n}:\n" + "\n".join(tail.splitlines()[-10:]))
         return True
     finally:
         watermarks.close()
@@ -275,9 +281,9 @@ def wait_until(condition: Callable[[], bool], limit_s: float) -> bool:
 
 
 def wait_pushed(gateway: ArrivalsGateway, fleet: dict[str, int], scenario: Scenario,
-                limit_s: float) -> None:
+                limit_s: float) -> bool:
     """Until every unthrottled push has arrived and each throttled certificate has had its
-    warm-up and window (bounded by `limit_s`)."""
+    warm-up and window (bounded by `limit_s`: False then)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         done = True
@@ -288,8 +294,9 @@ def wait_pushed(gateway: ArrivalsGateway, fleet: dict[str, int], scenario: Scena
             else:
                 done &= len(times) >= count
         if done:
-            return
+            return True
         time.sleep(1)
+    return False
 
 
 def main() -> int:
