@@ -2,7 +2,7 @@
 middle of a stream of requests, and created again by an operator later. No service may commit
 past a poison record it neither processed nor dead-lettered (each one ends in the DLQ once it is
 back, put there by every service that reads its topic), none may crash-loop meanwhile, and the
-stream's accounting holds.
+stream's accounting holds, with one dead letter per poison record and reader.
 
 Runs on a private broker that creates no topic on a write (conftest's ``strict_kafka``): on the
 session's broker the first dead letter would bring the topic back at once, with one partition
@@ -17,7 +17,7 @@ import pytest
 
 from services.common.settings import KafkaSettings
 from services.devstack.kafka import LocalKafka
-from tests.faults import cases
+from tests.faults import cases, poison
 from tests.faults.conftest import full_only
 from tests.faults.harness import assert_met, run_case
 from tests.faults.test_record_faults import dead_lettered
@@ -47,3 +47,12 @@ def test_the_dead_letter_topic_deleted_while_poison_arrives(
                       poison=dead_lettered(pipeline, written))
     assert result.poison == 5  # the fault was met: 4 records, the check-in one read twice
     assert_met(result, pipeline)
+    # Held, not lost, and not doubled either: one dead letter per poison record and reader (a
+    # held letter was never written; one given back with its input is written by its next
+    # reader only).
+    found = poison.dead_letters(pipeline.kafka)
+    copies = {f"{topic}[{p}]@{o} by {service}": sum(d.service == service
+                                                    for d in found.get((topic, p, o), []))
+              for (topic, p, o), readers in written.poison.items() for service in readers}
+    print(f"dead letters per poison record and reader: {copies}")
+    assert set(copies.values()) == {1}, copies
