@@ -15,15 +15,19 @@ Phases, one correlator process (`python -m services.correlator`, as the stack ru
    during the run); once its pending gauge holds them all and its consumer group's lag is 0:
    the RSS with every push pending.
 Bytes per pending push = (RSS after 3 - RSS after 2) / pending, printed at once. Then, with the
-process stopped, the in-process figure (PendingStore under tracemalloc, enrollments known; at
-1,000,000 it takes minutes more under tracemalloc). No bar is judged on RSS here: the bar
+process stopped, two peers: the same records, decoded, fed to a CorrelatorCore in a fresh process
+without Kafka (its RSS the same way: what the Kafka side adds is the difference; `--core-only`
+runs this one alone), and the in-process figure (PendingStore under tracemalloc, enrollments
+known; at 1,000,000 it takes minutes more under tracemalloc). No bar is judged on RSS here: the bar
 (<= 200 B) is defined on the traced heap (the in-process figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +38,8 @@ from pathlib import Path
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from services.correlator.core import CorrelatorCore
+from services.correlator.settings import CorrelatorSettings
 from services.devstack.procs import free_port
 from services.devstack.service_process import ServiceProcess
 from tests.bench.bench_correlator_memory import enrollment, measure
@@ -104,14 +110,48 @@ def settled_rss_kib(pid: int | None, samples: int = 5) -> int:
     return min(values)
 
 
+def core_rss(n: int) -> tuple[int, int, int]:
+    """RSS KiB (idle, enrollments known, every push pending) of this process feeding the same
+    records, decoded, to a CorrelatorCore of its own: the correlator without Kafka."""
+    def rss() -> int:
+        gc.collect()
+        return rss_kb(os.getpid())[0]
+
+    core = CorrelatorCore(CorrelatorSettings(deadline_ms=HOLD_MS, race_window_ms=HOLD_MS,
+                                             repush_silent=False))
+    core.partition_count = 1
+    core.take([0])
+    core.assign(0, None)
+    now = int(time.time() * 1000)
+    idle = rss()
+    for _, event in checkins(n, now):
+        core.checkin(event, now)
+    known = rss()
+    for offset, (_, record) in enumerate(outcomes(n, now)):
+        core.outcome(record, 0, offset, now)
+    if len(core.store) != n:
+        raise SystemExit(f"the core holds {len(core.store):,} pending, not {n:,}")
+    return idle, known, rss()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--timeout-s", type=float, default=900.0,
                         help="longest the Kafka phases may take in all")
+    parser.add_argument("--core-only", action="store_true",
+                        help="only the middle peer: the core fed in a process without Kafka")
     args = parser.parse_args()
     exit_on_sigterm()
     n = args.pending
+    if args.core_only:
+        idle, known, full = core_rss(n)
+        print(f"  core without Kafka (CorrelatorCore in a fresh process, same records decoded): "
+              f"RSS idle {idle / 1024:.1f} MiB, enrollments known {known / 1024:.1f} MiB "
+              f"({(known - idle) * 1024 / n:.0f} B per enrollment), every push pending "
+              f"{full / 1024:.1f} MiB: {(full - known) * 1024 / n:.1f} B of RSS per pending push",
+              flush=True)
+        return
     load_start = os.getloadavg()
     deadline = time.monotonic() + args.timeout_s
     with tempfile.TemporaryDirectory(prefix="bench-corr-rss-") as tmp:
@@ -161,8 +201,10 @@ def main() -> None:
     print(f"  load average (1/5/15 min) at start {load_start[0]:.1f}/{load_start[1]:.1f}/"
           f"{load_start[2]:.1f}, at the end of the Kafka phases {load_end[0]:.1f}/"
           f"{load_end[1]:.1f}/{load_end[2]:.1f} (2 cores)", flush=True)
-    # The peer, measured now that the process is stopped (enrollments known: the bar's
-    # definition; bench_correlator_memory.py also gives the figure with their interning).
+    # The peers, measured now that the process is stopped: the core alone in a fresh process
+    # (what Kafka's side adds), then the PendingStore's traced heap (the bar's definition,
+    # enrollments known; bench_correlator_memory.py also gives it with their interning).
+    subprocess.run([sys.executable, __file__, "--core-only", "--pending", str(n)], check=True)
     in_known = measure(n, known_enrollments=True)
     print(f"  in-process, same invocation (PendingStore, tracemalloc): {in_known:.1f} B per "
           f"pending push (enrollments known; bar <= 200: {'MET' if in_known <= 200 else 'MISSED'})"
