@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
@@ -28,7 +26,6 @@ from confluent_kafka.admin import (
 
 from services.common.admin import admin_client, create_topics
 from services.common.catalogue import Topics, all_topics
-from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
 from services.sender.service import TOKEN_DEAD
 from tests.fanout.harness import (
@@ -46,6 +43,7 @@ from tests.fanout.harness import (
     token,
 )
 from tests.support.broker import Broker
+from tests.support.topic_limits import until_the_broker_refuses
 
 pytestmark = pytest.mark.kafka
 
@@ -258,7 +256,9 @@ def test_a_job_kafka_refuses_forever_sends_its_request_to_the_dlq(world: World) 
 
     topic_max_bytes("1000", AlterConfigOpType.SET)
     try:
-        _until_the_broker_refuses(world, t.jobs_priority)
+        probe = os.urandom(2_000)
+        world.priority.tolerate(probe)  # a probe accepted before the limit applies
+        until_the_broker_refuses(world.worker.kafka, t.jobs_priority, probe, b"probe")
         # Random bytes: lz4 cannot shrink the job under the topic's limit. The payload stays
         # within the 4096 bytes a request may carry (services/common/limits.py).
         payload = json.dumps({"aps": {"blob": base64.b64encode(os.urandom(2_200)).decode()}})
@@ -276,27 +276,6 @@ def test_a_job_kafka_refuses_forever_sends_its_request_to_the_dlq(world: World) 
     world.request(request("r-after-huge", ids=["A1"], initiator="USER"))
     world.results("r-after-huge", jobs=1, skipped=0)
     assert not [j for j in world.priority.settle() if j["request_id"] == "r-huge"]
-
-
-def _until_the_broker_refuses(world: World, topic: str, timeout_s: float = 60.0) -> None:
-    """Return once the broker applies the topic's lowered `max.message.bytes`: it takes a
-    config change from ZooKeeper asynchronously (seconds on a loaded CI machine), and a job
-    produced before that is accepted and never dead-lettered. Probes are incompressible bytes
-    the jobs reader steps over; one accepted before the limit applies is harmless."""
-    probe = os.urandom(2_000)
-    world.priority.tolerate(probe)
-    producer = Producer(world.worker.kafka.producer_config(), logger=client_logger("test-probe"))
-    errors: list[KafkaError] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        errors.clear()
-        producer.produce(topic, probe, b"probe",
-                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
-        producer.flush(30)
-        if errors and errors[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{topic}: max.message.bytes not applied within {timeout_s:.0f} s")
 
 
 def _header(msg: Any, name: str) -> bytes | None:

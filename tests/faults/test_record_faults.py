@@ -7,41 +7,17 @@ it changes a config of its own prefixed topic only."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import KafkaError, Producer
 
-from services.common.kafka.logs import client_logger
-from services.common.settings import KafkaSettings
 from services.devstack.pipeline import Pipeline
 from tests.faults import cases, poison
 from tests.faults.conftest import full_only
 from tests.faults.harness import Sampler, assert_met, run_case
 from tests.faults.test_service_faults import _build
 from tests.pipeline.conftest import OWN_POISON_KEY, PipelineFactory
-
-
-def until_the_broker_refuses(kafka: KafkaSettings, topic: str, size: int,
-                             timeout_s: float = 60.0) -> None:
-    """Return once the broker refuses a record of `size` incompressible bytes to `topic`: it
-    applies a lowered `max.message.bytes` from ZooKeeper asynchronously (seconds on a loaded
-    machine), and a record produced before that is accepted and never dead-lettered. A probe
-    accepted meanwhile is poison to the topic's reader, which sets it aside."""
-    probe = os.urandom(size)
-    producer = Producer(kafka.producer_config(), logger=client_logger("test-probe"))
-    errors: list[KafkaError] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        errors.clear()
-        producer.produce(topic, probe, OWN_POISON_KEY,
-                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
-        producer.flush(30)
-        if errors and errors[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{topic}: max.message.bytes not applied within {timeout_s:.0f} s")
+from tests.support.topic_limits import until_the_broker_refuses
 
 
 def once_the_limit_applies(pipeline: Pipeline, fault: cases.Fault) -> cases.Fault:
@@ -51,7 +27,8 @@ def once_the_limit_applies(pipeline: Pipeline, fault: cases.Fault) -> cases.Faul
         topic = pipeline.topics.jobs_priority
         cases._topic_config(pipeline, topic, "max.message.bytes", str(cases.SMALL_TOPIC_BYTES))
         try:
-            until_the_broker_refuses(pipeline.kafka, topic, 2 * cases.SMALL_TOPIC_BYTES)
+            until_the_broker_refuses(pipeline.kafka, topic,
+                                     os.urandom(2 * cases.SMALL_TOPIC_BYTES), OWN_POISON_KEY)
         except AssertionError:
             cases._topic_config(pipeline, topic, "max.message.bytes", None)
             raise
