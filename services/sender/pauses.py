@@ -61,5 +61,9 @@ class PartitionPauses:
         return sum(reason in reasons for reasons in self._reasons.values())
 
     def forget(self, partition: Partition) -> None:
-        """The partition was taken away: a new assignment starts unpaused."""
-        self._reasons.pop(partition, None)
+        """The partition was taken away: a new assignment starts unpaused. librdkafka keeps a
+        partition paused through a rebalance, also when it is assigned back to this member, so
+        one paused here is resumed now: else nothing would ever lift that pause, and the
+        partition would not be read again by this sender."""
+        if self._reasons.pop(partition, None) is not None:
+            self._io.resume([partition])

@@ -213,8 +213,11 @@ def test_pauses_resume_a_partition_only_when_no_reason_is_left() -> None:
     assert io.calls == [("pause", [tp]), ("resume", [tp])] and not pauses.is_paused(tp)
     pauses.release(tp, PauseReason.RETRY_NOT_DUE)  # never paused: no resume either
     pauses.pause(tp, PauseReason.RETRY_NOT_DUE)
-    pauses.forget(tp)  # revoked: the next assignment starts unpaused
+    pauses.forget(tp)  # revoked: the next assignment starts unpaused (librdkafka's pause lifted)
     assert not pauses.is_paused(tp) and pauses.reasons(tp) == frozenset()
+    assert io.calls[-2:] == [("pause", [tp]), ("resume", [tp])]
+    pauses.forget(tp)  # not paused: nothing to lift
+    assert io.calls[-2:] == [("pause", [tp]), ("resume", [tp])]
 
 
 def test_idle_buckets_and_closed_breakers_are_evicted_and_busy_ones_kept() -> None:

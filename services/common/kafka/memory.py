@@ -8,7 +8,8 @@ depend on it, and is driven step by step by the test:
 - rebalance callbacks, commit answers and delivery results run inside `consume`/`poll`, never
   at the call that caused them (`hold_deliveries` keeps delivery results back until released);
 - a paused partition hands out nothing; `resume` continues at the consumed position or at the
-  last `seek`;
+  last `seek`; a pause outlives a rebalance, also when the partition is assigned back (librdkafka
+  keeps its pause flag: tests/sender/test_pause_rebalance_kafka.py);
 - `refuse(topic, error)` makes Kafka refuse records to a topic (their delivery callback gets the
   error), `fail_commits` makes commits fail; `rebalance()` takes partitions away and back.
 """
@@ -259,7 +260,6 @@ class MemoryKafkaIO:
                     self._on_revoke(partitions)
                 for partition in partitions:
                     self._positions.pop(partition, None)
-                    self.paused.discard(partition)
             else:
                 for partition in partitions:
                     committed = self.broker.committed(self.group, partition).offset
