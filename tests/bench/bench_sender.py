@@ -1,7 +1,8 @@
 """Sender throughput, Kafka in → outcomes out, beside its peers from the same run.
 
 Usage: ``.venv/bin/python tests/bench/bench_sender.py [--jobs N] [--node-apn N] [--aioapns N]
-[--h2load N] [--no-h2o] [--rounds R] [--bar]`` (broker: ``MDMPUSH_TEST_BOOTSTRAP``, default 127.0.0.1:9092).
+[--h2load N] [--no-h2o] [--rounds R] [--bar]`` (broker: ``MDMPUSH_TEST_BOOTSTRAP``, default
+127.0.0.1:9092).
 
 (a) One APNs simulator in its own process (``sim_arrivals.py``: it records when each push
     arrived), and one after another against it:
