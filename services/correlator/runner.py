@@ -110,6 +110,11 @@ SERVICE = "correlator"
 RETRY_FIRST_S = 1.0
 #: Slices of the waits of an outage, so a stop is seen and /livez stays fresh.
 WAIT_SLICE_S = 1.0
+#: Both consumers' read-ahead, capped: librdkafka's default queues up to 64 MiB per consumer,
+#: which a replay of the check-ins fills and the allocator keeps. At 200,000 pending pushes fed
+#: from Kafka: 410 MiB and 821 B of RSS per pending push by default, 307 MiB and 445 B with 4 MiB,
+#: as fast (tests/bench/bench_correlator_rss.py); the operator's consumer_overrides still win.
+CONSUMER_DEFAULTS: dict[str, Any] = {"queued.max.messages.kbytes": 4096}
 
 
 class Stopped(Exception):
@@ -195,10 +200,11 @@ class CorrelatorRunner:
     def start(self) -> None:
         """Create the state topic, join the outcomes group; each assignment reads the rest."""
         self._ensure_state_topic()
-        self.contacts = Consumer(self.kafka.consumer_config(f"{self.s.group_id}.contacts"),
-                                 logger=client_logger(f"{SERVICE}.checkins"))
+        self.contacts = Consumer(
+            self.kafka.consumer_config(f"{self.s.group_id}.contacts", **CONSUMER_DEFAULTS),
+            logger=client_logger(f"{SERVICE}.checkins"))
         self._following = set()
-        self.outcomes = Consumer(self.kafka.consumer_config(self.s.group_id),
+        self.outcomes = Consumer(self.kafka.consumer_config(self.s.group_id, **CONSUMER_DEFAULTS),
                                  logger=client_logger(f"{SERVICE}.outcomes"))
         self.outcomes.subscribe([self.topics.outcomes], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke)
