@@ -145,14 +145,15 @@ class ReliableProducer:
                 err = exc.args[0]
                 known = isinstance(err, KafkaError)
                 if known and err.code() == KafkaError._UNKNOWN_TOPIC and not asked:
-                    asked = self._ask_for(topic)
+                    self._ask_for(topic)
+                    asked = True
                     continue
                 detail = f"{err.str()} ({err.name()})" if known else str(exc)
                 raise PermanentDeliveryError(
                     f"Kafka refused a record to {topic} before queueing it: {detail}",
                     err.code() if known else None) from exc
 
-    def _ask_for(self, topic: str) -> bool:
+    def _ask_for(self, topic: str) -> None:
         """librdkafka refuses a record at once to a topic it last found missing, and may keep
         that view long after the topic is created again (minutes, seen on the correlator's
         producer; cf. librdkafka#3009): ask the cluster for the topic, which brings librdkafka's
@@ -162,7 +163,6 @@ class ReliableProducer:
             self.client.list_topics(topic, timeout=METADATA_WAIT_S)
         except KafkaException as exc:  # the produce then refuses the record as before
             log.debug("metadata of %s not read: %s", topic, exc)
-        return True
 
     def _remember(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
