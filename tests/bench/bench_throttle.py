@@ -35,6 +35,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 # Run as a script (python tests/bench/...): make the repository importable.
@@ -128,6 +129,10 @@ def report(scenario: Scenario, topic: str, per_minute: float,
     # What the shards' buckets let out in any second, late turns made up included (throttle.py);
     # arrivals can bunch a little more on their way to the simulator.
     allowed = scenario.shards * TokenBucket(per_minute / scenario.shards).most_in(1.0)
+    # A stall (the sender, Kafka or the simulator) shows as one long gap, a slow bucket as
+    # evenly long ones.
+    gap, gap_at = max(((b[0] - a[0], a[0] - times[0]) for a, b in pairwise(inside)),
+                      default=(0.0, 0.0))
     print(f"{label}: {farm:,.2f}/min (sum of {len(by_shard)} shards' rates, {len(inside)} "
           f"arrivals in {scenario.window_s:.0f} s), error {error:+.2f} % (bar ±2 %: "
           f"{'MET' if met else 'MISSED'}); raw (n-1)/span {raw:,.2f}/min "
@@ -135,7 +140,8 @@ def report(scenario: Scenario, topic: str, per_minute: float,
           f"largest 1-s burst {largest_burst(times)} (steady {per_minute / 60:.1f}/s, the "
           f"buckets allow {allowed} at the sender); "
           f"pushes per sending connection {sorted(per_connection.values(), reverse=True)} "
-          f"({scenario.senders} sender(s))")
+          f"({scenario.senders} sender(s)); longest gap between arrivals in the window "
+          f"{gap:.2f} s, {gap_at:.0f} s after the first")
     if not complete:
         print(f"    ! shards seen {len(by_shard)} of {scenario.shards}, with < 2 arrivals: "
               f"{len(sparse)} (window too short for the rate)")
