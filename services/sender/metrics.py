@@ -1,14 +1,23 @@
 """The sender's Prometheus metrics, in a registry of its own (several senders may share a test
-process) and with label children cached, because the hot path increments them per push."""
+process).
+
+The two series the loop touches per push are kept cheap: prometheus_client takes a lock per
+increment (three per histogram observation), 4.4 us per push measured here, a few per cent of
+the sender's CPU. So outcomes are counted in a plain dict and added to their counter at each
+`flush` (the loop's housekeeping, every 0.1 s, and its shutdown), and the APNs latency is a
+histogram of plain integers, read at each scrape (`LatencyHistogram`).
+"""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from services.sender.apns.certificates import CertificateStore
 
@@ -26,10 +35,11 @@ class SenderMetrics:
             "mdmpush_sender_pushes", "Outcomes written, by state and APNs reason",
             ["state", "reason"], registry=r,
         )
-        self.latency = Histogram(
+        self.latency = LatencyHistogram(
             "mdmpush_sender_apns_latency_seconds", "Submit-to-answer time of APNs requests",
-            buckets=LATENCY_BUCKETS, registry=r,
+            LATENCY_BUCKETS,
         )
+        r.register(self.latency)
         self.retries = Counter(
             "mdmpush_sender_retries", "Jobs sent to a retry tier, by tier", ["tier"], registry=r
         )
@@ -75,21 +85,58 @@ class SenderMetrics:
         # dead-letter alert (deploy/prometheus/alerts.yaml) would miss the first event.
         for cause in DLQ_CAUSES:
             self.dlq.labels(cause)
-        self._push_children: dict[tuple[str, str], Counter] = {}
+        #: Outcomes counted since the last `flush`, by (state, reason).
+        self._pushes_unflushed: dict[tuple[str, str | None], int] = {}
         self._tier_children: dict[str, Counter] = {}
 
     def push(self, state: str, reason: str | None) -> None:
-        key = (state, reason or "")
-        child = self._push_children.get(key)
-        if child is None:
-            child = self._push_children[key] = self.pushes.labels(*key)
-        child.inc()
+        """One outcome written (counted now, exported at the next `flush`)."""
+        key = (state, reason)
+        unflushed = self._pushes_unflushed
+        unflushed[key] = unflushed.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Add the outcomes counted since the last call to their counter."""
+        unflushed, self._pushes_unflushed = self._pushes_unflushed, {}
+        for (state, reason), count in unflushed.items():
+            self.pushes.labels(state, reason or "").inc(count)
 
     def retry(self, tier: str) -> None:
         child = self._tier_children.get(tier)
         if child is None:
             child = self._tier_children[tier] = self.retries.labels(tier)
         child.inc()
+
+
+class LatencyHistogram(Collector):
+    """A Prometheus histogram without labels whose `observe` is a bisect and two additions.
+
+    Read at each scrape from another thread without a lock: the bucket counts are copied at
+    once (one C call under the GIL), the sum may be one observation ahead or behind them, as
+    prometheus_client's own histogram may be.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = buckets
+        self._labels = [*(floatToGoString(b) for b in buckets), "+Inf"]
+        #: Observations per bucket (not cumulative); the last one is above every bound.
+        self._counts = [0] * (len(buckets) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1  # the first bound >= value
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for label, count in zip(self._labels, counts, strict=True):
+            cumulative += count
+            buckets.append((label, float(cumulative)))
+        yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets,
+                                    sum_value=total)
 
 
 class CertificateCollector(Collector):

@@ -306,6 +306,7 @@ class Sender:
             self.throttle.evict_idle()
             self.breakers.evict_closed()
         m = self.metrics
+        m.flush()
         m.in_flight.set(len(self._in_flight))
         m.buffered.set(self.buffers.size)
         m.breaker_open.set(len(self.breakers.open_topics()))
@@ -321,6 +322,7 @@ class Sender:
             self._commit(asynchronous=False)
             self.io.close()
         finally:
+            self.metrics.flush()
             self.book.close()
         log.info("sender %s stopped", self.settings.instance_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from services.common.catalogue import Topics
 from services.common.kafka.io import NO_OFFSET, Position, group_consumer_config
@@ -13,6 +14,7 @@ from services.common.policy import PushPolicy
 from services.common.settings import KafkaSettings
 from services.sender.apns.breaker import BreakerRegistry
 from services.sender.commit_marks import MAX_METADATA_CHARS, decode_marks, encode_marks
+from services.sender.metrics import LATENCY_BUCKETS, SenderMetrics
 from services.sender.offsets import OffsetTracker
 from services.sender.pauses import PartitionPauses, PauseReason
 from services.sender.policy import PolicyBook
@@ -283,3 +285,45 @@ def test_the_senders_librdkafka_defaults_yield_to_the_operators_overrides() -> N
     assert config["partition.assignment.strategy"] == "range"  # the sender's default
     assert config["enable.auto.commit"] is False  # never: the loop commits itself
     assert config["group.id"] == "g" and config["client.id"] == "mdmpush-sender"
+
+
+def test_latency_histogram_exports_what_prometheus_clients_own_would() -> None:
+    """The sender's lock-free latency histogram against prometheus_client's Histogram as the
+    oracle: values on, below, between and above the bounds give the same exposition."""
+    metrics = SenderMetrics()
+    oracle_registry = CollectorRegistry()
+    oracle = Histogram("mdmpush_sender_apns_latency_seconds",
+                       "Submit-to-answer time of APNs requests", buckets=LATENCY_BUCKETS,
+                       registry=oracle_registry)
+    rng = random.Random(7)
+    values = [*LATENCY_BUCKETS, 0.0, 1e-9, 16.0, 1e6,
+              *(rng.uniform(0, 20) for _ in range(500))]
+    for value in values:
+        metrics.latency.observe(value)
+        oracle.observe(value)
+
+    def series(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines()
+                if line.startswith("mdmpush_sender_apns_latency_seconds")
+                and "_created" not in line]
+
+    ours = series(metrics.registry)
+    assert ours == series(oracle_registry)
+    assert f"mdmpush_sender_apns_latency_seconds_count {float(len(values))}" in ours
+
+
+def test_outcome_counts_are_exported_at_flush() -> None:
+    metrics = SenderMetrics()
+    for _ in range(3):
+        metrics.push("SENT", None)
+    metrics.push("FAILED", "BadDeviceToken")
+
+    def value(state: str, reason: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "mdmpush_sender_pushes_total", {"state": state, "reason": reason})
+
+    assert value("SENT", "") is None  # counted, not yet exported
+    metrics.flush()
+    metrics.push("SENT", None)
+    metrics.flush()
+    assert (value("SENT", ""), value("FAILED", "BadDeviceToken")) == (4.0, 1.0)
