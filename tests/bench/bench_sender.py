@@ -56,6 +56,7 @@ from tests.bench.bench_sim_ceiling import h2load_rate
 from tests.bench.bench_transports import start_h2o
 from tests.bench.sim_arrivals import Arrivals, arrivals_sim, rate
 from tests.support.bench_env import bench_workspace, fresh_kafka, sender_process
+from tests.support.cpu import cpu_seconds
 from tests.support.sender_harness import SERDE, Pki, Reader, job, produce_jobs, sender_settings
 
 NODE_APN = Path(__file__).resolve().parent / "node_apn"
@@ -102,11 +103,12 @@ def sender_run(pki: Pki, url: str, count: int, directory: Path, limit_s: float,
                 reader.poll(0.2)
                 if cpu_start is None and reader.records:
                     cpu_start, counted_from = cpu_seconds(process.pid), len(reader.records)
-            if cpu_start is not None and len(reader.records) > counted_from:
+            cpu_end = cpu_seconds(process.pid)
+            if (cpu_start is not None and cpu_end is not None
+                    and len(reader.records) > counted_from):
                 # CPU per push does not depend on what else the machine runs: 1 s / it is the
                 # rate one free core would give.
-                used = cpu_seconds(process.pid) - cpu_start
-                per_push = used / (len(reader.records) - counted_from) * 1e6
+                per_push = (cpu_end - cpu_start) / (len(reader.records) - counted_from) * 1e6
     ended = time.time()
     # Decoded after the run, so that decoding does not take CPU from the sender.
     states = Counter(SERDE.decode(m.value())[1]["state"] for m in reader.records)
@@ -116,12 +118,6 @@ def sender_run(pki: Pki, url: str, count: int, directory: Path, limit_s: float,
         if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
     )
     return SenderRun(count, len(reader.records), states, outcome_rate, started, ended, per_push)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def install_node_apn() -> Path:
@@ -219,6 +215,13 @@ def simulator_phase(args: argparse.Namespace, directory: Path, pki: Pki) -> list
             phases[name] = (other.started, other.ended, args.jobs)
             if not other.complete:
                 notes.append(f"{name}: {other.problem()}")
+        for transport in args.also_transports:  # the same sender on another transport
+            other = sender_run(pki, url, args.jobs, directory, args.limit_s, transport=transport)
+            phases[f"sender {transport}"] = (other.started, other.ended, args.jobs)
+            notes.append(f"sender {transport}: CPU per push {other.cpu_us_per_push:.0f} us "
+                         f"(the default transport's {run.cpu_us_per_push:.0f})")
+            if not other.complete:
+                notes.append(f"sender {transport}: {other.problem()}")
         if not run.complete:
             notes.append(f"sender: {run.problem()}")
         if not args.no_node:
@@ -390,6 +393,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="(a) sender / node-apn pairs, alternating order; the node-apn bar "
                              "is their ratios' median")
+    parser.add_argument("--also-transports", type=lambda v: v.split(",") if v else [],
+                        default=[], help="(a) also runs the sender with each of these "
+                                         "transports (comma-separated), after the default")
     parser.add_argument("--windows", type=windows, default=[],
                         help="(a) also runs the sender with each unrecorded window, "
                              "comma-separated MIN:SHARE[:LINGER_MS] (MDMPUSH_SENDER_UNRECORDED_"

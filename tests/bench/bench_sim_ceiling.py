@@ -37,6 +37,7 @@ from aioapns import APNs, NotificationRequest, PushType
 from aioapns.connection import APNsDevelopmentClientProtocol
 
 from services.sim.apns.certs import PushCertFiles, SimPki, make_pki
+from tests.support.cpu import cpu_seconds
 
 BAR = 5000.0
 TOKEN = "ab" * 32
@@ -79,15 +80,6 @@ def start_sim(
         time.sleep(0.05)
     proc.kill()
     raise SystemExit("simulator did not start within 20 s")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def token_of(n: int) -> str:
