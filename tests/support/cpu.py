@@ -1,9 +1,10 @@
 """CPU time as Linux accounts it (``/proc``), for benchmarks that report CPU per push: a figure
 that depends far less on what else the shared machine runs than a rate does.
 
-``CpuLedger`` answers where a run's CPU went: every process on the machine, grouped by the role
-its command line names (a service, the simulator, the devices, the broker), plus the machine's
-busy time, so that a run can be held against what its cores could give at all.
+``CpuLedger`` answers where a run's CPU went: the benchmark's own child processes grouped by the
+role their command line names (a service, the simulator, the devices), the broker's, everything
+else on the machine as "others", and the machine's busy time, so that a run can be held against
+what its cores could give at all.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
+#: Roles counted wherever they run (one broker serves every benchmark on the machine).
+SHARED_ROLES = frozenset({"broker", "zookeeper"})
 #: (role, a substring of the command line that names it), first match wins.
 ROLES: tuple[tuple[str, str], ...] = (
     ("sender", "-m services.sender"),
@@ -28,13 +31,18 @@ ROLES: tuple[tuple[str, str], ...] = (
 )
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far, all its threads (None if it is gone)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state is [0], ppid [1])."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far, all its threads (None if it is gone)."""
+    fields = _stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def machine_busy_seconds() -> float:
@@ -52,18 +60,35 @@ def role_of(cmdline: str) -> str:
 
 
 def _by_pid() -> dict[int, tuple[str, float]]:
-    seen: dict[int, tuple[str, float]] = {}
+    """(role, CPU seconds) of every process: a role for this process's descendants and the
+    shared ones, "others" for the rest."""
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = fields
+    me = os.getpid()
+
+    def ours(pid: int) -> bool:
+        for _ in range(64):  # bounded: a ppid chain is short
+            if pid == me:
+                return True
+            fields = stats.get(pid)
+            if fields is None or pid <= 1:
+                return False
+            pid = int(fields[1])
+        return False
+
+    seen: dict[int, tuple[str, float]] = {}
+    for pid, fields in stats.items():
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
                 "utf-8", "replace")
         except OSError:
             continue
-        used = cpu_seconds(int(entry.name))
-        if used is not None and cmdline:
-            seen[int(entry.name)] = (role_of(cmdline), used)
+        role = role_of(cmdline) if pid != me else "benchmark"
+        if role not in SHARED_ROLES and not ours(pid):
+            role = "others"
+        seen[pid] = (role, (int(fields[11]) + int(fields[12])) / _TICK)
     return seen
 
 
