@@ -122,7 +122,7 @@ def run(n: int, answer_delay_s: float, limit_s: float, out: Path | None) -> int:
         metrics_port = free_port()
         devices = devices_process(kafka, directory, answer_delay_s)
         phases = Phases()
-        ledger = CpuLedger()
+        ledgers = {"registry": CpuLedger(), "request": CpuLedger()}
         with arrivals_sim(pki.pki.directory, directory) as (port, result), stack(
                 kafka, directory, pki, port, fanout=True, correlator=True,
                 partitions=PARTITIONS,
@@ -133,7 +133,7 @@ def run(n: int, answer_delay_s: float, limit_s: float, out: Path | None) -> int:
                                              "verdicts": metric_sum(metrics_port, VERDICTS)})
             try:
                 _phases(n, kafka, topics, pki.topics[0], {**procs, "devices": devices},
-                        sampler, metrics_port, limit_s, phases, ledger)
+                        sampler, metrics_port, limit_s, phases, ledgers)
             except Incomplete as exc:
                 print(f"{exc}; load average {os.getloadavg()[0]:.1f} (2 cores)")
                 last = sampler.samples[-1].rss_kb if sampler.samples else {}
@@ -147,14 +147,14 @@ def run(n: int, answer_delay_s: float, limit_s: float, out: Path | None) -> int:
         load_end = os.getloadavg()
         verdicts = read_verdicts(kafka, since_ms=int(phases.published * 1000) - 5000)
     pushes = result[0].between(phases.published, float("inf"))
-    return _report(n, phases, pushes, verdicts, sampler, ledger, (load_start, load_end), out)
+    return _report(n, phases, pushes, verdicts, sampler, ledgers, (load_start, load_end), out)
 
 
 def _phases(n: int, kafka: KafkaSettings, topics: Topics, topic: str,
             procs: dict[str, ServiceProcess], sampler: Sampler, metrics_port: int,
-            limit_s: float, phases: Phases, ledger: CpuLedger) -> None:
-    """Warm-up, registry, request; fills `phases` as it goes, and `ledger` with the CPU spent
-    from the request to the last verdict."""
+            limit_s: float, phases: Phases, ledgers: dict[str, CpuLedger]) -> None:
+    """Warm-up, registry, request; fills `phases` as it goes, and `ledgers` with the CPU spent
+    building the registry and from the request to the last verdict."""
     services = {k: v for k, v in procs.items() if k != "devices"}
 
     def verdicts_at_least(count: int) -> bool:
@@ -173,6 +173,7 @@ def _phases(n: int, kafka: KafkaSettings, topics: Topics, topic: str,
     time.sleep(sampler.interval_s * 1.5)
     phases.idle = sampler.sample()
 
+    ledgers["registry"].start()
     phases.registry_start = time.time()
     produce(kafka, topics.checkins, "CheckinEvent",
             token_updates("acme", topic, ((f"E{i}", _token(i)) for i in range(n))))
@@ -186,6 +187,7 @@ def _phases(n: int, kafka: KafkaSettings, topics: Topics, topic: str,
                          f"({held / took:,.0f} check-ins/s; limit {limit_s:.0f} s): MISSED, "
                          f"no request published")
     phases.registry_built = time.time()
+    ledgers["registry"].stop()
     print(f"registry: built in {phases.registry_built - phases.registry_start:.1f} s",
           flush=True)
     time.sleep(sampler.interval_s * 1.5)
@@ -193,14 +195,14 @@ def _phases(n: int, kafka: KafkaSettings, topics: Topics, topic: str,
 
     request = PushRequest(tenant="acme", target_all=True)
     phases.request_id = request.request_id
-    ledger.start()
+    ledgers["request"].start()
     phases.published = time.time()
     PushPublisher(kafka).publish(request)
     if wait_for(lambda: verdicts_at_least(n + 1), limit_s, interval_s=0.5):
         phases.verdicts_seen = time.time()
     else:
         print(f"!! not every verdict within {limit_s:.0f} s of the request", flush=True)
-    ledger.stop()
+    ledgers["request"].stop()
     # Keep sampling until every group has caught up (the devices' answers, the verdicts' echo
     # to the correlator), bounded: the drain times are read from these samples.
     wait_for(lambda: bool(sampler.samples) and all(
@@ -208,7 +210,7 @@ def _phases(n: int, kafka: KafkaSettings, topics: Topics, topic: str,
 
 
 def _report(n: int, phases: Phases, pushes: list[float], verdicts: Verdicts, sampler: Sampler,
-            ledger: CpuLedger, load: tuple[tuple[float, ...], tuple[float, ...]],
+            ledgers: dict[str, CpuLedger], load: tuple[tuple[float, ...], tuple[float, ...]],
             out: Path | None) -> int:
     samples = sampler.samples
     assert phases.idle is not None and phases.baseline is not None
@@ -218,6 +220,11 @@ def _report(n: int, phases: Phases, pushes: list[float], verdicts: Verdicts, sam
     print(f"registry: {n:,} TokenUpdates produced in "
           f"{phases.registry_produced - phases.registry_start:.1f} s, registry complete "
           f"{registry_s:.1f} s after the first ({n / registry_s:,.0f} check-ins/s)")
+    # Issue 12's registry bar (50,000 check-ins/s) asks this of the cores.
+    registry = ledgers["registry"]
+    print("\n".join(registry.report(n, "check-in")))
+    print(f"the 50,000 check-ins/s bar's budget: {registry.cores / 50_000 * 1e6:.0f} us of CPU "
+          f"per check-in on {registry.cores} cores, every process included")
     states = verdicts.count(phases.request_id)
     judged = sum(states.values())
     lost = n - judged
@@ -240,9 +247,10 @@ def _report(n: int, phases: Phases, pushes: list[float], verdicts: Verdicts, sam
           f"{'MET' if met else 'MISSED'}")
     # What the bar asks of the machine: the request-to-verdict window's CPU, held against the
     # cores (at 90 s per 1,000,000 on 2 cores: 180 us of CPU per push for everything).
-    print("\n".join(ledger.report(n)))
-    print(f"the bar's budget: {ledger.cores * bar / n * 1e6:.0f} us of CPU per push on "
-          f"{ledger.cores} cores, every process included")
+    request = ledgers["request"]
+    print("\n".join(request.report(n, "push")))
+    print(f"the bar's budget: {request.cores * bar / n * 1e6:.0f} us of CPU per push on "
+          f"{request.cores} cores, every process included")
     for name in sorted(sampler.peak_kb):
         print(f"RSS {name:>10}: idle {phases.idle.rss_kb.get(name, 0) / 1024:7.1f} MiB, registry "
               f"built {phases.baseline.rss_kb.get(name, 0) / 1024:7.1f} MiB, peak (VmHWM) "
@@ -269,8 +277,8 @@ def _report(n: int, phases: Phases, pushes: list[float], verdicts: Verdicts, sam
             "pushes": len(pushes), "verdicts": states, "lost": lost,
             "doubled": verdicts.doubled, "request_to_every_verdict_s": total_s,
             "peak_rss_kb": sampler.peak_kb, "load": load,
-            "cpu_s_by_role": ledger.by_role, "cpu_busy_s": ledger.busy_s,
-            "cpu_wall_s": ledger.wall_s,
+            "cpu": {name: {"by_role_s": ledger.by_role, "busy_s": ledger.busy_s,
+                           "wall_s": ledger.wall_s} for name, ledger in ledgers.items()},
             "samples": [asdict(s) for s in samples]}, indent=1))
     return 0 if met else 1
 

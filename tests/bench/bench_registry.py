@@ -50,6 +50,7 @@ from services.common.kafka.logs import client_logger
 from services.common.settings import KafkaSettings
 from tests.fanout.harness import REPO, T1, Publisher, Worker, request
 from tests.support.bench_stack import produce
+from tests.support.cpu import cpu_seconds
 
 BAR = 50_000
 #: The commit before the fan-out's batched ingestion: the old per-record path.
@@ -161,9 +162,11 @@ def profiled(worker: Worker, out: Path | None, name: str) -> Iterator[None]:
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the worker so far; it must be alive (`wait_until` checked it)."""
+    used = cpu_seconds(pid)
+    if used is None:
+        raise SystemExit(f"the fan-out (pid {pid}) is gone")
+    return used
 
 
 @dataclass

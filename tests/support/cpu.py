@@ -121,16 +121,17 @@ class CpuLedger:
         self.busy_s = machine_busy_seconds() - self._start_busy
         self.wall_s = _uptime() - self._start_wall
 
-    def report(self, pushes: int) -> list[str]:
-        """Lines: CPU per push of each role and of the machine, and what the cores allowed."""
-        if pushes <= 0 or self.wall_s <= 0:
-            return ["CPU: no pushes in the window"]
-        lines = [f"CPU per push over {self.wall_s:.1f} s ({pushes:,} pushes), by process role:"]
+    def report(self, count: int, unit: str) -> list[str]:
+        """Lines: CPU per `unit` (a push, a check-in) of each role and of the machine, and the
+        cores each kept busy."""
+        if count <= 0 or self.wall_s <= 0:
+            return [f"CPU: no {unit} in the window"]
+        lines = [f"CPU per {unit} over {self.wall_s:.1f} s ({count:,}), by process role:"]
         for role, spent in sorted(self.by_role.items(), key=lambda kv: -kv[1]):
             if spent > 0:
-                lines.append(f"  {role:>11}: {spent / pushes * 1e6:7.1f} us "
+                lines.append(f"  {role:>11}: {spent / count * 1e6:7.1f} us "
                              f"({spent / self.wall_s:.2f} cores)")
-        lines.append(f"  {'machine':>11}: {self.busy_s / pushes * 1e6:7.1f} us busy "
+        lines.append(f"  {'machine':>11}: {self.busy_s / count * 1e6:7.1f} us busy "
                      f"({self.busy_s / self.wall_s:.2f} of {self.cores} cores)")
         return lines
 
