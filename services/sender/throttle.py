@@ -107,14 +107,28 @@ class TokenBucket:
 
 
 class Throttle:
-    """The buckets of every (key, lane) in use, created on first use, dropped when idle."""
+    """The buckets of every throttled (key, lane) in use, created on first use, dropped when
+    idle.
+
+    An unthrottled rate (0, the default policy) needs no schedule: every such key gets the one
+    shared unthrottled bucket (it never changes: `try_take` is always True, `wait_s` always 0)
+    and nothing is kept per key. A bucket per key there cost ~200 B plus its key string per
+    certificate seen in the last eviction period (EVICT_S, 60 s) — 100,000 jobs for made-up
+    certificates made 100,000 of them (tests/bench/bench_memory.py), for keys that never send.
+    """
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._unthrottled = TokenBucket(0, clock)
 
     def bucket(self, key: str, lane: str, per_minute: float) -> TokenBucket:
-        """The bucket of (key, lane), at the rate the current policy gives it."""
+        """The bucket of (key, lane), at the rate the current policy gives it. A key whose
+        policy became unthrottled loses its bucket; throttled again, it starts afresh like an
+        idle one (the unthrottled time in between allowed any number of sends anyway)."""
+        if per_minute == 0:
+            self._buckets.pop((key, lane), None)
+            return self._unthrottled
         bucket = self._buckets.get((key, lane))
         if bucket is None:
             bucket = self._buckets[(key, lane)] = TokenBucket(per_minute, self._clock)

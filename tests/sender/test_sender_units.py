@@ -12,7 +12,7 @@ from services.common.kafka.io import NO_OFFSET, Position, group_consumer_config
 from services.common.kafka.memory import MemoryBroker, MemoryKafkaIO
 from services.common.policy import PushPolicy
 from services.common.settings import KafkaSettings
-from services.sender.apns.breaker import BreakerRegistry
+from services.sender.apns.breaker import SWEEP_FLOOR, BreakerRegistry
 from services.sender.commit_marks import MAX_METADATA_CHARS, decode_marks, encode_marks
 from services.sender.metrics import LATENCY_BUCKETS, SenderMetrics
 from services.sender.offsets import OffsetTracker
@@ -84,6 +84,40 @@ def test_throttle_keys_are_independent() -> None:
     assert a.try_take() and not a.try_take()
     assert b.try_take()
     assert throttle.bucket("A", "BULK", 120) is a and a.per_minute == 120
+
+
+def test_unthrottled_keys_share_one_bucket_and_keep_nothing() -> None:
+    """A flood of jobs for distinct unthrottled keys (made-up certificates) leaves no bucket
+    behind; a key throttled again after an unthrottled spell starts afresh."""
+    clock = FakeClock()
+    throttle = Throttle(clock)
+    shared = throttle.bucket("K0", "BULK", 0)
+    for n in range(10_000):
+        bucket = throttle.bucket(f"K{n}", "BULK", 0)
+        assert bucket is shared and bucket.try_take(more=True) and bucket.wait_s() == 0
+    assert len(throttle) == 0 and shared.idle and shared.unthrottled
+    throttled = throttle.bucket("A", "BULK", 60)
+    assert throttled.try_take() and not throttled.try_take() and len(throttle) == 1
+    assert throttle.bucket("A", "BULK", 0) is shared and len(throttle) == 0  # its bucket dropped
+    again = throttle.bucket("A", "BULK", 60)
+    assert again is not throttled and again.try_take() and not again.try_take()
+
+
+def test_breakers_are_bounded_under_a_flood_of_unknown_certificates() -> None:
+    """Idle breakers are dropped as new ones pile up, not only at the 60 s sweep; the breakers
+    of failing certificates are kept whatever the flood."""
+    clock = FakeClock()
+    breakers = BreakerRegistry(cool_down_s=10, clock=clock)
+    failing = [f"F{n}" for n in range(3 * SWEEP_FLOOR // 4)]
+    for topic in failing:
+        breakers[topic].record_failure("BadCertificate")
+    most = 0
+    for n in range(100_000):
+        assert breakers[f"U{n}"].allow()
+        most = max(most, len(breakers))
+    assert most <= 2 * len(failing)  # the last drop kept the failing ones: twice those at most
+    assert sorted(breakers.open_topics()) == sorted(failing)
+    assert all(not breakers[topic].allow() for topic in failing)  # still open, still the same
 
 
 def test_policy_resolution_and_bucket_rates() -> None:
@@ -228,9 +262,9 @@ def test_idle_buckets_and_closed_breakers_are_evicted_and_busy_ones_kept() -> No
     busy = throttle.bucket("A", "BULK", 60)
     assert busy.try_take()
     throttle.bucket("B", "BULK", 60).try_take()
-    throttle.bucket("C", "BULK", 0)  # unthrottled: nothing to remember
+    throttle.bucket("C", "BULK", 0)  # unthrottled: nothing to remember, nothing kept
     clock.now += 0.5
-    assert throttle.evict_idle() == 1 and len(throttle) == 2  # C
+    assert len(throttle) == 2 and throttle.evict_idle() == 0
     clock.now += 1.0  # A's and B's next send was due 0.5 s ago: a new bucket would do the same
     assert throttle.evict_idle() == 2 and len(throttle) == 0
     breakers = BreakerRegistry(cool_down_s=10, clock=clock)
