@@ -92,19 +92,43 @@ class CircuitBreaker:
             self.last_reason = reason
 
 
+#: Breakers held before a new one makes the registry drop its idle ones first (and then at
+#: twice the number it kept): see `BreakerRegistry.__getitem__`.
+SWEEP_FLOOR = 1024
+
+
 class BreakerRegistry:
-    """The breakers of all certificates (by push topic), created on first use."""
+    """The breakers of all certificates (by push topic), created on first use.
+
+    Bounded: idle breakers (closed, no trial: what a new one is) are dropped by `evict_closed`
+    (the loop's sweep, every 60 s) and also before a new one is made while max(SWEEP_FLOOR,
+    twice the breakers kept at the last drop) are held, so never more than that are: the
+    failing certificates' and a bounded number of idle ones. A job is given its
+    certificate's breaker before the pool says whether the certificate exists, so without the
+    second drop a flood of jobs for made-up certificates kept one breaker (~140 B, its topic
+    string and a dict slot) per certificate of the last minute: 100,000 in
+    tests/bench/bench_memory.py.
+    """
 
     def __init__(self, cool_down_s: float = 60.0, clock: Clock = time.monotonic) -> None:
         self._cool_down_s = cool_down_s
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._sweep_at = SWEEP_FLOOR
 
     def __getitem__(self, topic: str) -> CircuitBreaker:
+        """The topic's breaker. Creating one may drop idle ones: the sender uses a breaker
+        it was given before asking for another, and an idle breaker is what a new one is."""
         breaker = self._breakers.get(topic)
         if breaker is None:
+            if len(self._breakers) >= self._sweep_at:
+                self.evict_closed()
+                self._sweep_at = max(SWEEP_FLOOR, 2 * len(self._breakers))
             breaker = self._breakers[topic] = CircuitBreaker(self._cool_down_s, self._clock)
         return breaker
+
+    def __len__(self) -> int:
+        return len(self._breakers)
 
     def open_topics(self) -> list[str]:
         """Certificates currently refusing requests (for metrics and status)."""
