@@ -63,3 +63,20 @@ def test_missing_or_slow_topic_raises_a_clear_error(kafka_settings: KafkaSetting
     empty.load(10)  # a topic not created yet holds nothing: loaded at once
     assert empty.get("a") is None
     empty.close()
+
+
+def test_a_value_decoded_to_none_is_not_kept(kafka_settings: KafkaSettings) -> None:
+    """The census decodes every registry record that is not ENROLLED to None: such a key is as
+    absent as after a tombstone (the fallback answers for it, `items` leaves it out), so a
+    flood of pending Authenticates leaves nothing in the view."""
+    topic = make_topic(kafka_settings, "config", config={"cleanup.policy": "compact"})
+    producer = ReliableProducer(kafka_settings, name="test")
+    for key, value in [("*", b"7"), ("a", b"1"), ("a", b"-"), ("b", b"-"), ("c", b"3")]:
+        producer.produce(topic, value, key)
+    producer.flush(30)
+    view = CompactedView(kafka_settings, topic, lambda v: None if v == b"-" else int(v),
+                         name="test-view")
+    view.load(30)
+    assert dict(view.items()) == {"*": 7, "c": 3}  # "a" enrolled, then not: gone
+    assert view.get("a") == 7 and view.get("b") == 7 and view.undecodable == 0
+    view.close()

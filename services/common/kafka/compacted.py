@@ -40,6 +40,13 @@ UNDECODABLE = (MdmPushError, ValueError, KeyError, TypeError)
 class CompactedView(Generic[T]):
     """The latest value per key of a compacted topic; tombstones delete.
 
+    A value the decoder turns into None is not kept either (`get` answers the fallback for
+    it, as it always did, and `items` leaves it out): a view keeps only what its decoder keeps.
+    The sender's enrollment census decodes every registry record that is not ENROLLED to None,
+    and those are mostly pending Authenticates of devices that never enrolled (kept by the
+    fan-out for its TTL, 24 h): kept here, each sender held a key per such device, as many as a
+    flood of made-up UDIDs brings.
+
     Not thread-safe for writers: one thread calls load()/poll(); get() from other threads sees
     each key's old or new value (a dict lookup), never a torn one."""
 
@@ -111,13 +118,18 @@ class CompactedView(Generic[T]):
             self._values.pop(key, None)
             return
         try:
-            self._values[key] = self._decode(value)
+            decoded = self._decode(value)
         except UNDECODABLE as exc:
             self.undecodable += 1
             log.warning("%s: skipping the undecodable value of %r at %d/%d: %s",
                         self.topic, key, partition, msg.offset() or 0, exc)
             if self._on_undecodable is not None:
                 self._on_undecodable(msg, exc)
+            return
+        if decoded is None:  # nothing the view keeps: as absent as after a tombstone
+            self._values.pop(key, None)
+        else:
+            self._values[key] = decoded
 
     def get(self, key: str) -> T | None:
         """`key`'s value, else the fallback key's, else None."""
