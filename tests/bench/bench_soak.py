@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +40,9 @@ from pathlib import Path
 # Run as a script (python tests/bench/...): make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+from services.common.admin import admin_client
 from services.common.settings import KafkaSettings
 from services.correlator.settings import CorrelatorSettings
 from services.devstack.procs import free_port, wait_for
@@ -91,6 +95,22 @@ def supervise(procs: dict[str, ServiceProcess], soak: Soak, t: float) -> None:
             print(f"   {t:6.0f} s: {name} exited by itself; restarted; its log ended:\n{tail}",
                   flush=True)
             proc.start()
+
+
+def roll_segments(kafka: KafkaSettings, segment_ms: int) -> list[str]:
+    """Set segment.ms on every compacted topic of the run's prefix; returns their names."""
+    admin = admin_client(kafka)
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]
+    described = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, name) for name in names])
+    compacted = [resource.name for resource, future in described.items()
+                 if "compact" in future.result(timeout=30)["cleanup.policy"].value]
+    updates = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry("segment.ms", str(segment_ms),
+                    incremental_operation=AlterConfigOpType.SET)]) for name in compacted]
+    for future in admin.incremental_alter_configs(updates).values():
+        future.result(timeout=30)
+    return compacted
 
 
 def run_soak(kafka: KafkaSettings, procs: dict[str, ServiceProcess], sampler: Sampler,
@@ -233,7 +253,11 @@ def report(soak: Soak, verdicts: Verdicts, sampler: Sampler, rate: float,
         ok = all(s <= SLOPE_BAR_MIB_PER_MIN for s in judged)
         flat &= ok
         shown = ", ".join(f"{s:+.2f} ({span / 60:.1f} min)" for span, s in slopes) or "none"
-        print(f"RSS {name:>10}: peak {sampler.peak_kb[name] / 1024:.1f} MiB; slope per life "
+        # Where each life settles: a restart that restores more history sits higher (bounds.md).
+        plateaus = ", ".join(f"{statistics.median(v for _, v in life) / 1024:.0f}"
+                             for life in lives(samples, soak, name))
+        print(f"RSS {name:>10}: peak {sampler.peak_kb[name] / 1024:.1f} MiB; median per life "
+              f"{plateaus or 'none'} MiB; slope per life "
               f"{shown} MiB/min (bar <= {SLOPE_BAR_MIB_PER_MIN:g} on lives >= "
               f"{MIN_LIFE_S / 60:.0f} min): "
               f"{'MISSED' if not ok else 'MET' if judged else 'not judged (no life long enough)'}")
@@ -263,6 +287,11 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=420.0,
                         help="longest wait for every verdict after the last request")
     parser.add_argument("--png", type=Path, help="default docs/img/soak/soak-<minutes>min.png")
+    parser.add_argument("--segment-ms", type=int,
+                        help="segment.ms of the run's compacted topics (faust's changelogs "
+                             "included), set once the registry is built: the production value "
+                             "(an hour, catalogue.COMPACTION) leaves a soak shorter than that "
+                             "uncompacted, so every restore reads the whole run's history")
     parser.add_argument("--correlator-dedupe", type=int,
                         help="MDMPUSH_CORRELATOR_DEDUPE_CAPACITY for the run: its recent-verdict "
                              "filter (100,000 job ids by default), allocated whole at start "
@@ -291,6 +320,10 @@ def main() -> None:
                     ((f"E{i}", f"{i:064x}") for i in range(args.devices))))
                 if not wait_registry_count(kafka, args.devices, procs, 900):
                     raise SystemExit("the registry was not built in 900 s")
+                if args.segment_ms:
+                    compacted = roll_segments(kafka, args.segment_ms)
+                    print(f"segment.ms {args.segment_ms:,} on {len(compacted)} compacted "
+                          f"topics", flush=True)
                 print(f"registry of {args.devices:,} built; soak starts", flush=True)
                 sampler = Sampler(kafka, procs, interval_s=5.0,
                                   probe=lambda: {"pending": metric_sum(metrics_port, PENDING)})
