@@ -215,13 +215,6 @@ def simulator_phase(args: argparse.Namespace, directory: Path, pki: Pki) -> list
             phases[name] = (other.started, other.ended, args.jobs)
             if not other.complete:
                 notes.append(f"{name}: {other.problem()}")
-        for transport in args.also_transports:  # the same sender on another transport
-            other = sender_run(pki, url, args.jobs, directory, args.limit_s, transport=transport)
-            phases[f"sender {transport}"] = (other.started, other.ended, args.jobs)
-            notes.append(f"sender {transport}: CPU per push {other.cpu_us_per_push:.0f} us "
-                         f"(the default transport's {run.cpu_us_per_push:.0f})")
-            if not other.complete:
-                notes.append(f"sender {transport}: {other.problem()}")
         if not run.complete:
             notes.append(f"sender: {run.problem()}")
         if not args.no_node:
@@ -393,9 +386,6 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="(a) sender / node-apn pairs, alternating order; the node-apn bar "
                              "is their ratios' median")
-    parser.add_argument("--also-transports", type=lambda v: v.split(",") if v else [],
-                        default=[], help="(a) also runs the sender with each of these "
-                                         "transports (comma-separated), after the default")
     parser.add_argument("--windows", type=windows, default=[],
                         help="(a) also runs the sender with each unrecorded window, "
                              "comma-separated MIN:SHARE[:LINGER_MS] (MDMPUSH_SENDER_UNRECORDED_"

@@ -39,10 +39,15 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def _cpu_of(fields: list[str]) -> float:
+    """User + system CPU seconds, all threads, from a process's stat fields."""
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process so far, all its threads (None if it is gone)."""
     fields = _stat(pid)
-    return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
+    return None if fields is None else _cpu_of(fields)
 
 
 def machine_busy_seconds() -> float:
@@ -88,7 +93,7 @@ def _by_pid() -> dict[int, tuple[str, float]]:
         role = role_of(cmdline) if pid != me else "benchmark"
         if role not in SHARED_ROLES and not ours(pid):
             role = "others"
-        seen[pid] = (role, (int(fields[11]) + int(fields[12])) / _TICK)
+        seen[pid] = (role, _cpu_of(fields))
     return seen
 
 
